@@ -1,1 +1,3 @@
+pub mod canonical_json;
+pub mod fingerprint;
 pub mod proto;

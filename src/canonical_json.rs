@@ -1,0 +1,387 @@
+//! RFC 8785 JSON Canonicalization Scheme (JCS), so that every caller language
+//! fingerprints the same JSON request identically.
+//!
+//! The input must be I-JSON (RFC 7493): duplicate object members and lone
+//! surrogates are rejected rather than resolved, because two parsers resolving
+//! them differently would give one request two fingerprints. Numbers are IEEE
+//! doubles printed the way ECMAScript prints them; object members are sorted by
+//! their UTF-16 code units; strings use the minimal JSON escapes.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+
+/// Why a payload cannot be canonicalized.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CanonicalJsonError {
+    /// Not JSON, not I-JSON, or nested deeper than the parser allows.
+    #[error("payload is not valid I-JSON: {0}")]
+    Invalid(String),
+    /// An `ignore_fields` entry is not a JSON Pointer.
+    #[error("{pointer:?} is not a JSON Pointer (RFC 6901): {why}")]
+    BadPointer { pointer: String, why: &'static str },
+}
+
+/// A parsed JSON value in which every number is already a double, as JCS
+/// requires, and object members keep their input order until serialization.
+#[derive(Debug, Clone, PartialEq)]
+enum Json {
+    Null,
+    Bool(bool),
+    Number(f64),
+    String(String),
+    Array(Vec<Json>),
+    Object(Vec<(String, Json)>),
+}
+
+/// Canonical form of `data` after removing the members and elements named by
+/// `ignore_pointers` (applied in the given order; a pointer that matches
+/// nothing is ignored, since the guarded field may be optional).
+pub fn canonicalize(data: &[u8], ignore_pointers: &[String]) -> Result<Vec<u8>, CanonicalJsonError> {
+    let mut value = parse(data)?;
+    for pointer in ignore_pointers {
+        let tokens = parse_pointer(pointer)?;
+        remove_at(&mut value, &tokens);
+    }
+    let mut out = Vec::with_capacity(data.len());
+    write_value(&value, &mut out);
+    Ok(out)
+}
+
+fn parse(data: &[u8]) -> Result<Json, CanonicalJsonError> {
+    // serde_json rejects lone surrogates, out-of-range numbers and nesting
+    // beyond 128 levels; our visitor rejects duplicate members.
+    let mut deserializer = serde_json::Deserializer::from_slice(data);
+    let value = Json::deserialize(&mut deserializer).map_err(|e| CanonicalJsonError::Invalid(e.to_string()))?;
+    deserializer.end().map_err(|e| CanonicalJsonError::Invalid(e.to_string()))?;
+    Ok(value)
+}
+
+impl<'de> Deserialize<'de> for Json {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(JsonVisitor)
+    }
+}
+
+struct JsonVisitor;
+
+impl<'de> Visitor<'de> for JsonVisitor {
+    type Value = Json;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Json, E> {
+        Ok(Json::Bool(v))
+    }
+
+    // Integers become doubles, as in every JavaScript parser: JCS defines
+    // numbers by their IEEE 754 double value.
+    fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
+        Ok(Json::Number(v as f64))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
+        Ok(Json::Number(v as f64))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Json, E> {
+        Ok(Json::Number(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Json, E> {
+        Ok(Json::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Json, E> {
+        Ok(Json::String(v))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Json::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+        let mut seen = HashSet::new();
+        let mut members = Vec::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if !seen.insert(name.clone()) {
+                return Err(de::Error::custom(format_args!("duplicate object member {name:?}")));
+            }
+            members.push((name, map.next_value()?));
+        }
+        Ok(Json::Object(members))
+    }
+}
+
+/// Splits an RFC 6901 pointer into unescaped reference tokens.
+fn parse_pointer(pointer: &str) -> Result<Vec<String>, CanonicalJsonError> {
+    let bad = |why| CanonicalJsonError::BadPointer { pointer: pointer.to_owned(), why };
+    let Some(rest) = pointer.strip_prefix('/') else {
+        return Err(bad("must start with '/' (the whole document cannot be ignored)"));
+    };
+    rest.split('/')
+        .map(|token| {
+            let mut out = String::with_capacity(token.len());
+            let mut chars = token.chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '~' => match chars.next() {
+                        Some('0') => out.push('~'),
+                        Some('1') => out.push('/'),
+                        _ => return Err(bad("'~' must be followed by '0' or '1'")),
+                    },
+                    c => out.push(c),
+                }
+            }
+            Ok(out)
+        })
+        .collect()
+}
+
+fn remove_at(value: &mut Json, tokens: &[String]) {
+    let Some((last, parents)) = tokens.split_last() else { return };
+    let mut target = value;
+    for token in parents {
+        target = match child_mut(target, token) {
+            Some(child) => child,
+            None => return,
+        };
+    }
+    match target {
+        Json::Object(members) => members.retain(|(name, _)| name != last),
+        Json::Array(items) => {
+            if let Some(index) = array_index(last, items.len()) {
+                items.remove(index);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn child_mut<'a>(value: &'a mut Json, token: &str) -> Option<&'a mut Json> {
+    match value {
+        Json::Object(members) => members.iter_mut().find(|(name, _)| name == token).map(|(_, v)| v),
+        Json::Array(items) => {
+            let index = array_index(token, items.len())?;
+            items.get_mut(index)
+        }
+        _ => None,
+    }
+}
+
+/// RFC 6901 array indexes: decimal digits without leading zeros.
+fn array_index(token: &str, len: usize) -> Option<usize> {
+    let well_formed = !token.is_empty()
+        && token.bytes().all(|b| b.is_ascii_digit())
+        && (token == "0" || !token.starts_with('0'));
+    let index: usize = if well_formed { token.parse().ok()? } else { return None };
+    (index < len).then_some(index)
+}
+
+fn write_value(value: &Json, out: &mut Vec<u8>) {
+    match value {
+        Json::Null => out.extend_from_slice(b"null"),
+        Json::Bool(true) => out.extend_from_slice(b"true"),
+        Json::Bool(false) => out.extend_from_slice(b"false"),
+        Json::Number(n) => write_number(*n, out),
+        Json::String(s) => write_string(s, out),
+        Json::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(item, out);
+            }
+            out.push(b']');
+        }
+        Json::Object(members) => {
+            let mut sorted: Vec<&(String, Json)> = members.iter().collect();
+            // JCS sorts by UTF-16 code units, which differs from UTF-8 byte
+            // order for characters above U+FFFF versus U+E000..U+FFFF.
+            sorted.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
+            out.push(b'{');
+            for (i, (name, member)) in sorted.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_string(name, out);
+                out.push(b':');
+                write_value(member, out);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// ECMAScript `Number.prototype.toString`, which JCS adopts. Parsed JSON has
+/// no NaN or infinities, so every value here is finite.
+fn write_number(n: f64, out: &mut Vec<u8>) {
+    if n == 0.0 {
+        // Both zeros print as "0".
+        out.push(b'0');
+    } else {
+        out.extend_from_slice(ryu_js::Buffer::new().format_finite(n).as_bytes());
+    }
+}
+
+/// JCS string escaping is exactly serde_json's: `\"`, `\\`, `\b \f \n \r \t`,
+/// other control characters as lowercase `\u00xx`, everything else literal.
+fn write_string(s: &str, out: &mut Vec<u8>) {
+    serde_json::to_writer(&mut *out, s).expect("writing a str into a Vec cannot fail");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canon(input: &str) -> String {
+        String::from_utf8(canonicalize(input.as_bytes(), &[]).expect("valid input")).expect("utf-8 output")
+    }
+
+    fn canon_ignoring(input: &str, pointers: &[&str]) -> String {
+        let pointers: Vec<String> = pointers.iter().map(|p| p.to_string()).collect();
+        String::from_utf8(canonicalize(input.as_bytes(), &pointers).expect("valid input")).expect("utf-8 output")
+    }
+
+    #[test]
+    fn key_order_and_whitespace_do_not_matter() {
+        assert_eq!(canon(r#"{"b":1,"a":true}"#), r#"{"a":true,"b":1}"#);
+        assert_eq!(canon("{ \"a\" : true ,\n\t\"b\": 1 }"), r#"{"a":true,"b":1}"#);
+        assert_eq!(canon(r#"{"b":1,"a":true}"#), canon(r#"{ "a": true, "b": 1 }"#));
+    }
+
+    #[test]
+    fn nested_objects_are_sorted_and_arrays_keep_their_order() {
+        assert_eq!(
+            canon(r#"{"z":[3,{"y":1,"x":[2,1]}],"a":{"d":null,"c":[]}}"#),
+            r#"{"a":{"c":[],"d":null},"z":[3,{"x":[2,1],"y":1}]}"#
+        );
+        assert_eq!(canon("[[[]],[[1]]]"), "[[[]],[[1]]]");
+    }
+
+    #[test]
+    fn members_sort_by_utf16_code_units_not_utf8_bytes() {
+        // U+1F600 (surrogates D83D DE00) sorts before U+FB01 in UTF-16,
+        // although its UTF-8 bytes (F0 ..) sort after U+FB01's (EF ..).
+        assert_eq!(canon("{\"\u{fb01}\":1,\"\u{1f600}\":2}"), "{\"\u{1f600}\":2,\"\u{fb01}\":1}");
+        // The RFC 8785 section 3.2.3 example.
+        assert_eq!(
+            canon("{\"\\u20ac\":\"Euro Sign\",\"\\r\":\"Carriage Return\",\"\\ufb33\":\"Hebrew Letter Dalet With Dagesh\",\"1\":\"One\",\"\\ud83d\\ude00\":\"Emoji: Grinning Face\",\"\\u0080\":\"Control\",\"\\u00f6\":\"Latin Small Letter O With Diaeresis\"}"),
+            "{\"\\r\":\"Carriage Return\",\"1\":\"One\",\"\u{80}\":\"Control\",\"\u{f6}\":\"Latin Small Letter O With Diaeresis\",\"\u{20ac}\":\"Euro Sign\",\"\u{1f600}\":\"Emoji: Grinning Face\",\"\u{fb33}\":\"Hebrew Letter Dalet With Dagesh\"}"
+        );
+    }
+
+    #[test]
+    fn unicode_escapes_are_resolved_and_controls_escaped_minimally() {
+        assert_eq!(canon(r#""\u0041\u00e9\ud83d\ude00""#), "\"A\u{e9}\u{1f600}\"");
+        assert_eq!(canon(r#""\/""#), r#""/""#);
+        assert_eq!(canon(r#""\u0008\u0009\u000a\u000c\u000d\u001f""#), r#""\b\t\n\f\r\u001f""#);
+        assert_eq!(canon(r#""\u007f\u2028""#), "\"\u{7f}\u{2028}\"");
+        assert_eq!(canon(r#""quote\" back\\""#), r#""quote\" back\\""#);
+    }
+
+    #[test]
+    fn numbers_print_as_ecmascript_does() {
+        // From RFC 8785 appendix B and the ECMAScript rules.
+        let cases = [
+            ("0", "0"),
+            ("-0", "0"),
+            ("-0.0", "0"),
+            ("1.0", "1"),
+            ("1e0", "1"),
+            ("100", "100"),
+            ("1E2", "100"),
+            ("0.000001", "0.000001"),
+            ("0.0000001", "1e-7"),
+            ("1e21", "1e+21"),
+            ("1e20", "100000000000000000000"),
+            ("123456789012345678901234", "1.2345678901234569e+23"),
+            ("9007199254740993", "9007199254740992"),
+            ("-1.5e-3", "-0.0015"),
+            ("4.50", "4.5"),
+            ("2e-3", "0.002"),
+            ("1.7976931348623157e308", "1.7976931348623157e+308"),
+            ("5e-324", "5e-324"),
+            ("333333333.33333329", "333333333.3333333"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(canon(input), expected, "input {input}");
+        }
+    }
+
+    #[test]
+    fn the_rfc_8785_example_canonicalizes_exactly() {
+        let input = r#"{
+          "numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],
+          "string": "\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/",
+          "literals": [null, true, false]
+        }"#;
+        assert_eq!(
+            canon(input),
+            "{\"literals\":[null,true,false],\"numbers\":[333333333.3333333,1e+30,4.5,0.002,1e-27],\"string\":\"\u{20ac}$\\u000f\\nA'B\\\"\\\\\\\\\\\"/\"}"
+        );
+    }
+
+    #[test]
+    fn invalid_json_is_rejected_not_guessed() {
+        for input in [
+            "",
+            "{",
+            "{\"a\":1,\"a\":2}",
+            "{\"a\":{\"b\":1,\"b\":1}}",
+            "[1,]",
+            "NaN",
+            "1e400",
+            "\"\\ud800\"",
+            "{} {}",
+            "'single'",
+        ] {
+            assert!(
+                matches!(canonicalize(input.as_bytes(), &[]), Err(CanonicalJsonError::Invalid(_))),
+                "accepted {input:?}"
+            );
+        }
+        assert!(canonicalize(&[b'"', 0xff, b'"'], &[]).is_err(), "accepted invalid UTF-8");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+        assert!(canonicalize(deep.as_bytes(), &[]).is_err());
+        let ok = "[".repeat(100) + &"]".repeat(100);
+        assert!(canonicalize(ok.as_bytes(), &[]).is_ok());
+    }
+
+    #[test]
+    fn ignored_fields_are_removed_before_hashing() {
+        let with_time = r#"{"amount":100,"timestamp":"2026-01-01T00:00:00Z","meta":{"trace":"x","keep":1}}"#;
+        assert_eq!(canon_ignoring(with_time, &["/timestamp", "/meta/trace"]), r#"{"amount":100,"meta":{"keep":1}}"#);
+        // Missing paths are not an error: the volatile field may be optional.
+        assert_eq!(canon_ignoring(r#"{"a":1}"#, &["/timestamp", "/x/y/z"]), r#"{"a":1}"#);
+        // Escaped tokens and array indexes.
+        assert_eq!(canon_ignoring(r#"{"a/b":1,"m~n":2,"c":3}"#, &["/a~1b", "/m~0n"]), r#"{"c":3}"#);
+        assert_eq!(canon_ignoring(r#"{"items":[{"id":1,"at":5},{"id":2,"at":6}]}"#, &["/items/1/at"]), r#"{"items":[{"at":5,"id":1},{"id":2}]}"#);
+        assert_eq!(canon_ignoring(r#"[0,1,2]"#, &["/01", "/3", "/-"]), "[0,1,2]");
+        assert_eq!(canon_ignoring(r#"[0,1,2]"#, &["/0"]), "[1,2]");
+    }
+
+    #[test]
+    fn malformed_pointers_are_rejected() {
+        for pointer in ["", "timestamp", "/a~2", "/a~"] {
+            let result = canonicalize(b"{}", &[pointer.to_string()]);
+            assert!(matches!(result, Err(CanonicalJsonError::BadPointer { .. })), "accepted {pointer:?}");
+        }
+    }
+}
