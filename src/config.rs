@@ -1,0 +1,231 @@
+//! Server settings: every one a flag and an `IDEMPOTENCY_*` environment
+//! variable, checked once at startup into a [`Config`].
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The `serve` flags, as parsed.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "IDEMPOTENCY_LISTEN", default_value = "0.0.0.0:50051")]
+    pub listen: SocketAddr,
+
+    /// etcd client URLs, comma-separated; give every member.
+    #[arg(long, env = "IDEMPOTENCY_ETCD_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    pub etcd_endpoints: Vec<String>,
+
+    /// Prefix of every etcd key this service writes.
+    #[arg(long, env = "IDEMPOTENCY_ETCD_PREFIX", default_value = "/idempotency/")]
+    pub etcd_prefix: String,
+
+    /// Time allowed to open a connection to an etcd member.
+    #[arg(long, env = "IDEMPOTENCY_ETCD_CONNECT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "2s")]
+    pub etcd_connect_timeout: Duration,
+
+    /// Time allowed for one etcd request, retries included, when the caller's deadline is longer.
+    #[arg(long, env = "IDEMPOTENCY_ETCD_REQUEST_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
+    pub etcd_request_timeout: Duration,
+
+    /// Lease of an attempt whose Begin sets no lease_ttl.
+    #[arg(long, env = "IDEMPOTENCY_DEFAULT_LEASE_TTL", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub default_lease_ttl: Duration,
+
+    /// Longest lease_ttl a Begin or Extend may ask for.
+    #[arg(long, env = "IDEMPOTENCY_MAX_LEASE_TTL", value_parser = humantime::parse_duration, default_value = "1h")]
+    pub max_lease_ttl: Duration,
+
+    /// Longest a Begin may wait for another owner.
+    #[arg(long, env = "IDEMPOTENCY_MAX_WAIT", value_parser = humantime::parse_duration, default_value = "60s")]
+    pub max_wait: Duration,
+
+    /// How long finished (and abandoned) records are kept when a call sets no retention.
+    #[arg(long, env = "IDEMPOTENCY_DEFAULT_RETENTION", value_parser = humantime::parse_duration, default_value = "24h")]
+    pub default_retention: Duration,
+
+    /// Longest retention a call may ask for; longer requests are capped to it.
+    #[arg(long, env = "IDEMPOTENCY_MAX_RETENTION", value_parser = humantime::parse_duration, default_value = "7d")]
+    pub max_retention: Duration,
+
+    /// Largest Begin payload the coordinator fingerprints.
+    #[arg(long, env = "IDEMPOTENCY_MAX_PAYLOAD_BYTES", default_value_t = 1024 * 1024)]
+    pub max_payload_bytes: usize,
+
+    /// Largest stored result or error (etcd's own request limit is 1.5 MiB by default).
+    #[arg(long, env = "IDEMPOTENCY_MAX_RESULT_BYTES", default_value_t = 256 * 1024)]
+    pub max_result_bytes: usize,
+
+    /// Largest gRPC message the server decodes; must exceed the payload limit so oversize payloads get a clear error.
+    #[arg(long, env = "IDEMPOTENCY_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// How often readiness checks that etcd answers.
+    #[arg(long, env = "IDEMPOTENCY_HEALTH_CHECK_INTERVAL", value_parser = humantime::parse_duration, default_value = "1s")]
+    pub health_check_interval: Duration,
+
+    /// Time in-flight calls get to finish after SIGTERM before the process exits anyway.
+    #[arg(long, env = "IDEMPOTENCY_SHUTDOWN_GRACE", value_parser = humantime::parse_duration, default_value = "20s")]
+    pub shutdown_grace: Duration,
+
+    /// Log format.
+    #[arg(long, env = "IDEMPOTENCY_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Log filter (tracing-subscriber EnvFilter syntax), e.g. "info" or "idempotency_coordinator=debug".
+    #[arg(long, env = "IDEMPOTENCY_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub store: StoreConfig,
+    pub limits: Limits,
+    pub health_check_interval: Duration,
+    pub shutdown_grace: Duration,
+    pub max_message_bytes: usize,
+}
+
+/// How to reach etcd.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+/// The bounds every request is validated against.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub default_lease_ttl: Duration,
+    pub max_lease_ttl: Duration,
+    pub max_wait: Duration,
+    pub default_retention: Duration,
+    pub max_retention: Duration,
+    pub max_payload_bytes: usize,
+    pub max_result_bytes: usize,
+}
+
+/// The shortest lease etcd grants faithfully (its minimum lease TTL with
+/// default election settings is 2 s; shorter grants are silently raised).
+pub const MIN_LEASE_TTL: Duration = Duration::from_secs(2);
+
+/// etcd refuses requests above 1.5 MiB by default; a stored record must fit.
+const ETCD_REQUEST_LIMIT: usize = 1536 * 1024;
+
+impl ServeArgs {
+    /// Checks the flags once, naming the flag at fault.
+    pub fn validate(self) -> Result<Config, String> {
+        let whole_seconds = |flag: &str, d: Duration| {
+            if d.subsec_nanos() != 0 || d < MIN_LEASE_TTL {
+                Err(format!("--{flag} must be whole seconds, at least {}s (got {d:?})", MIN_LEASE_TTL.as_secs()))
+            } else {
+                Ok(())
+            }
+        };
+        whole_seconds("default-lease-ttl", self.default_lease_ttl)?;
+        whole_seconds("max-lease-ttl", self.max_lease_ttl)?;
+        if self.default_lease_ttl > self.max_lease_ttl {
+            return Err("--default-lease-ttl must not exceed --max-lease-ttl".into());
+        }
+        if self.default_retention < Duration::from_secs(1) || self.default_retention > self.max_retention {
+            return Err("--default-retention must be at least 1s and at most --max-retention".into());
+        }
+        if self.etcd_endpoints.iter().all(|e| e.trim().is_empty()) {
+            return Err("--etcd-endpoints must name at least one etcd member".into());
+        }
+        if !self.etcd_prefix.starts_with('/') || !self.etcd_prefix.ends_with('/') {
+            return Err(format!("--etcd-prefix must start and end with '/' (got {:?})", self.etcd_prefix));
+        }
+        if self.max_result_bytes == 0 || self.max_result_bytes > ETCD_REQUEST_LIMIT / 2 {
+            return Err(format!(
+                "--max-result-bytes must be between 1 and {} (half of etcd's default request limit)",
+                ETCD_REQUEST_LIMIT / 2
+            ));
+        }
+        if self.max_message_bytes <= self.max_payload_bytes.max(self.max_result_bytes) {
+            return Err("--max-message-bytes must exceed --max-payload-bytes and --max-result-bytes".into());
+        }
+        for (flag, d) in [
+            ("etcd-connect-timeout", self.etcd_connect_timeout),
+            ("etcd-request-timeout", self.etcd_request_timeout),
+            ("health-check-interval", self.health_check_interval),
+        ] {
+            if d.is_zero() {
+                return Err(format!("--{flag} must be positive"));
+            }
+        }
+        Ok(Config {
+            listen: self.listen,
+            store: StoreConfig {
+                endpoints: self.etcd_endpoints.into_iter().map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()).collect(),
+                prefix: self.etcd_prefix,
+                connect_timeout: self.etcd_connect_timeout,
+                request_timeout: self.etcd_request_timeout,
+            },
+            limits: Limits {
+                default_lease_ttl: self.default_lease_ttl,
+                max_lease_ttl: self.max_lease_ttl,
+                max_wait: self.max_wait,
+                default_retention: self.default_retention,
+                max_retention: self.max_retention,
+                max_payload_bytes: self.max_payload_bytes,
+                max_result_bytes: self.max_result_bytes,
+            },
+            health_check_interval: self.health_check_interval,
+            shutdown_grace: self.shutdown_grace,
+            max_message_bytes: self.max_message_bytes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut argv = vec!["test"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).map_err(|e| e.to_string())?.serve.validate()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = parse(&[]).expect("defaults validate");
+        assert_eq!(config.limits.default_lease_ttl, Duration::from_secs(30));
+        assert_eq!(config.limits.default_retention, Duration::from_secs(24 * 3600));
+        assert_eq!(config.store.endpoints, ["http://127.0.0.1:2379"]);
+    }
+
+    #[test]
+    fn bad_settings_name_the_flag() {
+        assert!(parse(&["--default-lease-ttl", "1500ms"]).unwrap_err().contains("--default-lease-ttl"));
+        assert!(parse(&["--default-lease-ttl", "2h"]).unwrap_err().contains("--max-lease-ttl"));
+        assert!(parse(&["--etcd-prefix", "idem"]).unwrap_err().contains("--etcd-prefix"));
+        assert!(parse(&["--max-result-bytes", "10000000"]).unwrap_err().contains("--max-result-bytes"));
+    }
+
+    #[test]
+    fn endpoints_split_on_commas() {
+        let config = parse(&["--etcd-endpoints", "http://a:2379,http://b:2379"]).expect("valid");
+        assert_eq!(config.store.endpoints, ["http://a:2379", "http://b:2379"]);
+    }
+}

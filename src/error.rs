@@ -1,0 +1,150 @@
+//! The coordinator's errors and the one table that turns them into gRPC
+//! statuses with `google.rpc.ErrorInfo` reasons (see DESIGN.md, "Errors").
+
+use std::time::Duration;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+/// The `ErrorInfo.domain` of every error this service reports.
+pub const ERROR_DOMAIN: &str = "idempotency.v1";
+
+/// `ErrorInfo.reason` values; callers branch on these, so they never change.
+pub mod reason {
+    pub const INVALID_REQUEST: &str = "INVALID_REQUEST";
+    pub const IDEMPOTENCY_KEY_REUSED: &str = "IDEMPOTENCY_KEY_REUSED";
+    pub const LEASE_LOST: &str = "LEASE_LOST";
+    pub const ALREADY_FINISHED: &str = "ALREADY_FINISHED";
+    pub const RECORD_NOT_FOUND: &str = "RECORD_NOT_FOUND";
+    pub const STORE_UNAVAILABLE: &str = "STORE_UNAVAILABLE";
+    pub const INTERNAL: &str = "INTERNAL";
+}
+
+/// How long a caller should wait before retrying after the store was
+/// unreachable: long enough for an etcd leader election to finish.
+const STORE_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// One invalid request field: its path in the request and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub field: String,
+    pub description: String,
+}
+
+impl Violation {
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self { field: field.into(), description: description.into() }
+    }
+}
+
+/// Everything that can go wrong in a coordinator call.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    #[error("invalid request: {}", describe(.0))]
+    InvalidRequest(Vec<Violation>),
+
+    #[error("idempotency key reused: the record (attempt {attempt}) was created by a request with a different fingerprint")]
+    KeyReused { attempt: u32 },
+
+    #[error("lease lost: attempt {current_attempt} now owns or has finished the record")]
+    LeaseLost { current_attempt: u32 },
+
+    #[error("attempt {attempt} already finished the record as {state}; a different outcome cannot replace it")]
+    AlreadyFinished { attempt: u32, state: &'static str },
+
+    #[error("record not found (never created, or expired)")]
+    NotFound,
+
+    #[error("store unavailable: {0}")]
+    StoreUnavailable(String),
+
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::InvalidRequest(vec![Violation::new(field, description)])
+    }
+}
+
+fn describe(violations: &[Violation]) -> String {
+    violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ")
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Status {
+        let message = error.to_string();
+        let info = |reason: &str, metadata: Vec<(&str, String)>| {
+            let metadata: std::collections::HashMap<String, String> =
+                metadata.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata)
+        };
+        let (code, details) = match error {
+            Error::InvalidRequest(violations) => {
+                let mut details = info(reason::INVALID_REQUEST, vec![]);
+                details.set_bad_request(
+                    violations.into_iter().map(|v| FieldViolation::new(v.field, v.description)).collect::<Vec<_>>(),
+                );
+                (Code::InvalidArgument, details)
+            }
+            Error::KeyReused { attempt } => (
+                Code::FailedPrecondition,
+                info(reason::IDEMPOTENCY_KEY_REUSED, vec![("attempt", attempt.to_string())]),
+            ),
+            Error::LeaseLost { current_attempt } => (
+                Code::FailedPrecondition,
+                info(reason::LEASE_LOST, vec![("current_attempt", current_attempt.to_string())]),
+            ),
+            Error::AlreadyFinished { attempt, state } => (
+                Code::FailedPrecondition,
+                info(reason::ALREADY_FINISHED, vec![("attempt", attempt.to_string()), ("state", state.to_owned())]),
+            ),
+            Error::NotFound => (Code::NotFound, info(reason::RECORD_NOT_FOUND, vec![])),
+            Error::StoreUnavailable(_) => {
+                let mut details = info(reason::STORE_UNAVAILABLE, vec![]);
+                details.set_retry_info(Some(STORE_RETRY_DELAY));
+                (Code::Unavailable, details)
+            }
+            Error::Internal(_) => (Code::Internal, info(reason::INTERNAL, vec![])),
+        };
+        Status::with_error_details(code, message, details)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_requests_name_every_field() {
+        let status = Status::from(Error::InvalidRequest(vec![
+            Violation::new("key", "must be 1..255 bytes"),
+            Violation::new("lease_ttl", "must be whole seconds"),
+        ]));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = status.get_error_details();
+        assert_eq!(details.error_info().map(|i| i.reason.as_str()), Some(reason::INVALID_REQUEST));
+        let fields: Vec<&str> =
+            details.bad_request().map(|b| b.field_violations.iter().map(|v| v.field.as_str()).collect()).unwrap_or_default();
+        assert_eq!(fields, ["key", "lease_ttl"]);
+    }
+
+    #[test]
+    fn store_unavailable_carries_retry_info() {
+        let status = Status::from(Error::StoreUnavailable("etcd timed out".into()));
+        assert_eq!(status.code(), Code::Unavailable);
+        let details = status.get_error_details();
+        assert_eq!(details.error_info().map(|i| i.reason.as_str()), Some(reason::STORE_UNAVAILABLE));
+        assert_eq!(details.retry_info().and_then(|r| r.retry_delay), Some(STORE_RETRY_DELAY));
+    }
+
+    #[test]
+    fn lease_lost_names_the_current_attempt() {
+        let status = Status::from(Error::LeaseLost { current_attempt: 3 });
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        let info = status.get_error_details().error_info().cloned().expect("error info");
+        assert_eq!(info.reason, reason::LEASE_LOST);
+        assert_eq!(info.metadata.get("current_attempt").map(String::as_str), Some("3"));
+    }
+}
