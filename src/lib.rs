@@ -1,5 +1,6 @@
 pub mod canonical_json;
 pub mod config;
+pub mod coordinator;
 pub mod error;
 pub mod fingerprint;
 pub mod proto;

@@ -384,6 +384,7 @@ mod tests {
             fencing_token: 9,
             result: Some(v1::Result { body: Some(v1::result::Body::Response(vec![0; 513])), ..Default::default() }),
             retention: None,
+            ..Default::default()
         };
         assert_eq!(violated_fields(complete(req.clone(), &limits()).unwrap_err()), ["result.response"]);
 
