@@ -1,8 +1,32 @@
+//! An idempotency coordinator: services in any language ask it over gRPC
+//! before performing a side effect that must happen once per client intent,
+//! and it answers "you own this attempt", "already done, here is the
+//! outcome", "someone else is on it", or "this key was used for a different
+//! request". All state lives in etcd; replicas are stateless.
+//!
+//! The layers, from the wire inwards:
+//! - [`service`]: the gRPC edge — decode, validate ([`request`]), call the
+//!   coordinator, encode. [`error`] maps every failure to a status in one table.
+//! - [`coordinator`]: the state machine of DESIGN.md (Begin, Complete, Fail,
+//!   Extend, Lookup, waiting), storage details kept out.
+//! - [`store`]: etcd — the key layout, shared leases, conditional transactions.
+//! - [`fingerprint`] and [`canonical_json`]: request fingerprints (SHA-256 of
+//!   raw bytes or of RFC 8785 canonical JSON).
+//! - The process shell: [`config`], [`telemetry`], [`health`], [`shutdown`],
+//!   and [`server::run`], which tests call with a port-0 listener.
+//! - [`cli`]: the command-line client in the same binary.
+
 pub mod canonical_json;
+pub mod cli;
 pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod fingerprint;
+pub mod health;
 pub mod proto;
 pub mod request;
+pub mod server;
+pub mod service;
+pub mod shutdown;
 pub mod store;
+pub mod telemetry;

@@ -1,1 +1,59 @@
-fn main() {}
+//! `idempotency-coordinator serve` runs the service; the other subcommands are
+//! a command-line client for trying every RPC from a shell.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use idempotency_coordinator::cli::{self, ClientArgs, ClientCommand};
+use idempotency_coordinator::config::ServeArgs;
+use idempotency_coordinator::{server, shutdown, telemetry};
+
+#[derive(Parser)]
+#[command(version, about = "An etcd-backed gRPC idempotency coordinator and its command-line client")]
+struct Cli {
+    /// Flags of the client subcommands (global, so they may follow the subcommand).
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the coordinator.
+    Serve(ServeArgs),
+    #[command(flatten)]
+    Client(ClientCommand),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Client(command) => cli::run(cli.client, command).await.map_err(anyhow::Error::msg),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_format, &args.log).map_err(anyhow::Error::msg)?;
+    let config = args.validate().map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let shutdown = async {
+        match shutdown::signal_received().await {
+            Ok(signal) => tracing::info!(signal, "shutdown requested"),
+            Err(error) => tracing::error!(%error, "cannot watch for signals; stopping"),
+        }
+    };
+    server::run(config, listener, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,357 @@
+//! A command-line client, so a person can try every RPC from a shell and read
+//! the answer. Output is one line naming the outcome, then indented fields.
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use tonic::transport::Channel;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use tonic_types::StatusExt;
+
+use crate::proto::v1::{self, begin_response::Outcome, coordinator_service_client::CoordinatorServiceClient};
+
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The coordinator's address.
+    #[arg(long, global = true, env = "IDEMPOTENCY_ADDR", default_value = "http://127.0.0.1:50051")]
+    pub addr: String,
+
+    /// Deadline of the call.
+    #[arg(long, global = true, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// Tenant (ignored by a server with authentication on).
+    #[arg(long, default_value = "")]
+    pub tenant: String,
+    /// The operation, e.g. payments.create.
+    #[arg(long, short)]
+    pub namespace: String,
+    /// The idempotency key.
+    #[arg(long, short)]
+    pub key: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Claim a key before performing a side effect.
+    Begin {
+        #[command(flatten)]
+        record: RecordArgs,
+        /// The request to fingerprint (the coordinator hashes it).
+        #[arg(long, conflicts_with = "fingerprint")]
+        payload: Option<String>,
+        /// Fingerprint the payload as canonical JSON (RFC 8785) instead of raw bytes.
+        #[arg(long, requires = "payload")]
+        json: bool,
+        /// JSON Pointer of a volatile field to leave out of the fingerprint (repeatable).
+        #[arg(long = "ignore-field", requires = "json")]
+        ignore_fields: Vec<String>,
+        /// A SHA-256 fingerprint you computed, as 64 hex digits.
+        #[arg(long, required_unless_present = "payload")]
+        fingerprint: Option<String>,
+        /// Lease of the attempt, e.g. 30s.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        lease_ttl: Option<Duration>,
+        /// Wait this long for another owner to finish, e.g. 5s.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        wait: Option<Duration>,
+        /// Your label (host, pod).
+        #[arg(long, default_value = "")]
+        owner: String,
+        /// Reuse on retries of the same logical call.
+        #[arg(long, default_value = "")]
+        request_id: String,
+    },
+    /// Store the outcome of your attempt.
+    Complete {
+        #[command(flatten)]
+        record: RecordArgs,
+        /// The fencing token Begin returned.
+        #[arg(long)]
+        token: u64,
+        /// Response body to replay.
+        #[arg(long, required_unless_present = "resource_ref", conflicts_with = "resource_ref")]
+        response: Option<String>,
+        /// Where the outcome lives (URI or id), instead of a body.
+        #[arg(long)]
+        resource_ref: Option<String>,
+        #[arg(long, default_value = "")]
+        content_type: String,
+        #[arg(long, default_value_t = 0)]
+        status_code: u32,
+        /// How long to keep the record, e.g. 24h.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        retention: Option<Duration>,
+    },
+    /// End your attempt with an error.
+    Fail {
+        #[command(flatten)]
+        record: RecordArgs,
+        /// The fencing token Begin returned.
+        #[arg(long)]
+        token: u64,
+        /// Machine-readable error code.
+        #[arg(long)]
+        code: String,
+        #[arg(long, default_value = "")]
+        message: String,
+        /// Release the key for another attempt instead of storing the failure.
+        #[arg(long)]
+        retryable: bool,
+        #[arg(long, value_parser = humantime::parse_duration)]
+        retention: Option<Duration>,
+    },
+    /// Push your attempt's lease out.
+    Extend {
+        #[command(flatten)]
+        record: RecordArgs,
+        /// The fencing token Begin returned.
+        #[arg(long)]
+        token: u64,
+        #[arg(long, value_parser = humantime::parse_duration)]
+        lease_ttl: Option<Duration>,
+    },
+    /// Read a record.
+    Lookup {
+        #[command(flatten)]
+        record: RecordArgs,
+    },
+    /// Ask the gRPC health service ("", liveness, readiness, idempotency.v1.CoordinatorService).
+    Health {
+        #[arg(long, default_value = "")]
+        service: String,
+    },
+}
+
+fn proto_duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
+}
+
+/// Runs one client command and prints its answer; Err carries the text to
+/// print for a failed call.
+pub async fn run(args: ClientArgs, command: ClientCommand) -> Result<(), String> {
+    let channel = Channel::from_shared(args.addr.clone())
+        .map_err(|e| format!("--addr {:?} is not a URI: {e}", args.addr))?
+        .connect_timeout(args.timeout)
+        .timeout(args.timeout)
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e}", args.addr))?;
+    let mut client = CoordinatorServiceClient::new(channel.clone());
+    match command {
+        ClientCommand::Begin {
+            record,
+            payload,
+            json,
+            ignore_fields,
+            fingerprint,
+            lease_ttl,
+            wait,
+            owner,
+            request_id,
+        } => {
+            let request = match (payload, fingerprint) {
+                (Some(data), _) => v1::begin_request::Request::Payload(v1::Payload {
+                    data: data.into_bytes(),
+                    canonicalization: if json { v1::Canonicalization::Json } else { v1::Canonicalization::Raw } as i32,
+                    ignore_fields,
+                }),
+                (None, Some(hex_digest)) => v1::begin_request::Request::Fingerprint(
+                    hex::decode(&hex_digest).map_err(|e| format!("--fingerprint is not hex: {e}"))?,
+                ),
+                (None, None) => return Err("give --payload or --fingerprint".into()),
+            };
+            let response = client
+                .begin(v1::BeginRequest {
+                    tenant: record.tenant,
+                    namespace: record.namespace,
+                    key: record.key,
+                    request: Some(request),
+                    lease_ttl: lease_ttl.map(proto_duration),
+                    wait: wait.map(proto_duration),
+                    owner,
+                    request_id,
+                })
+                .await
+                .map_err(describe_status)?;
+            print_outcome(response.into_inner().outcome);
+        }
+        ClientCommand::Complete { record, token, response, resource_ref, content_type, status_code, retention } => {
+            let body = match (response, resource_ref) {
+                (Some(r), _) => v1::result::Body::Response(r.into_bytes()),
+                (None, Some(r)) => v1::result::Body::ResourceRef(r),
+                (None, None) => return Err("give --response or --resource-ref".into()),
+            };
+            let reply = client
+                .complete(v1::CompleteRequest {
+                    tenant: record.tenant,
+                    namespace: record.namespace,
+                    key: record.key,
+                    fencing_token: token,
+                    result: Some(v1::Result { body: Some(body), content_type, status_code }),
+                    retention: retention.map(proto_duration),
+                })
+                .await
+                .map_err(describe_status)?;
+            print_record("completed", reply.into_inner().record.as_ref());
+        }
+        ClientCommand::Fail { record, token, code, message, retryable, retention } => {
+            let reply = client
+                .fail(v1::FailRequest {
+                    tenant: record.tenant,
+                    namespace: record.namespace,
+                    key: record.key,
+                    fencing_token: token,
+                    error: Some(v1::Error { code, message, details: vec![] }),
+                    retryable,
+                    retention: retention.map(proto_duration),
+                })
+                .await
+                .map_err(describe_status)?;
+            print_record(if retryable { "released" } else { "failed" }, reply.into_inner().record.as_ref());
+        }
+        ClientCommand::Extend { record, token, lease_ttl } => {
+            let reply = client
+                .extend(v1::ExtendRequest {
+                    tenant: record.tenant,
+                    namespace: record.namespace,
+                    key: record.key,
+                    fencing_token: token,
+                    lease_ttl: lease_ttl.map(proto_duration),
+                })
+                .await
+                .map_err(describe_status)?;
+            println!("extended");
+            print_field("lease_expires_at", time(reply.into_inner().lease_expires_at.as_ref()));
+        }
+        ClientCommand::Lookup { record } => {
+            let reply = client
+                .lookup(v1::LookupRequest { tenant: record.tenant, namespace: record.namespace, key: record.key })
+                .await
+                .map_err(describe_status)?;
+            print_record("record", reply.into_inner().record.as_ref());
+        }
+        ClientCommand::Health { service } => {
+            let reply = HealthClient::new(channel)
+                .check(HealthCheckRequest { service: service.clone() })
+                .await
+                .map_err(describe_status)?;
+            let status = tonic_health::pb::health_check_response::ServingStatus::try_from(reply.into_inner().status)
+                .map(|s| s.as_str_name().to_owned())
+                .unwrap_or_else(|_| "UNKNOWN".into());
+            println!("{status}");
+            if status != "SERVING" {
+                return Err(format!("service {service:?} is {status}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The status code, ErrorInfo reason, message, field violations and retry
+/// delay of a failed call.
+fn describe_status(status: tonic::Status) -> String {
+    let details = status.get_error_details();
+    let mut text = format!("{:?}", status.code());
+    if let Some(info) = details.error_info() {
+        text.push_str(&format!(" {}", info.reason));
+    }
+    text.push_str(&format!(": {}", status.message()));
+    if let Some(bad_request) = details.bad_request() {
+        for violation in &bad_request.field_violations {
+            text.push_str(&format!("\n  {}: {}", violation.field, violation.description));
+        }
+    }
+    if let Some(delay) = details.retry_info().and_then(|r| r.retry_delay) {
+        text.push_str(&format!("\n  retry after {delay:?}"));
+    }
+    text
+}
+
+fn print_field(name: &str, value: impl std::fmt::Display) {
+    println!("  {name:<17} {value}");
+}
+
+fn time(t: Option<&prost_types::Timestamp>) -> String {
+    t.map(|t| t.to_string()).unwrap_or_else(|| "-".into())
+}
+
+fn print_outcome(outcome: Option<Outcome>) {
+    match outcome {
+        Some(Outcome::Acquired(a)) => {
+            println!("acquired: perform the side effect, then complete or fail with the token");
+            print_field("fencing_token", a.fencing_token);
+            print_field("attempt", a.attempt);
+            print_field("lease_expires_at", time(a.lease_expires_at.as_ref()));
+            if let Some(r) = a.recovered {
+                print_field("recovered", format!("{:?} attempt {} by {:?}", r.reason(), r.previous_attempt, r.previous_owner));
+                if let Some(e) = r.last_error {
+                    print_field("last_error", format!("{}: {}", e.code, e.message));
+                }
+            }
+        }
+        Some(Outcome::Completed(c)) => {
+            println!("completed: replay this result, perform nothing");
+            print_field("attempt", c.attempt);
+            print_field("completed_at", time(c.completed_at.as_ref()));
+            print_result(c.result.as_ref());
+        }
+        Some(Outcome::Failed(f)) => {
+            println!("failed: replay this error, perform nothing");
+            print_field("attempt", f.attempt);
+            print_field("failed_at", time(f.failed_at.as_ref()));
+            print_error(f.error.as_ref());
+        }
+        Some(Outcome::InProgress(p)) => {
+            println!("in_progress: another owner is working on it");
+            print_field("owner", &p.owner);
+            print_field("attempt", p.attempt);
+            print_field("lease_expires_at", time(p.lease_expires_at.as_ref()));
+            print_field("retry_after", p.retry_after.map(|d| d.to_string()).unwrap_or_default());
+        }
+        None => println!("(no outcome: the server sent an empty response)"),
+    }
+}
+
+fn print_record(title: &str, record: Option<&v1::Record>) {
+    println!("{title}");
+    let Some(r) = record else { return };
+    print_field("state", r.state().as_str_name());
+    print_field("attempt", r.attempt);
+    print_field("owner", &r.owner);
+    print_field("fencing_token", r.fencing_token);
+    print_field("lease_expires_at", time(r.lease_expires_at.as_ref()));
+    print_field("fingerprint", hex::encode(&r.fingerprint));
+    print_field("created_at", time(r.created_at.as_ref()));
+    print_field("updated_at", time(r.updated_at.as_ref()));
+    print_field("expires_at", time(r.expires_at.as_ref()));
+    print_result(r.result.as_ref());
+    print_error(r.error.as_ref());
+}
+
+fn print_result(result: Option<&v1::Result>) {
+    let Some(result) = result else { return };
+    match &result.body {
+        Some(v1::result::Body::Response(bytes)) => match std::str::from_utf8(bytes) {
+            Ok(text) => print_field("response", text),
+            Err(_) => print_field("response (hex)", hex::encode(bytes)),
+        },
+        Some(v1::result::Body::ResourceRef(r)) => print_field("resource_ref", r),
+        None => {}
+    }
+    if !result.content_type.is_empty() {
+        print_field("content_type", &result.content_type);
+    }
+    if result.status_code != 0 {
+        print_field("status_code", result.status_code);
+    }
+}
+
+fn print_error(error: Option<&v1::Error>) {
+    if let Some(e) = error {
+        print_field("error", format!("{}: {}", e.code, e.message));
+    }
+}

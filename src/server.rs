@@ -1,0 +1,81 @@
+//! The process shell around the coordinator: one tonic server with the
+//! coordinator, gRPC health and reflection; readiness tracking; and a drain
+//! bounded by a grace period when `shutdown` resolves.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::coordinator::Coordinator;
+use crate::health;
+use crate::proto::{FILE_DESCRIPTOR_SET, v1::coordinator_service_server::CoordinatorServiceServer};
+use crate::service::CoordinatorApi;
+use crate::store::EtcdStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot set up the etcd client: {0}")]
+    Store(#[from] crate::error::Error),
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("the gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves on `listener` until `shutdown` resolves, then drains: readiness goes
+/// NOT_SERVING, waiting Begins answer at once, new connections are refused and
+/// in-flight calls get `config.shutdown_grace` to finish.
+pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    let store = EtcdStore::connect(&config.store).await?;
+    let draining = CancellationToken::new();
+    let coordinator = Arc::new(Coordinator::new(store.clone(), config.limits.clone(), draining.clone()));
+
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    health::init(&reporter).await;
+    let readiness = tokio::spawn(health::track_readiness(
+        store,
+        reporter,
+        config.health_check_interval,
+        draining.clone(),
+    ));
+
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let coordinator_service = CoordinatorServiceServer::new(CoordinatorApi::new(coordinator, config.limits))
+        .max_decoding_message_size(config.max_message_bytes);
+
+    info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving");
+    let drain_started = {
+        let draining = draining.clone();
+        async move {
+            shutdown.await;
+            info!(grace = ?config.shutdown_grace, "draining: not ready, finishing in-flight calls");
+            draining.cancel();
+        }
+    };
+    let server = Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(coordinator_service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain_started);
+    tokio::pin!(server);
+    let grace_over = async {
+        draining.cancelled().await;
+        tokio::time::sleep(config.shutdown_grace).await;
+    };
+    tokio::select! {
+        result = &mut server => result?,
+        _ = grace_over => warn!("grace period over with calls still in flight; exiting anyway"),
+    }
+    readiness.abort();
+    info!("stopped");
+    Ok(())
+}
