@@ -1,0 +1,275 @@
+//! Test harness: a real etcd on free loopback ports with its own data
+//! directory, and the real coordinator server on port 0. Every process is
+//! stopped when its handle drops, also when a test panics.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use clap::Parser;
+use idempotency_coordinator::config::ServeArgs;
+use idempotency_coordinator::proto::v1::{self, begin_response::Outcome, coordinator_service_client::CoordinatorServiceClient};
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+
+pub type Client = CoordinatorServiceClient<Channel>;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+}
+
+/// One etcd member, single-node cluster.
+pub struct Etcd {
+    child: Option<Child>,
+    pub data_dir: tempfile::TempDir,
+    pub client_url: String,
+    peer_url: String,
+}
+
+impl Etcd {
+    pub async fn start() -> Etcd {
+        let mut etcd = Etcd {
+            child: None,
+            data_dir: tempfile::tempdir().expect("a temp dir for etcd"),
+            client_url: format!("http://127.0.0.1:{}", free_port()),
+            peer_url: format!("http://127.0.0.1:{}", free_port()),
+        };
+        etcd.restart().await;
+        etcd
+    }
+
+    /// Starts (again) on the same ports and data, and waits until it serves.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "etcd is already running");
+        let log = std::fs::File::create(self.data_dir.path().join("etcd.log")).expect("etcd log file");
+        let child = Command::new(etcd_binary())
+            .arg("--name=test")
+            .arg(format!("--data-dir={}", self.data_dir.path().join("data").display()))
+            .arg(format!("--listen-client-urls={}", self.client_url))
+            .arg(format!("--advertise-client-urls={}", self.client_url))
+            .arg(format!("--listen-peer-urls={}", self.peer_url))
+            .arg(format!("--initial-advertise-peer-urls={}", self.peer_url))
+            .arg(format!("--initial-cluster=test={}", self.peer_url))
+            .arg("--heartbeat-interval=50")
+            .arg("--election-timeout=500")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("etcd must be installed (scripts/install-deps.sh installs etcd-server)");
+        self.child = Some(child);
+        self.wait_until_serving().await;
+    }
+
+    async fn wait_until_serving(&self) {
+        for _ in 0..100 {
+            let probe = async {
+                let mut client = etcd_client::Client::connect([&self.client_url], None).await.ok()?;
+                client.put("/probe", "", None).await.ok()
+            };
+            if tokio::time::timeout(Duration::from_millis(500), probe).await.ok().flatten().is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("etcd did not start; see {}", self.data_dir.path().join("etcd.log").display());
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn etcd_binary() -> PathBuf {
+    std::env::var_os("ETCD_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("etcd"))
+}
+
+/// The coordinator, served in-process from `server::run`.
+pub struct Server {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Starts a server on etcd with test-friendly settings plus `extra` flags.
+    pub async fn start(etcd: &Etcd, extra: &[&str]) -> Server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let addr = listener.local_addr().expect("local addr");
+        let mut argv = vec![
+            "test",
+            "--etcd-endpoints",
+            etcd.client_url.as_str(),
+            "--etcd-request-timeout",
+            "2s",
+            "--etcd-connect-timeout",
+            "500ms",
+            "--health-check-interval",
+            "200ms",
+            "--default-lease-ttl",
+            "5s",
+            "--shutdown-grace",
+            "5s",
+        ];
+        argv.extend_from_slice(extra);
+        let config = ServeCli::parse_from(argv).serve.validate().expect("valid test config");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            idempotency_coordinator::server::run(config, listener, shutdown).await.expect("server runs");
+        });
+        Server { addr, stop: Some(stop), task: Some(task) }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn client(&self) -> Client {
+        CoordinatorServiceClient::new(self.channel().await)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url()).expect("valid url").connect().await.expect("connect to the test server")
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task ends cleanly");
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+#[derive(Parser)]
+struct ServeCli {
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+/// A coordinator on its own fresh etcd.
+pub async fn start() -> (Etcd, Server, Client) {
+    start_with(&[]).await
+}
+
+pub async fn start_with(extra: &[&str]) -> (Etcd, Server, Client) {
+    let etcd = Etcd::start().await;
+    let server = Server::start(&etcd, extra).await;
+    let client = server.client().await;
+    (etcd, server, client)
+}
+
+pub fn secs(seconds: i64) -> prost_types::Duration {
+    prost_types::Duration { seconds, nanos: 0 }
+}
+
+/// A Begin request on namespace "payments.create" with a raw payload.
+pub fn begin_request(key: &str, payload: &str, ttl_seconds: i64) -> v1::BeginRequest {
+    v1::BeginRequest {
+        namespace: "payments.create".into(),
+        key: key.into(),
+        request: Some(v1::begin_request::Request::Payload(v1::Payload {
+            data: payload.as_bytes().to_vec(),
+            canonicalization: v1::Canonicalization::Raw as i32,
+            ignore_fields: vec![],
+        })),
+        lease_ttl: Some(secs(ttl_seconds)),
+        owner: "test".into(),
+        ..Default::default()
+    }
+}
+
+pub async fn begin(client: &mut Client, request: v1::BeginRequest) -> Outcome {
+    client.begin(request).await.expect("begin succeeds").into_inner().outcome.expect("begin has an outcome")
+}
+
+pub fn acquired(outcome: Outcome) -> v1::Acquired {
+    match outcome {
+        Outcome::Acquired(a) => a,
+        other => panic!("expected acquired, got {other:?}"),
+    }
+}
+
+pub fn complete_request(key: &str, token: u64, response: &str) -> v1::CompleteRequest {
+    v1::CompleteRequest {
+        namespace: "payments.create".into(),
+        key: key.into(),
+        fencing_token: token,
+        result: Some(v1::Result {
+            body: Some(v1::result::Body::Response(response.as_bytes().to_vec())),
+            content_type: "application/json".into(),
+            status_code: 201,
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn fail_request(key: &str, token: u64, code: &str, retryable: bool) -> v1::FailRequest {
+    v1::FailRequest {
+        namespace: "payments.create".into(),
+        key: key.into(),
+        fencing_token: token,
+        error: Some(v1::Error { code: code.into(), message: format!("{code} happened"), details: vec![] }),
+        retryable,
+        ..Default::default()
+    }
+}
+
+pub fn extend_request(key: &str, token: u64, ttl_seconds: i64) -> v1::ExtendRequest {
+    v1::ExtendRequest {
+        namespace: "payments.create".into(),
+        key: key.into(),
+        fencing_token: token,
+        lease_ttl: Some(secs(ttl_seconds)),
+        ..Default::default()
+    }
+}
+
+pub fn lookup_request(key: &str) -> v1::LookupRequest {
+    v1::LookupRequest { namespace: "payments.create".into(), key: key.into(), ..Default::default() }
+}
+
+/// The ErrorInfo reason of a failed call.
+pub fn reason(status: &tonic::Status) -> String {
+    status.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default()
+}
+
+/// Asserts a call failed with `code` and ErrorInfo `reason`.
+pub fn assert_status<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: tonic::Code, expected_reason: &str) -> tonic::Status {
+    let status = result.expect_err("the call must fail");
+    assert_eq!(status.code(), code, "status: {status:?}");
+    assert_eq!(reason(&status), expected_reason, "status: {status:?}");
+    status
+}
+
+/// The fields named by the BadRequest details of an INVALID_ARGUMENT.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}
