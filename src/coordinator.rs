@@ -203,7 +203,11 @@ impl Coordinator {
                         if Instant::now() >= wait_until || self.draining.is_cancelled() {
                             return Ok(Outcome::InProgress(in_progress));
                         }
-                        self.wait_for_change(&keys, &snapshot, wait_until).await?;
+                        if !self.wait_for_change(&keys, &snapshot, wait_until).await? {
+                            // Nothing changed: what we know is still the answer,
+                            // and the deadline leaves no time to read again.
+                            return Ok(Outcome::InProgress(in_progress));
+                        }
                         written = Written::Conflict(self.store.read(&keys, deadline).await?);
                         continue;
                     }
@@ -215,31 +219,32 @@ impl Coordinator {
         }
     }
 
-    /// Returns when the record or its lock changes, its lock's deadline
-    /// passes, `until` comes, or the server starts draining. Watches etcd
-    /// rather than polling; the caller re-reads afterwards, so a watch that
-    /// breaks only means an earlier re-read.
-    async fn wait_for_change(&self, keys: &RecordKeys, snapshot: &Snapshot, until: Instant) -> Result<(), Error> {
+    /// Waits until the record or its lock changes or its lock's deadline
+    /// passes (true: decide again), or until `until` or a drain (false:
+    /// nothing changed). Watches etcd rather than polling; a watch that breaks
+    /// counts as a change, so the caller re-reads.
+    async fn wait_for_change(&self, keys: &RecordKeys, snapshot: &Snapshot, until: Instant) -> Result<bool, Error> {
         let lock_deadline = snapshot.lock.as_ref().map(|l| l.value.deadline_ms).unwrap_or_default();
-        let until_lapse = Duration::from_millis((lock_deadline - now_ms()).max(0) as u64 + 1);
-        let wake_at = until.min(Instant::now() + until_lapse);
+        let lapse_at = Instant::now() + Duration::from_millis((lock_deadline - now_ms()).max(0) as u64 + 1);
+        let wake_at = until.min(lapse_at);
+        let lapses_first = lapse_at < until;
         let mut stream = match self.store.watch(keys, snapshot.revision, wake_at).await {
             Ok(stream) => stream,
-            Err(error) if Instant::now() >= wake_at => return Ok(debug!(%error, "watch not set up before wake-up")),
+            Err(_) if Instant::now() >= wake_at => return Ok(lapses_first),
             Err(error) => return Err(error),
         };
         loop {
             tokio::select! {
-                _ = tokio::time::sleep_until(wake_at) => return Ok(()),
-                _ = self.draining.cancelled() => return Ok(()),
+                _ = tokio::time::sleep_until(wake_at) => return Ok(lapses_first),
+                _ = self.draining.cancelled() => return Ok(false),
                 message = stream.message() => match message {
                     Ok(Some(response)) if response.events().is_empty() && !response.canceled() => continue,
-                    Ok(_) => return Ok(()),
+                    Ok(_) => return Ok(true),
                     Err(error) => {
                         debug!(%error, "watch broke; re-reading");
                         // Do not spin if etcd keeps breaking the stream.
                         tokio::time::sleep(Duration::from_millis(50)).await;
-                        return Ok(());
+                        return Ok(true);
                     }
                 },
             }
