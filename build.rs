@@ -7,10 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("idempotency_descriptor.bin"))
         .compile_protos(
-            &[
-                "proto/idempotency/v1/coordinator.proto",
-                "proto/idempotency/storage/v1/record.proto",
-            ],
+            &["proto/idempotency/v1/coordinator.proto", "proto/idempotency/storage/v1/record.proto"],
             &["proto"],
         )?;
     Ok(())

@@ -182,9 +182,8 @@ fn child_mut<'a>(value: &'a mut Json, token: &str) -> Option<&'a mut Json> {
 
 /// RFC 6901 array indexes: decimal digits without leading zeros.
 fn array_index(token: &str, len: usize) -> Option<usize> {
-    let well_formed = !token.is_empty()
-        && token.bytes().all(|b| b.is_ascii_digit())
-        && (token == "0" || !token.starts_with('0'));
+    let well_formed =
+        !token.is_empty() && token.bytes().all(|b| b.is_ascii_digit()) && (token == "0" || !token.starts_with('0'));
     let index: usize = if well_formed { token.parse().ok()? } else { return None };
     (index < len).then_some(index)
 }
@@ -278,7 +277,9 @@ mod tests {
         assert_eq!(canon("{\"\u{fb01}\":1,\"\u{1f600}\":2}"), "{\"\u{1f600}\":2,\"\u{fb01}\":1}");
         // The RFC 8785 section 3.2.3 example.
         assert_eq!(
-            canon("{\"\\u20ac\":\"Euro Sign\",\"\\r\":\"Carriage Return\",\"\\ufb33\":\"Hebrew Letter Dalet With Dagesh\",\"1\":\"One\",\"\\ud83d\\ude00\":\"Emoji: Grinning Face\",\"\\u0080\":\"Control\",\"\\u00f6\":\"Latin Small Letter O With Diaeresis\"}"),
+            canon(
+                "{\"\\u20ac\":\"Euro Sign\",\"\\r\":\"Carriage Return\",\"\\ufb33\":\"Hebrew Letter Dalet With Dagesh\",\"1\":\"One\",\"\\ud83d\\ude00\":\"Emoji: Grinning Face\",\"\\u0080\":\"Control\",\"\\u00f6\":\"Latin Small Letter O With Diaeresis\"}"
+            ),
             "{\"\\r\":\"Carriage Return\",\"1\":\"One\",\"\u{80}\":\"Control\",\"\u{f6}\":\"Latin Small Letter O With Diaeresis\",\"\u{20ac}\":\"Euro Sign\",\"\u{1f600}\":\"Emoji: Grinning Face\",\"\u{fb33}\":\"Hebrew Letter Dalet With Dagesh\"}"
         );
     }
@@ -372,7 +373,10 @@ mod tests {
         assert_eq!(canon_ignoring(r#"{"a":1}"#, &["/timestamp", "/x/y/z"]), r#"{"a":1}"#);
         // Escaped tokens and array indexes.
         assert_eq!(canon_ignoring(r#"{"a/b":1,"m~n":2,"c":3}"#, &["/a~1b", "/m~0n"]), r#"{"c":3}"#);
-        assert_eq!(canon_ignoring(r#"{"items":[{"id":1,"at":5},{"id":2,"at":6}]}"#, &["/items/1/at"]), r#"{"items":[{"at":5,"id":1},{"id":2}]}"#);
+        assert_eq!(
+            canon_ignoring(r#"{"items":[{"id":1,"at":5},{"id":2,"at":6}]}"#, &["/items/1/at"]),
+            r#"{"items":[{"at":5,"id":1},{"id":2}]}"#
+        );
         assert_eq!(canon_ignoring(r#"[0,1,2]"#, &["/01", "/3", "/-"]), "[0,1,2]");
         assert_eq!(canon_ignoring(r#"[0,1,2]"#, &["/0"]), "[1,2]");
     }

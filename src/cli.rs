@@ -287,7 +287,10 @@ fn print_outcome(outcome: Option<Outcome>) {
             print_field("attempt", a.attempt);
             print_field("lease_expires_at", time(a.lease_expires_at.as_ref()));
             if let Some(r) = a.recovered {
-                print_field("recovered", format!("{:?} attempt {} by {:?}", r.reason(), r.previous_attempt, r.previous_owner));
+                print_field(
+                    "recovered",
+                    format!("{:?} attempt {} by {:?}", r.reason(), r.previous_attempt, r.previous_owner),
+                );
                 if let Some(e) = r.last_error {
                     print_field("last_error", format!("{}: {}", e.code, e.message));
                 }

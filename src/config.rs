@@ -169,7 +169,12 @@ impl ServeArgs {
         Ok(Config {
             listen: self.listen,
             store: StoreConfig {
-                endpoints: self.etcd_endpoints.into_iter().map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()).collect(),
+                endpoints: self
+                    .etcd_endpoints
+                    .into_iter()
+                    .map(|e| e.trim().to_owned())
+                    .filter(|e| !e.is_empty())
+                    .collect(),
                 prefix: self.etcd_prefix,
                 connect_timeout: self.etcd_connect_timeout,
                 request_timeout: self.etcd_request_timeout,

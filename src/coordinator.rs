@@ -45,7 +45,12 @@ enum BeginDecision {
     Replace { attempt: u32, created_at_ms: i64, recovered: Option<v1::Recovery> },
 }
 
-fn decide_begin(snapshot: &Snapshot, command: &BeginCommand, request_id: &str, now: i64) -> Result<BeginDecision, Error> {
+fn decide_begin(
+    snapshot: &Snapshot,
+    command: &BeginCommand,
+    request_id: &str,
+    now: i64,
+) -> Result<BeginDecision, Error> {
     let Some(record) = snapshot.record.as_ref() else { return Ok(BeginDecision::Create) };
     let stored = &record.value;
     if stored.expires_at_ms <= now {
@@ -80,18 +85,21 @@ fn decide_begin(snapshot: &Snapshot, command: &BeginCommand, request_id: &str, n
             let live_deadline = snapshot.lock.as_ref().map(|l| l.value.deadline_ms).filter(|&d| d > now);
             match live_deadline {
                 None => replace(v1::RecoveryReason::Abandoned, None),
-                Some(deadline) if stored.request_id == request_id => BeginDecision::Answer(Outcome::Acquired(v1::Acquired {
-                    fencing_token: record.mod_revision as u64,
-                    attempt: stored.attempt,
-                    lease_expires_at: Some(timestamp(deadline)),
-                    recovered: stored.recovered.clone(),
-                })),
+                Some(deadline) if stored.request_id == request_id => {
+                    BeginDecision::Answer(Outcome::Acquired(v1::Acquired {
+                        fencing_token: record.mod_revision as u64,
+                        attempt: stored.attempt,
+                        lease_expires_at: Some(timestamp(deadline)),
+                        recovered: stored.recovered.clone(),
+                    }))
+                }
                 Some(deadline) => BeginDecision::Busy(v1::InProgress {
                     owner: stored.owner.clone(),
                     attempt: stored.attempt,
                     lease_expires_at: Some(timestamp(deadline)),
                     retry_after: Some(duration(
-                        Duration::from_millis((deadline - now) as u64).clamp(Duration::from_millis(50), MAX_RETRY_AFTER),
+                        Duration::from_millis((deadline - now) as u64)
+                            .clamp(Duration::from_millis(50), MAX_RETRY_AFTER),
                     )),
                 }),
             }
@@ -208,7 +216,7 @@ impl Coordinator {
                             // and the deadline leaves no time to read again.
                             return Ok(Outcome::InProgress(in_progress));
                         }
-                        written = Written::Conflict(self.store.read(&keys, deadline).await?);
+                        written = Written::Conflict(Box::new(self.store.read(&keys, deadline).await?));
                         continue;
                     }
                 };
@@ -307,7 +315,7 @@ impl Coordinator {
                 Written::Committed { revision } => {
                     return Ok(record_view(&Versioned { value: stored, mod_revision: revision }, None));
                 }
-                Written::Conflict(latest) => snapshot = latest,
+                Written::Conflict(latest) => snapshot = *latest,
             }
         }
     }
@@ -335,11 +343,14 @@ impl Coordinator {
             }
             let lock = StoredLock { format: FORMAT, deadline_ms: lease_deadline };
             let lock_lease = LeaseWant { until_ms: lease_deadline, slack: LOCK_LEASE_SLACK };
-            let write =
-                Write { expect: Expect::Token(command.fencing_token), record: None, lock: Some(Some((lock, lock_lease))) };
+            let write = Write {
+                expect: Expect::Token(command.fencing_token),
+                record: None,
+                lock: Some(Some((lock, lock_lease))),
+            };
             match self.store.write(&keys, &write, deadline).await? {
                 Written::Committed { .. } => return Ok(timestamp(lease_deadline)),
-                Written::Conflict(latest) => snapshot = latest,
+                Written::Conflict(latest) => snapshot = *latest,
             }
         }
     }
@@ -372,7 +383,11 @@ fn not_owner(stored: &StoredRecord, token: u64, same: impl Fn(&StoredRecord) -> 
     if !finished_by_token {
         return Some(Error::LeaseLost { current_attempt: stored.attempt });
     }
-    if same(stored) { None } else { Some(Error::AlreadyFinished { attempt: stored.attempt, state: state_name(stored.state()) }) }
+    if same(stored) {
+        None
+    } else {
+        Some(Error::AlreadyFinished { attempt: stored.attempt, state: state_name(stored.state()) })
+    }
 }
 
 fn state_name(state: StoredState) -> &'static str {
@@ -471,7 +486,8 @@ mod tests {
         Snapshot {
             revision: 50,
             record: Some(Versioned { value: stored(state), mod_revision: 42 }),
-            lock: lock_deadline.map(|deadline_ms| Versioned { value: StoredLock { format: FORMAT, deadline_ms }, mod_revision: 43 }),
+            lock: lock_deadline
+                .map(|deadline_ms| Versioned { value: StoredLock { format: FORMAT, deadline_ms }, mod_revision: 43 }),
         }
     }
 
@@ -528,8 +544,14 @@ mod tests {
 
     #[test]
     fn terminal_records_replay() {
-        assert!(matches!(decide(&snapshot(StoredState::Completed, None), 1, "x"), Ok(BeginDecision::Answer(Outcome::Completed(_)))));
-        assert!(matches!(decide(&snapshot(StoredState::Failed, None), 1, "x"), Ok(BeginDecision::Answer(Outcome::Failed(_)))));
+        assert!(matches!(
+            decide(&snapshot(StoredState::Completed, None), 1, "x"),
+            Ok(BeginDecision::Answer(Outcome::Completed(_)))
+        ));
+        assert!(matches!(
+            decide(&snapshot(StoredState::Failed, None), 1, "x"),
+            Ok(BeginDecision::Answer(Outcome::Failed(_)))
+        ));
     }
 
     #[test]
@@ -548,7 +570,10 @@ mod tests {
     fn an_expired_record_is_new_again_whatever_its_fingerprint() {
         let mut expired = snapshot(StoredState::Completed, None);
         expired.record.as_mut().unwrap().value.expires_at_ms = NOW;
-        assert_eq!(decide(&expired, 9, "x").unwrap(), BeginDecision::Replace { attempt: 1, created_at_ms: NOW, recovered: None });
+        assert_eq!(
+            decide(&expired, 9, "x").unwrap(),
+            BeginDecision::Replace { attempt: 1, created_at_ms: NOW, recovered: None }
+        );
     }
 
     #[test]
@@ -574,7 +599,7 @@ mod tests {
         let day = Duration::from_secs(86_400);
         let expiries: std::collections::HashSet<i64> = (0..100).map(|_| spread_expiry(NOW, day)).collect();
         assert!(expiries.len() > 90, "only {} distinct expiries", expiries.len());
-        assert!(expiries.iter().all(|&e| e >= NOW + 86_400_000 && e <= NOW + 86_400_000 + 600_000));
+        assert!(expiries.iter().all(|e| (NOW + 86_400_000..=NOW + 86_400_000 + 600_000).contains(e)));
     }
 
     #[test]

@@ -43,7 +43,9 @@ pub enum Error {
     #[error("invalid request: {}", describe(.0))]
     InvalidRequest(Vec<Violation>),
 
-    #[error("idempotency key reused: the record (attempt {attempt}) was created by a request with a different fingerprint")]
+    #[error(
+        "idempotency key reused: the record (attempt {attempt}) was created by a request with a different fingerprint"
+    )]
     KeyReused { attempt: u32 },
 
     #[error("lease lost: attempt {current_attempt} now owns or has finished the record")]
@@ -88,10 +90,9 @@ impl From<Error> for Status {
                 );
                 (Code::InvalidArgument, details)
             }
-            Error::KeyReused { attempt } => (
-                Code::FailedPrecondition,
-                info(reason::IDEMPOTENCY_KEY_REUSED, vec![("attempt", attempt.to_string())]),
-            ),
+            Error::KeyReused { attempt } => {
+                (Code::FailedPrecondition, info(reason::IDEMPOTENCY_KEY_REUSED, vec![("attempt", attempt.to_string())]))
+            }
             Error::LeaseLost { current_attempt } => (
                 Code::FailedPrecondition,
                 info(reason::LEASE_LOST, vec![("current_attempt", current_attempt.to_string())]),
@@ -125,8 +126,10 @@ mod tests {
         assert_eq!(status.code(), Code::InvalidArgument);
         let details = status.get_error_details();
         assert_eq!(details.error_info().map(|i| i.reason.as_str()), Some(reason::INVALID_REQUEST));
-        let fields: Vec<&str> =
-            details.bad_request().map(|b| b.field_violations.iter().map(|v| v.field.as_str()).collect()).unwrap_or_default();
+        let fields: Vec<&str> = details
+            .bad_request()
+            .map(|b| b.field_violations.iter().map(|v| v.field.as_str()).collect())
+            .unwrap_or_default();
         assert_eq!(fields, ["key", "lease_ttl"]);
     }
 

@@ -30,7 +30,12 @@ async fn set_readiness(reporter: &HealthReporter, status: ServingStatus) {
 
 /// Checks etcd every `interval` and reports readiness, until `draining`;
 /// then reports NOT_SERVING for good.
-pub async fn track_readiness(store: EtcdStore, reporter: HealthReporter, interval: Duration, draining: CancellationToken) {
+pub async fn track_readiness(
+    store: EtcdStore,
+    reporter: HealthReporter,
+    interval: Duration,
+    draining: CancellationToken,
+) {
     let mut ready = false;
     loop {
         let check = tokio::select! {

@@ -20,5 +20,4 @@ pub use idempotency::storage::v1 as storage;
 pub use idempotency::v1;
 
 /// The encoded descriptor set served by gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    tonic::include_file_descriptor_set!("idempotency_descriptor");
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("idempotency_descriptor");

@@ -214,7 +214,10 @@ fn payload_fingerprint(v: &mut Violations, payload: &v1::Payload, limits: &Limit
         return [0; 32];
     }
     if let Some(long) = payload.ignore_fields.iter().find(|p| p.len() > MAX_POINTER_BYTES) {
-        v.add("payload.ignore_fields", format!("pointers must be at most {MAX_POINTER_BYTES} bytes (got {})", long.len()));
+        v.add(
+            "payload.ignore_fields",
+            format!("pointers must be at most {MAX_POINTER_BYTES} bytes (got {})", long.len()),
+        );
         return [0; 32];
     }
     match fingerprint::of_payload(&payload.data, canonicalization, &payload.ignore_fields) {
@@ -237,7 +240,9 @@ pub fn complete(req: v1::CompleteRequest, limits: &Limits) -> Result<CompleteCom
     let result = req.result.unwrap_or_default();
     match &result.body {
         None => v.add("result.body", "one of result.response or result.resource_ref is required"),
-        Some(v1::result::Body::Response(bytes)) => check_len(&mut v, "result.response", bytes.len(), limits.max_result_bytes),
+        Some(v1::result::Body::Response(bytes)) => {
+            check_len(&mut v, "result.response", bytes.len(), limits.max_result_bytes)
+        }
         Some(v1::result::Body::ResourceRef(r)) => {
             check_len(&mut v, "result.resource_ref", r.len(), MAX_RESOURCE_REF_BYTES);
             v.check(!r.is_empty(), "result.resource_ref", || "must not be empty".into());
@@ -389,7 +394,8 @@ mod tests {
         assert_eq!(violated_fields(complete(req.clone(), &limits()).unwrap_err()), ["result.response"]);
 
         let mut ok = req;
-        ok.result = Some(v1::Result { body: Some(v1::result::Body::ResourceRef("orders/1".into())), ..Default::default() });
+        ok.result =
+            Some(v1::Result { body: Some(v1::result::Body::ResourceRef("orders/1".into())), ..Default::default() });
         ok.retention = Some(prost_types::Duration { seconds: 30 * 86_400, nanos: 0 });
         assert_eq!(complete(ok, &limits()).expect("valid").retention, Duration::from_secs(7 * 86_400));
     }

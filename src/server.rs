@@ -38,12 +38,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     health::init(&reporter).await;
-    let readiness = tokio::spawn(health::track_readiness(
-        store,
-        reporter,
-        config.health_check_interval,
-        draining.clone(),
-    ));
+    let readiness =
+        tokio::spawn(health::track_readiness(store, reporter, config.health_check_interval, draining.clone()));
 
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)

@@ -8,7 +8,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use idempotency_coordinator::proto::v1::{self, begin_response::Outcome, coordinator_service_client::CoordinatorServiceClient};
+use idempotency_coordinator::proto::v1::{
+    self, begin_response::Outcome, coordinator_service_client::CoordinatorServiceClient,
+};
 use tonic::transport::Channel;
 use tonic::{Code, IntoRequest};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
@@ -49,7 +51,11 @@ async fn an_etcd_outage_is_unavailable_then_recovers_by_itself() {
 
     // Every RPC answers UNAVAILABLE with RetryInfo, within the etcd request timeout (2 s).
     let started = Instant::now();
-    let status = assert_status(client.begin(begin_request("during-outage", "cart", 5)).await, Code::Unavailable, "STORE_UNAVAILABLE");
+    let status = assert_status(
+        client.begin(begin_request("during-outage", "cart", 5)).await,
+        Code::Unavailable,
+        "STORE_UNAVAILABLE",
+    );
     assert!(status.get_error_details().retry_info().and_then(|r| r.retry_delay).is_some(), "no RetryInfo");
     assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
     assert_status(client.lookup(lookup_request("before-outage")).await, Code::Unavailable, "STORE_UNAVAILABLE");

@@ -16,7 +16,8 @@ async fn a_new_key_is_acquired_then_replayed_after_complete() {
     assert!(first.recovered.is_none());
     assert!(first.fencing_token > 0);
 
-    let record = client.complete(complete_request("order-1", first.fencing_token, r#"{"charge":"ch_1"}"#)).await.unwrap();
+    let record =
+        client.complete(complete_request("order-1", first.fencing_token, r#"{"charge":"ch_1"}"#)).await.unwrap();
     let record = record.into_inner().record.unwrap();
     assert_eq!(record.state(), v1::State::Completed);
     assert_eq!(record.fencing_token, first.fencing_token);
@@ -112,7 +113,10 @@ async fn json_payloads_fingerprint_by_content_not_formatting() {
     };
     acquired(begin(&mut client, json(r#"{"b":1,"a":true,"sent_at":"10:00"}"#)).await);
     // Same content, other order, spacing and volatile field: the same request.
-    assert!(matches!(begin(&mut client, json(r#"{ "a": true, "b": 1, "sent_at": "10:01" }"#)).await, Outcome::InProgress(_)));
+    assert!(matches!(
+        begin(&mut client, json(r#"{ "a": true, "b": 1, "sent_at": "10:01" }"#)).await,
+        Outcome::InProgress(_)
+    ));
     // Different content: a reused key.
     assert_status(client.begin(json(r#"{"a":true,"b":2}"#)).await, Code::FailedPrecondition, "IDEMPOTENCY_KEY_REUSED");
 }
@@ -269,7 +273,8 @@ async fn retention_expiry_makes_a_key_new_again() {
     let record = client.complete(complete).await.unwrap().into_inner().record.unwrap();
     let expires_at = record.expires_at.unwrap();
     let completed_at = record.updated_at.unwrap();
-    let retained_ms = (expires_at.seconds - completed_at.seconds) * 1000 + (expires_at.nanos - completed_at.nanos) as i64 / 1_000_000;
+    let retained_ms =
+        (expires_at.seconds - completed_at.seconds) * 1000 + (expires_at.nanos - completed_at.nanos) as i64 / 1_000_000;
     assert!((1_000..=1_020).contains(&retained_ms), "retained for {retained_ms} ms");
     assert!(matches!(begin(&mut client, begin_request("short-lived", "cart", 5)).await, Outcome::Completed(_)));
 
@@ -295,7 +300,11 @@ async fn a_bogus_token_never_finishes_a_live_attempt() {
     let (_etcd, _server, mut client) = start().await;
     let owner = acquired(begin(&mut client, begin_request("guarded", "cart", 5)).await);
     for token in [owner.fencing_token - 1, owner.fencing_token + 1, u64::MAX] {
-        assert_status(client.complete(complete_request("guarded", token, "x")).await, Code::FailedPrecondition, "LEASE_LOST");
+        assert_status(
+            client.complete(complete_request("guarded", token, "x")).await,
+            Code::FailedPrecondition,
+            "LEASE_LOST",
+        );
     }
     client.complete(complete_request("guarded", owner.fencing_token, "ok")).await.expect("the owner completes");
 }

@@ -35,7 +35,11 @@ async fn malformed_keys_namespaces_and_tenants_are_refused() {
 #[tokio::test]
 async fn bad_ttls_and_waits_name_the_limit() {
     let (_etcd, _server, mut client) = start_with(&["--max-lease-ttl", "60s", "--max-wait", "10s"]).await;
-    for ttl in [prost_types::Duration { seconds: 1, nanos: 0 }, prost_types::Duration { seconds: 61, nanos: 0 }, prost_types::Duration { seconds: 3, nanos: 5 }] {
+    for ttl in [
+        prost_types::Duration { seconds: 1, nanos: 0 },
+        prost_types::Duration { seconds: 61, nanos: 0 },
+        prost_types::Duration { seconds: 3, nanos: 5 },
+    ] {
         let mut request = begin_request("k", "cart", 5);
         request.lease_ttl = Some(ttl);
         let status = client.begin(request).await.unwrap_err();
@@ -56,7 +60,8 @@ async fn oversize_payloads_and_results_are_refused_with_their_limit() {
     assert!(status.message().contains("at most 1024 bytes"), "{}", status.message());
 
     let owner = acquired(begin(&mut client, begin_request("big-result", "cart", 5)).await);
-    let status = client.complete(complete_request("big-result", owner.fencing_token, &"r".repeat(513))).await.unwrap_err();
+    let status =
+        client.complete(complete_request("big-result", owner.fencing_token, &"r".repeat(513))).await.unwrap_err();
     assert_eq!(violated_fields(&status), ["result.response"]);
     // The attempt is untouched and can still complete with a fitting result.
     client.complete(complete_request("big-result", owner.fencing_token, "ok")).await.expect("a fitting result");

@@ -49,7 +49,7 @@ pub enum Written {
     /// The write happened at this revision.
     Committed { revision: i64 },
     /// The condition did not hold; this is what the store holds instead.
-    Conflict(Snapshot),
+    Conflict(Box<Snapshot>),
 }
 
 /// What a record must look like for a write to go ahead.
@@ -119,10 +119,7 @@ fn classify(error: etcd_client::Error) -> Failure {
 }
 
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }
 
 impl EtcdStore {
@@ -183,7 +180,7 @@ impl EtcdStore {
                     if response.succeeded() {
                         return Ok(Written::Committed { revision });
                     }
-                    return Ok(Written::Conflict(snapshot_of(&response.op_responses(), revision)?));
+                    return Ok(Written::Conflict(Box::new(snapshot_of(&response.op_responses(), revision)?)));
                 }
                 Ok(Err(e)) => backoff.after(classify(e), deadline, &self.leases).await?,
             }

@@ -61,7 +61,14 @@ mod tests {
 
     #[test]
     fn distinct_ids_never_share_a_prefix() {
-        let ids = [("t", "ns", "a"), ("t", "ns", "a/"), ("t", "ns", "a%2F"), ("t", "ns/a", "b"), ("t/ns", "a", "b"), ("t", "ns", "a b")];
+        let ids = [
+            ("t", "ns", "a"),
+            ("t", "ns", "a/"),
+            ("t", "ns", "a%2F"),
+            ("t", "ns/a", "b"),
+            ("t/ns", "a", "b"),
+            ("t", "ns", "a b"),
+        ];
         let scopes: Vec<String> = ids.iter().map(|(t, n, k)| keys(t, n, k).scope).collect();
         for (i, a) in scopes.iter().enumerate() {
             for (j, b) in scopes.iter().enumerate() {

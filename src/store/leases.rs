@@ -91,7 +91,10 @@ mod tests {
             let want = LeaseWant { until_ms, slack: SLACK };
             let expiry = now_ms + want.grant_ttl_secs(now_ms) * 1000;
             assert!(expiry >= until_ms, "{expiry} ends before {until_ms}");
-            assert!(expiry <= until_ms + SLACK.as_millis() as i64 || until_ms - now_ms < 2_000, "{expiry} too late for {until_ms}");
+            assert!(
+                expiry <= until_ms + SLACK.as_millis() as i64 || until_ms - now_ms < 2_000,
+                "{expiry} too late for {until_ms}"
+            );
         }
     }
 }

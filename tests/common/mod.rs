@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use idempotency_coordinator::config::ServeArgs;
-use idempotency_coordinator::proto::v1::{self, begin_response::Outcome, coordinator_service_client::CoordinatorServiceClient};
+use idempotency_coordinator::proto::v1::{
+    self, begin_response::Outcome, coordinator_service_client::CoordinatorServiceClient,
+};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
@@ -258,7 +260,11 @@ pub fn reason(status: &tonic::Status) -> String {
 }
 
 /// Asserts a call failed with `code` and ErrorInfo `reason`.
-pub fn assert_status<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: tonic::Code, expected_reason: &str) -> tonic::Status {
+pub fn assert_status<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    code: tonic::Code,
+    expected_reason: &str,
+) -> tonic::Status {
     let status = result.expect_err("the call must fail");
     assert_eq!(status.code(), code, "status: {status:?}");
     assert_eq!(reason(&status), expected_reason, "status: {status:?}");
