@@ -14,7 +14,8 @@ data_dir="$(mktemp -d -t idempotency-etcd.XXXXXX)"
   --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
   --initial-cluster "local=http://127.0.0.1:$peer_port" >"$data_dir/etcd.log" 2>&1 &
 etcd_pid=$!
-trap 'kill "$etcd_pid" 2>/dev/null; wait "$etcd_pid" 2>/dev/null; rm -rf "$data_dir"' EXIT
+# etcd exits non-zero when killed; that must not stop the clean-up (set -e).
+trap 'kill "$etcd_pid" 2>/dev/null || true; wait "$etcd_pid" 2>/dev/null || true; rm -rf "$data_dir"' EXIT
 echo "etcd on 127.0.0.1:$etcd_port (pid $etcd_pid, log $data_dir/etcd.log)" >&2
 
 cargo build --release --quiet

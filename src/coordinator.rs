@@ -149,6 +149,7 @@ impl Coordinator {
     }
 
     pub async fn begin(&self, command: &BeginCommand, deadline: Instant) -> Result<Outcome, Error> {
+        let deadline = self.store.operation_deadline(deadline, command.wait);
         let keys = self.store.keys(&command.id);
         // Without a caller-sent request_id, make one: our own retries of an
         // ambiguous write then recognise the attempt they created.
@@ -274,6 +275,7 @@ impl Coordinator {
     }
 
     async fn finish(&self, id: &RecordId, token: u64, finish: Finish, deadline: Instant) -> Result<v1::Record, Error> {
+        let deadline = self.store.operation_deadline(deadline, Duration::ZERO);
         let keys = self.store.keys(id);
         let mut snapshot = self.store.read(&keys, deadline).await?;
         loop {
@@ -321,6 +323,7 @@ impl Coordinator {
     }
 
     pub async fn extend(&self, command: ExtendCommand, deadline: Instant) -> Result<prost_types::Timestamp, Error> {
+        let deadline = self.store.operation_deadline(deadline, Duration::ZERO);
         let keys = self.store.keys(&command.id);
         let mut snapshot = self.store.read(&keys, deadline).await?;
         loop {

@@ -254,7 +254,14 @@ impl EtcdStore {
     }
 
     fn bound(&self, deadline: Instant) -> Instant {
-        deadline.min(Instant::now() + self.request_timeout)
+        self.operation_deadline(deadline, Duration::ZERO)
+    }
+
+    /// When an operation that may spend `waiting` on purpose must be over:
+    /// the caller's deadline, capped so that a loop of etcd calls (lost races
+    /// re-decided) can never outlast one request timeout plus the wait.
+    pub fn operation_deadline(&self, deadline: Instant, waiting: Duration) -> Instant {
+        deadline.min(Instant::now() + waiting + self.request_timeout)
     }
 }
 
