@@ -68,6 +68,10 @@ pub struct ServeArgs {
     #[arg(long, env = "IDEMPOTENCY_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
 
+    /// Most coordinator calls in flight at once (waiting Begins included); more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "IDEMPOTENCY_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub max_in_flight: usize,
+
     /// How often readiness checks that etcd answers.
     #[arg(long, env = "IDEMPOTENCY_HEALTH_CHECK_INTERVAL", value_parser = humantime::parse_duration, default_value = "1s")]
     pub health_check_interval: Duration,
@@ -94,6 +98,7 @@ pub struct Config {
     pub health_check_interval: Duration,
     pub shutdown_grace: Duration,
     pub max_message_bytes: usize,
+    pub max_in_flight: usize,
 }
 
 /// How to reach etcd.
@@ -166,6 +171,9 @@ impl ServeArgs {
                 return Err(format!("--{flag} must be positive"));
             }
         }
+        if self.max_in_flight == 0 {
+            return Err("--max-in-flight must be at least 1".into());
+        }
         Ok(Config {
             listen: self.listen,
             store: StoreConfig {
@@ -191,6 +199,7 @@ impl ServeArgs {
             health_check_interval: self.health_check_interval,
             shutdown_grace: self.shutdown_grace,
             max_message_bytes: self.max_message_bytes,
+            max_in_flight: self.max_in_flight,
         })
     }
 }

@@ -17,12 +17,17 @@ pub mod reason {
     pub const ALREADY_FINISHED: &str = "ALREADY_FINISHED";
     pub const RECORD_NOT_FOUND: &str = "RECORD_NOT_FOUND";
     pub const STORE_UNAVAILABLE: &str = "STORE_UNAVAILABLE";
+    pub const OVERLOADED: &str = "OVERLOADED";
     pub const INTERNAL: &str = "INTERNAL";
 }
 
 /// How long a caller should wait before retrying after the store was
 /// unreachable: long enough for an etcd leader election to finish.
 const STORE_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// How long a shed caller should back off: short, since admitted calls finish
+/// in milliseconds, and callers add their own jitter.
+const OVERLOAD_RETRY_DELAY: Duration = Duration::from_millis(200);
 
 /// One invalid request field: its path in the request and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +64,9 @@ pub enum Error {
 
     #[error("store unavailable: {0}")]
     StoreUnavailable(String),
+
+    #[error("overloaded: too many calls in flight; retry after a short delay")]
+    Overloaded,
 
     #[error("internal error: {0}")]
     Internal(String),
@@ -106,6 +114,11 @@ impl From<Error> for Status {
                 let mut details = info(reason::STORE_UNAVAILABLE, vec![]);
                 details.set_retry_info(Some(STORE_RETRY_DELAY));
                 (Code::Unavailable, details)
+            }
+            Error::Overloaded => {
+                let mut details = info(reason::OVERLOADED, vec![]);
+                details.set_retry_info(Some(OVERLOAD_RETRY_DELAY));
+                (Code::ResourceExhausted, details)
             }
             Error::Internal(_) => (Code::Internal, info(reason::INTERNAL, vec![])),
         };

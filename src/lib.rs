@@ -12,7 +12,8 @@
 //! - [`store`]: etcd — the key layout, shared leases, conditional transactions.
 //! - [`fingerprint`] and [`canonical_json`]: request fingerprints (SHA-256 of
 //!   raw bytes or of RFC 8785 canonical JSON).
-//! - The process shell: [`config`], [`telemetry`], [`health`], [`shutdown`],
+//! - The process shell: [`config`], [`telemetry`], [`health`], [`overload`]
+//!   (load shedding), [`shutdown`],
 //!   and [`server::run`], which tests call with a port-0 listener.
 //! - [`cli`]: the command-line client in the same binary.
 
@@ -23,6 +24,7 @@ pub mod coordinator;
 pub mod error;
 pub mod fingerprint;
 pub mod health;
+pub mod overload;
 pub mod proto;
 pub mod request;
 pub mod server;

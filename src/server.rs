@@ -14,6 +14,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::coordinator::Coordinator;
 use crate::health;
+use crate::overload::ShedLoadLayer;
 use crate::proto::{FILE_DESCRIPTOR_SET, v1::coordinator_service_server::CoordinatorServiceServer};
 use crate::service::CoordinatorApi;
 use crate::store::EtcdStore;
@@ -58,6 +59,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         }
     };
     let server = Server::builder()
+        .layer(ShedLoadLayer::new(config.max_in_flight))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(coordinator_service)
