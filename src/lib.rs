@@ -6,7 +6,9 @@
 //!
 //! The layers, from the wire inwards:
 //! - [`service`]: the gRPC edge — decode, validate ([`request`]), call the
-//!   coordinator, encode. [`error`] maps every failure to a status in one table.
+//!   coordinator, encode. [`codec`] and [`oversize`] make undecodable and
+//!   oversize requests INVALID_ARGUMENT;
+//!   [`error`] maps every failure to a status in one table.
 //! - [`coordinator`]: the state machine of DESIGN.md (Begin, Complete, Fail,
 //!   Extend, Lookup, waiting), storage details kept out.
 //! - [`store`]: etcd — the key layout, shared leases, conditional transactions.
@@ -19,12 +21,14 @@
 
 pub mod canonical_json;
 pub mod cli;
+pub mod codec;
 pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod fingerprint;
 pub mod health;
 pub mod overload;
+pub mod oversize;
 pub mod proto;
 pub mod request;
 pub mod server;

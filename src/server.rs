@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::coordinator::Coordinator;
 use crate::health;
 use crate::overload::ShedLoadLayer;
+use crate::oversize::OversizeLayer;
 use crate::proto::{FILE_DESCRIPTOR_SET, v1::coordinator_service_server::CoordinatorServiceServer};
 use crate::service::CoordinatorApi;
 use crate::store::EtcdStore;
@@ -60,6 +61,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     };
     let server = Server::builder()
         .layer(ShedLoadLayer::new(config.max_in_flight))
+        .layer(OversizeLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(coordinator_service)
