@@ -1,0 +1,180 @@
+//! The processes the fault suite breaks: a 3-member etcd cluster and
+//! coordinator replicas, all on loopback, each restartable on the same ports
+//! and data. Everything is killed when dropped.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn kill_9(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill(); // SIGKILL
+        let _ = c.wait();
+    }
+}
+
+struct Member {
+    name: String,
+    client_url: String,
+    peer_url: String,
+    child: Option<Child>,
+}
+
+pub struct EtcdCluster {
+    dir: tempfile::TempDir,
+    members: Vec<Member>,
+}
+
+impl EtcdCluster {
+    pub async fn start() -> EtcdCluster {
+        let members = (0..3)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client_url: format!("http://127.0.0.1:{}", free_port()),
+                peer_url: format!("http://127.0.0.1:{}", free_port()),
+                child: None,
+            })
+            .collect();
+        let mut cluster = EtcdCluster { dir: tempfile::tempdir().unwrap(), members };
+        for i in 0..3 {
+            cluster.spawn(i);
+        }
+        cluster.wait_for_quorum(Duration::from_secs(20)).await;
+        cluster
+    }
+
+    pub fn endpoints(&self) -> String {
+        self.members.iter().map(|m| m.client_url.clone()).collect::<Vec<_>>().join(",")
+    }
+
+    /// Starts member `i` (again) with its own data directory.
+    pub fn spawn(&mut self, i: usize) {
+        let initial_cluster =
+            self.members.iter().map(|m| format!("{}={}", m.name, m.peer_url)).collect::<Vec<_>>().join(",");
+        let member = &self.members[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{}.log", member.name)))
+            .unwrap();
+        let child = Command::new(std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".into()))
+            .arg(format!("--name={}", member.name))
+            .arg(format!("--data-dir={}", self.dir.path().join(&member.name).display()))
+            .arg(format!("--listen-client-urls={}", member.client_url))
+            .arg(format!("--advertise-client-urls={}", member.client_url))
+            .arg(format!("--listen-peer-urls={}", member.peer_url))
+            .arg(format!("--initial-advertise-peer-urls={}", member.peer_url))
+            .arg(format!("--initial-cluster={initial_cluster}"))
+            .arg("--initial-cluster-token=faults")
+            .arg("--heartbeat-interval=50")
+            .arg("--election-timeout=500")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("etcd is installed");
+        self.members[i].child = Some(child);
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        kill_9(&mut self.members[i].child);
+    }
+
+    pub fn is_running(&self, i: usize) -> bool {
+        self.members[i].child.is_some()
+    }
+
+    /// The index of the current leader, asked of every running member.
+    pub async fn leader(&self) -> Option<usize> {
+        for member in self.members.iter().filter(|m| m.child.is_some()) {
+            let ask = async {
+                let mut client = etcd_client::Client::connect([&member.client_url], None).await.ok()?;
+                let status = client.status().await.ok()?;
+                Some(status.leader())
+            };
+            let Ok(Some(leader_id)) = tokio::time::timeout(Duration::from_millis(500), ask).await else { continue };
+            for (i, m) in self.members.iter().enumerate().filter(|(_, m)| m.child.is_some()) {
+                let id = async {
+                    let mut client = etcd_client::Client::connect([&m.client_url], None).await.ok()?;
+                    Some(client.status().await.ok()?.header()?.member_id())
+                };
+                if tokio::time::timeout(Duration::from_millis(500), id).await.ok().flatten() == Some(leader_id) {
+                    return Some(i);
+                }
+            }
+        }
+        None
+    }
+
+    pub async fn wait_for_quorum(&self, within: Duration) {
+        let started = Instant::now();
+        let endpoints: Vec<String> = self.members.iter().map(|m| m.client_url.clone()).collect();
+        loop {
+            let probe = async {
+                let mut client = etcd_client::Client::connect(&endpoints, None).await.ok()?;
+                client.put("/faults/probe", "", None).await.ok()
+            };
+            if tokio::time::timeout(Duration::from_secs(1), probe).await.ok().flatten().is_some() {
+                return;
+            }
+            assert!(
+                started.elapsed() < within,
+                "etcd has no quorum after {within:?}; logs in {}",
+                self.dir.path().display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// One coordinator process, restartable on the same port.
+pub struct Replica {
+    pub port: u16,
+    etcd_endpoints: String,
+    child: Option<Child>,
+}
+
+impl Replica {
+    pub fn start(etcd_endpoints: &str) -> Replica {
+        let mut replica = Replica { port: free_port(), etcd_endpoints: etcd_endpoints.to_owned(), child: None };
+        replica.spawn();
+        replica
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn spawn(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_idempotency-coordinator"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["--etcd-endpoints", &self.etcd_endpoints, "--etcd-request-timeout", "2s"])
+            .args(["--etcd-connect-timeout", "300ms", "--log", "error"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the coordinator binary starts");
+        self.child = Some(child);
+    }
+
+    pub fn kill(&mut self) {
+        kill_9(&mut self.child);
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
