@@ -248,19 +248,20 @@ async fn exactly_once_through_crashes_pauses_and_etcd_failures() {
 
     // The checks.
     let mut violations = std::mem::take(&mut report.violations);
-    let ledger_state = ledger.state.lock().unwrap();
     let mut effect_of = std::collections::HashMap::new();
-    for key in (0..KEYS).map(|k| format!("k{k}")) {
-        let effects = ledger_state.keys.get(&key).map(|e| e.effects.clone()).unwrap_or_default();
-        match effects.as_slice() {
-            [(_, effect)] => {
-                effect_of.insert(key, effect.clone());
+    let stale_rejected = {
+        let ledger_state = ledger.state.lock().unwrap();
+        for key in (0..KEYS).map(|k| format!("k{k}")) {
+            let effects = ledger_state.keys.get(&key).map(|e| e.effects.clone()).unwrap_or_default();
+            match effects.as_slice() {
+                [(_, effect)] => {
+                    effect_of.insert(key, effect.clone());
+                }
+                other => violations.push(format!("{key}: {} effects in the ledger: {other:?}", other.len())),
             }
-            other => violations.push(format!("{key}: {} effects in the ledger: {other:?}", other.len())),
         }
-    }
-    let stale_rejected = (ledger_state.stale_writes_rejected, ledger_state.stale_claims_rejected);
-    drop(ledger_state);
+        (ledger_state.stale_writes_rejected, ledger_state.stale_claims_rejected)
+    };
     for (key, result) in &report.observed {
         if effect_of.get(key) != Some(result) {
             violations.push(format!("{key}: a caller was told {result:?}, the ledger has {:?}", effect_of.get(key)));
