@@ -16,12 +16,14 @@ use etcd_client::{
     WatchOptions, WatchStream,
 };
 use prost::Message;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep, timeout_at};
 use tracing::{debug, warn};
 
 use crate::config::StoreConfig;
 use crate::error::Error;
 use crate::proto::storage::{StoredLock, StoredRecord};
+use crate::store::batch;
 use crate::store::keys::RecordKeys;
 use crate::store::leases::{LeasePool, LeaseWant};
 
@@ -87,16 +89,19 @@ pub struct EtcdStore {
     prefix: String,
     request_timeout: Duration,
     leases: std::sync::Arc<LeasePool>,
+    /// Where reads and conditional writes go to be committed in groups.
+    batcher: mpsc::Sender<batch::Call>,
 }
 
 /// What went wrong with one etcd call, before deciding whether to retry.
-enum Failure {
+#[derive(Debug, Clone)]
+pub(super) enum Failure {
     Transient(String),
     LeaseGone(String),
     Permanent(String),
 }
 
-fn classify(error: etcd_client::Error) -> Failure {
+pub(super) fn classify(error: etcd_client::Error) -> Failure {
     use etcd_client::Error as E;
     use tonic::Code;
     match error {
@@ -139,6 +144,7 @@ impl EtcdStore {
             .await
             .map_err(|e| Error::StoreUnavailable(format!("cannot set up the etcd client: {e}")))?;
         Ok(Self {
+            batcher: batch::spawn(client.clone(), config.request_timeout),
             client,
             prefix: config.prefix.clone(),
             request_timeout: config.request_timeout,
@@ -152,39 +158,58 @@ impl EtcdStore {
 
     /// The record and its lock, linearizably.
     pub async fn read(&self, keys: &RecordKeys, deadline: Instant) -> Result<Snapshot, Error> {
-        let txn = Txn::new().and_then(read_ops(keys));
         let deadline = self.bound(deadline);
         let mut backoff = Backoff::new();
         loop {
-            match timeout_at(deadline, self.client.clone().txn(txn.clone())).await {
-                Err(_) => return Err(timed_out()),
-                Ok(Ok(response)) => return snapshot_of(&response.op_responses(), header_revision(response.header())),
-                Ok(Err(e)) => backoff.after(classify(e), deadline, &self.leases).await?,
+            let txn = Txn::new().and_then(read_ops(keys));
+            match self.submit(keys, txn, 0, deadline).await {
+                Ok(answer) => return snapshot_of(&answer.responses, answer.revision),
+                Err(failure) => backoff.after(failure, deadline, &self.leases).await?,
             }
         }
     }
 
-    /// Performs `write` if its expectation holds, in one transaction.
+    /// Performs `write` if its expectation holds, as one (nested) transaction.
     pub async fn write(&self, keys: &RecordKeys, write: &Write, deadline: Instant) -> Result<Written, Error> {
         let deadline = self.bound(deadline);
+        let bytes = write.record.as_ref().map(|(r, _)| r.encoded_len()).unwrap_or_default() + 256;
         let mut backoff = Backoff::new();
         loop {
-            let attempt = async {
-                let txn = self.build_txn(keys, write).await?;
-                self.client.clone().txn(txn).await
-            };
-            match timeout_at(deadline, attempt).await {
+            let txn = match timeout_at(deadline, self.build_txn(keys, write)).await {
                 Err(_) => return Err(timed_out()),
-                Ok(Ok(response)) => {
-                    let revision = header_revision(response.header());
-                    if response.succeeded() {
-                        return Ok(Written::Committed { revision });
-                    }
-                    return Ok(Written::Conflict(Box::new(snapshot_of(&response.op_responses(), revision)?)));
+                Ok(Err(e)) => {
+                    backoff.after(classify(e), deadline, &self.leases).await?;
+                    continue;
                 }
-                Ok(Err(e)) => backoff.after(classify(e), deadline, &self.leases).await?,
+                Ok(Ok(txn)) => txn,
+            };
+            match self.submit(keys, txn, bytes, deadline).await {
+                Ok(answer) if answer.succeeded => return Ok(Written::Committed { revision: answer.revision }),
+                Ok(answer) => {
+                    return Ok(Written::Conflict(Box::new(snapshot_of(&answer.responses, answer.revision)?)));
+                }
+                Err(failure) => backoff.after(failure, deadline, &self.leases).await?,
             }
         }
+    }
+
+    /// Hands one call to the batcher and waits for its share of the answer.
+    async fn submit(
+        &self,
+        keys: &RecordKeys,
+        txn: Txn,
+        bytes: usize,
+        deadline: Instant,
+    ) -> Result<batch::Answer, Failure> {
+        let (reply, answer) = oneshot::channel();
+        let call = batch::Call { scope: keys.scope.clone(), txn, bytes, reply };
+        let exchange = async {
+            self.batcher.send(call).await.map_err(|_| Failure::Permanent("the batcher has stopped".into()))?;
+            answer.await.map_err(|_| Failure::Permanent("the batcher dropped a call".into()))?
+        };
+        timeout_at(deadline, exchange)
+            .await
+            .unwrap_or_else(|_| Err(Failure::Transient("etcd did not answer in time".into())))
     }
 
     async fn build_txn(&self, keys: &RecordKeys, write: &Write) -> Result<Txn, etcd_client::Error> {
@@ -273,7 +298,7 @@ fn read_ops(keys: &RecordKeys) -> Vec<TxnOp> {
     vec![TxnOp::get(keys.record.as_str(), None), TxnOp::get(keys.lock.as_str(), None)]
 }
 
-fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> i64 {
+pub(super) fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> i64 {
     header.map(|h| h.revision()).unwrap_or_default()
 }
 
