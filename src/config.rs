@@ -72,6 +72,10 @@ pub struct ServeArgs {
     #[arg(long, env = "IDEMPOTENCY_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,
 
+    /// Memory for replaying finished records without an etcd request (0 turns the replay cache off).
+    #[arg(long, env = "IDEMPOTENCY_REPLAY_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub replay_cache_bytes: u64,
+
     /// How often readiness checks that etcd answers.
     #[arg(long, env = "IDEMPOTENCY_HEALTH_CHECK_INTERVAL", value_parser = humantime::parse_duration, default_value = "1s")]
     pub health_check_interval: Duration,
@@ -99,6 +103,7 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub max_message_bytes: usize,
     pub max_in_flight: usize,
+    pub replay_cache_bytes: u64,
 }
 
 /// How to reach etcd.
@@ -200,6 +205,7 @@ impl ServeArgs {
             shutdown_grace: self.shutdown_grace,
             max_message_bytes: self.max_message_bytes,
             max_in_flight: self.max_in_flight,
+            replay_cache_bytes: self.replay_cache_bytes,
         })
     }
 }

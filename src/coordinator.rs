@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use crate::cache::{AttemptCache, ReplayCache, replay_of};
 use crate::config::Limits;
 use crate::error::Error;
 use crate::proto::storage::{StoredLock, StoredRecord, StoredState};
@@ -27,6 +28,10 @@ use crate::store::{
 /// How far past its deadline an attempt's lock lease may run. Only cleanup
 /// depends on it: takeover follows the deadline stored in the lock.
 const LOCK_LEASE_SLACK: Duration = Duration::from_secs(2);
+
+/// How many attempts handed out by this replica are remembered for a
+/// read-free Complete (a few hundred bytes each).
+const ATTEMPT_CACHE_ENTRIES: u64 = 100_000;
 
 /// The longest `retry_after` suggested to a caller that found the record busy.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -70,16 +75,9 @@ fn decide_begin(
         }),
     };
     Ok(match stored.state() {
-        StoredState::Completed => BeginDecision::Answer(Outcome::Completed(v1::Completed {
-            result: stored.result.clone(),
-            attempt: stored.attempt,
-            completed_at: Some(timestamp(stored.updated_at_ms)),
-        })),
-        StoredState::Failed => BeginDecision::Answer(Outcome::Failed(v1::Failed {
-            error: stored.error.clone(),
-            attempt: stored.attempt,
-            failed_at: Some(timestamp(stored.updated_at_ms)),
-        })),
+        StoredState::Completed | StoredState::Failed => {
+            BeginDecision::Answer(replay_of(stored).expect("terminal records have a replay"))
+        }
         StoredState::Released => replace(v1::RecoveryReason::Released, stored.error.clone()),
         StoredState::InProgress | StoredState::Unspecified => {
             let live_deadline = snapshot.lock.as_ref().map(|l| l.value.deadline_ms).filter(|&d| d > now);
@@ -138,14 +136,36 @@ impl Finish {
 pub struct Coordinator {
     store: EtcdStore,
     limits: Limits,
+    replays: ReplayCache,
+    attempts: AttemptCache,
     /// Cancelled when the server starts draining, so that waiting Begins
     /// answer with what they know instead of holding up the shutdown.
     draining: CancellationToken,
 }
 
 impl Coordinator {
-    pub fn new(store: EtcdStore, limits: Limits, draining: CancellationToken) -> Self {
-        Self { store, limits, draining }
+    pub fn new(store: EtcdStore, limits: Limits, replay_cache_bytes: u64, draining: CancellationToken) -> Self {
+        Self {
+            store,
+            limits,
+            replays: ReplayCache::new(replay_cache_bytes),
+            attempts: AttemptCache::new(ATTEMPT_CACHE_ENTRIES),
+            draining,
+        }
+    }
+
+    /// The record and lock to decide on: this replica's own record of the
+    /// attempt holding `token` if it has one (the write's compare on the token
+    /// still decides), otherwise a read.
+    async fn snapshot_for_token(&self, keys: &RecordKeys, token: u64, deadline: Instant) -> Result<Snapshot, Error> {
+        match self.attempts.get(&keys.record, token) {
+            Some(value) => Ok(Snapshot {
+                revision: token as i64,
+                record: Some(Versioned { value, mod_revision: token as i64 }),
+                lock: None,
+            }),
+            None => self.store.read(keys, deadline).await,
+        }
     }
 
     pub async fn begin(&self, command: &BeginCommand, deadline: Instant) -> Result<Outcome, Error> {
@@ -181,13 +201,20 @@ impl Coordinator {
             (Some((record, record_lease)), Some(Some((lock, lock_lease))), lease_deadline)
         };
 
+        if let Some(replay) = self.replays.get(&keys.record, &command.fingerprint, now_ms()) {
+            return replay;
+        }
         let (record, lock, mut lease_deadline) = new_attempt(1, now_ms(), None);
         let mut attempt = 1;
         let mut recovered = None;
-        let mut written = self.store.write(&keys, &Write { expect: Expect::Absent, record, lock }, deadline).await?;
+        let mut pending = Write { expect: Expect::Absent, record, lock };
+        let mut written = self.store.write(&keys, &pending, deadline).await?;
         loop {
             let snapshot = match written {
                 Written::Committed { revision } => {
+                    if let Some((stored, _)) = pending.record.take() {
+                        self.attempts.remember(&keys.record, revision as u64, stored);
+                    }
                     return Ok(Outcome::Acquired(v1::Acquired {
                         fencing_token: revision as u64,
                         attempt,
@@ -199,7 +226,12 @@ impl Coordinator {
             };
             let (expect, next_attempt, created_at_ms, next_recovered) =
                 match decide_begin(&snapshot, command, &request_id, now_ms())? {
-                    BeginDecision::Answer(outcome) => return Ok(outcome),
+                    BeginDecision::Answer(outcome) => {
+                        if let Some(record) = &snapshot.record {
+                            self.replays.remember(&keys.record, &record.value);
+                        }
+                        return Ok(outcome);
+                    }
                     BeginDecision::Create => (Expect::Absent, 1, now_ms(), None),
                     BeginDecision::Replace { attempt, created_at_ms, recovered } => {
                         let expect = Expect::Unchanged {
@@ -224,7 +256,8 @@ impl Coordinator {
             debug!(attempt = next_attempt, "starting a new attempt over the record");
             let (record, lock, next_deadline) = new_attempt(next_attempt, created_at_ms, next_recovered.clone());
             (attempt, recovered, lease_deadline) = (next_attempt, next_recovered, next_deadline);
-            written = self.store.write(&keys, &Write { expect, record, lock }, deadline).await?;
+            pending = Write { expect, record, lock };
+            written = self.store.write(&keys, &pending, deadline).await?;
         }
     }
 
@@ -277,7 +310,7 @@ impl Coordinator {
     async fn finish(&self, id: &RecordId, token: u64, finish: Finish, deadline: Instant) -> Result<v1::Record, Error> {
         let deadline = self.store.operation_deadline(deadline, Duration::ZERO);
         let keys = self.store.keys(id);
-        let mut snapshot = self.store.read(&keys, deadline).await?;
+        let mut snapshot = self.snapshot_for_token(&keys, token, deadline).await?;
         loop {
             let now = now_ms();
             let record = live_record(&snapshot, now)?;
@@ -315,6 +348,8 @@ impl Coordinator {
             let write = Write { expect: Expect::Token(token), record: Some((stored.clone(), lease)), lock: Some(None) };
             match self.store.write(&keys, &write, deadline).await? {
                 Written::Committed { revision } => {
+                    self.attempts.forget(&keys.record);
+                    self.replays.remember(&keys.record, &stored);
                     return Ok(record_view(&Versioned { value: stored, mod_revision: revision }, None));
                 }
                 Written::Conflict(latest) => snapshot = *latest,
@@ -325,7 +360,7 @@ impl Coordinator {
     pub async fn extend(&self, command: ExtendCommand, deadline: Instant) -> Result<prost_types::Timestamp, Error> {
         let deadline = self.store.operation_deadline(deadline, Duration::ZERO);
         let keys = self.store.keys(&command.id);
-        let mut snapshot = self.store.read(&keys, deadline).await?;
+        let mut snapshot = self.snapshot_for_token(&keys, command.fencing_token, deadline).await?;
         loop {
             let now = now_ms();
             let record = live_record(&snapshot, now)?;

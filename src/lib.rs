@@ -11,7 +11,8 @@
 //!   [`error`] maps every failure to a status in one table.
 //! - [`coordinator`]: the state machine of DESIGN.md (Begin, Complete, Fail,
 //!   Extend, Lookup, waiting), storage details kept out.
-//! - [`store`]: etcd — the key layout, shared leases, conditional transactions.
+//! - [`store`]: etcd — the key layout, shared leases, conditional transactions
+//!   committed in groups. [`cache`]: per-replica replay and attempt caches.
 //! - [`fingerprint`] and [`canonical_json`]: request fingerprints (SHA-256 of
 //!   raw bytes or of RFC 8785 canonical JSON).
 //! - The process shell: [`config`], [`telemetry`], [`health`], [`overload`]
@@ -19,6 +20,7 @@
 //!   and [`server::run`], which tests call with a port-0 listener.
 //! - [`cli`]: the command-line client in the same binary.
 
+pub mod cache;
 pub mod canonical_json;
 pub mod cli;
 pub mod codec;

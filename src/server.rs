@@ -36,7 +36,8 @@ pub enum ServeError {
 pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
     let store = EtcdStore::connect(&config.store).await?;
     let draining = CancellationToken::new();
-    let coordinator = Arc::new(Coordinator::new(store.clone(), config.limits.clone(), draining.clone()));
+    let coordinator =
+        Arc::new(Coordinator::new(store.clone(), config.limits.clone(), config.replay_cache_bytes, draining.clone()));
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     health::init(&reporter).await;
