@@ -16,6 +16,8 @@
 //! fine: a token only has to grow per record.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use etcd_client::{Client, Txn, TxnOp, TxnOpResponse};
@@ -23,14 +25,27 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::etcd::{Failure, classify, header_revision};
 
-/// etcd's default `--max-txn-ops` is 128 operations per branch.
-pub const MAX_CALLS: usize = 128;
+/// etcd's default `--max-txn-ops` is 128, and a nested transaction may only
+/// use what its parent leaves: with N calls at the top, each call's own
+/// transaction (at most 2 operations per branch) must fit in 128 - N.
+pub const MAX_CALLS: usize = 64;
 
 /// etcd's default request limit is 1.5 MiB; stay well under it.
 pub const MAX_BYTES: usize = 1024 * 1024;
 
 /// How many calls may queue for the batcher before callers wait to enqueue.
 const QUEUE: usize = 8 * MAX_CALLS;
+
+/// What the batcher has sent, for tests and benchmarks.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// etcd transactions sent.
+    pub batches: AtomicU64,
+    /// Calls carried by them.
+    pub calls: AtomicU64,
+    /// The most calls one transaction carried.
+    pub largest: AtomicU64,
+}
 
 /// What one call gets back.
 #[derive(Debug)]
@@ -50,13 +65,13 @@ pub(super) struct Call {
 }
 
 /// Starts the batcher; it stops when every sender is dropped.
-pub(super) fn spawn(client: Client, request_timeout: Duration) -> mpsc::Sender<Call> {
+pub(super) fn spawn(client: Client, request_timeout: Duration, counters: Arc<Counters>) -> mpsc::Sender<Call> {
     let (sender, receiver) = mpsc::channel(QUEUE);
-    tokio::spawn(run(client, receiver, request_timeout));
+    tokio::spawn(run(client, receiver, request_timeout, counters));
     sender
 }
 
-async fn run(client: Client, mut queue: mpsc::Receiver<Call>, request_timeout: Duration) {
+async fn run(client: Client, mut queue: mpsc::Receiver<Call>, request_timeout: Duration, counters: Arc<Counters>) {
     // Calls that did not fit the last batch (same record, or over a limit):
     // first in line for the next.
     let mut held: VecDeque<Call> = VecDeque::new();
@@ -81,7 +96,7 @@ async fn run(client: Client, mut queue: mpsc::Receiver<Call>, request_timeout: D
             }
         }
         held = still_held;
-        batch.send(&client, request_timeout).await;
+        batch.send(&client, request_timeout, &counters).await;
     }
 }
 
@@ -105,13 +120,16 @@ impl Batch {
         if fits { self.push(call) } else { held.push_back(call) }
     }
 
-    async fn send(self, client: &Client, request_timeout: Duration) {
+    async fn send(self, client: &Client, request_timeout: Duration, counters: &Counters) {
         // A caller that gave up has been told UNAVAILABLE; skipping its call
         // is one of the outcomes that answer allows.
         let calls: Vec<Call> = self.calls.into_iter().filter(|c| !c.reply.is_closed()).collect();
         if calls.is_empty() {
             return;
         }
+        counters.batches.fetch_add(1, Ordering::Relaxed);
+        counters.calls.fetch_add(calls.len() as u64, Ordering::Relaxed);
+        counters.largest.fetch_max(calls.len() as u64, Ordering::Relaxed);
         let (replies, nested): (Vec<_>, Vec<_>) = calls.into_iter().map(|c| (c.reply, TxnOp::txn(c.txn))).unzip();
         let outcome = tokio::time::timeout(request_timeout, client.clone().txn(Txn::new().and_then(nested))).await;
         match outcome {

@@ -91,6 +91,7 @@ pub struct EtcdStore {
     leases: std::sync::Arc<LeasePool>,
     /// Where reads and conditional writes go to be committed in groups.
     batcher: mpsc::Sender<batch::Call>,
+    counters: std::sync::Arc<batch::Counters>,
 }
 
 /// What went wrong with one etcd call, before deciding whether to retry.
@@ -143,13 +144,20 @@ impl EtcdStore {
         let client = Client::connect(&config.endpoints, Some(options))
             .await
             .map_err(|e| Error::StoreUnavailable(format!("cannot set up the etcd client: {e}")))?;
+        let counters = std::sync::Arc::new(batch::Counters::default());
         Ok(Self {
-            batcher: batch::spawn(client.clone(), config.request_timeout),
+            batcher: batch::spawn(client.clone(), config.request_timeout, counters.clone()),
+            counters,
             client,
             prefix: config.prefix.clone(),
             request_timeout: config.request_timeout,
             leases: Default::default(),
         })
+    }
+
+    /// What group commit has sent so far.
+    pub fn counters(&self) -> &batch::Counters {
+        &self.counters
     }
 
     pub fn keys(&self, id: &crate::request::RecordId) -> RecordKeys {

@@ -1,7 +1,7 @@
 //! Persistence in etcd: the key layout, shared leases, the transactions, and
 //! group commit of concurrent transactions.
 
-mod batch;
+pub mod batch;
 pub mod etcd;
 pub mod keys;
 pub mod leases;

@@ -1,0 +1,157 @@
+//! Group commit and the per-replica caches, seen from the store's counters:
+//! concurrent calls share etcd transactions within etcd's limits, every call
+//! keeps its own answer, replays cost no etcd request, and a Complete on the
+//! replica that handed out the attempt costs one.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::Etcd;
+use idempotency_coordinator::config::{Limits, StoreConfig};
+use idempotency_coordinator::coordinator::Coordinator;
+use idempotency_coordinator::error::Error;
+use idempotency_coordinator::proto::v1::{self, begin_response::Outcome};
+use idempotency_coordinator::request::{BeginCommand, CompleteCommand, RecordId};
+use idempotency_coordinator::store::EtcdStore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+fn limits() -> Limits {
+    Limits {
+        default_lease_ttl: Duration::from_secs(30),
+        max_lease_ttl: Duration::from_secs(3600),
+        max_wait: Duration::from_secs(60),
+        default_retention: Duration::from_secs(3600),
+        max_retention: Duration::from_secs(86_400),
+        max_payload_bytes: 1 << 20,
+        max_result_bytes: 1 << 18,
+    }
+}
+
+async fn coordinator(etcd: &Etcd) -> (Arc<Coordinator>, EtcdStore) {
+    let config = StoreConfig {
+        endpoints: vec![etcd.client_url.clone()],
+        prefix: "/group-commit/".into(),
+        connect_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(10),
+    };
+    let store = EtcdStore::connect(&config).await.expect("etcd client");
+    (Arc::new(Coordinator::new(store.clone(), limits(), 1 << 20, CancellationToken::new())), store)
+}
+
+fn begin_command(key: &str, fingerprint: u8) -> BeginCommand {
+    BeginCommand {
+        id: RecordId { tenant: "default".into(), namespace: "ns".into(), key: key.into() },
+        fingerprint: [fingerprint; 32],
+        lease_ttl: Duration::from_secs(30),
+        wait: Duration::ZERO,
+        owner: "test".into(),
+        request_id: String::new(),
+    }
+}
+
+fn deadline() -> Instant {
+    Instant::now() + Duration::from_secs(20)
+}
+
+fn etcd_calls(store: &EtcdStore) -> u64 {
+    store.counters().calls.load(Ordering::Relaxed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_share_transactions_and_keep_their_own_answers() {
+    let etcd = Etcd::start().await;
+    let (coordinator, store) = coordinator(&etcd).await;
+    // 300 distinct keys and 20 callers on one hot key, all at once.
+    let tasks: Vec<_> = (0..320)
+        .map(|i| {
+            let coordinator = coordinator.clone();
+            let key = if i < 300 { format!("key-{i}") } else { "hot".to_owned() };
+            tokio::spawn(async move { (key.clone(), coordinator.begin(&begin_command(&key, 1), deadline()).await) })
+        })
+        .collect();
+    let mut hot_winners = 0;
+    let mut tokens = std::collections::HashMap::new();
+    for task in tasks {
+        let (key, outcome) = task.await.unwrap();
+        match outcome.expect("every Begin is answered") {
+            Outcome::Acquired(a) => {
+                if key == "hot" {
+                    hot_winners += 1;
+                }
+                tokens.insert(key, a.fencing_token);
+            }
+            Outcome::InProgress(_) => assert_eq!(key, "hot", "{key} was busy"),
+            other => panic!("{key}: unexpected {other:?}"),
+        }
+    }
+    assert_eq!(hot_winners, 1);
+    assert_eq!(tokens.len(), 301);
+
+    let counters = store.counters();
+    let (batches, calls, largest) = (
+        counters.batches.load(Ordering::Relaxed),
+        counters.calls.load(Ordering::Relaxed),
+        counters.largest.load(Ordering::Relaxed),
+    );
+    println!("{calls} etcd calls in {batches} transactions, largest {largest}");
+    assert!(calls >= 320, "{calls} calls");
+    assert!(batches < calls / 4, "{batches} transactions for {calls} calls: not grouped");
+    assert!(largest <= 64, "a transaction carried {largest} calls, over the batch limit");
+
+    // Each record is intact: its own token is the one that completes it.
+    for (key, token) in tokens.iter().take(20) {
+        let complete = CompleteCommand {
+            id: RecordId { tenant: "default".into(), namespace: "ns".into(), key: key.clone() },
+            fencing_token: *token,
+            result: v1::Result {
+                body: Some(v1::result::Body::ResourceRef(format!("done/{key}"))),
+                ..Default::default()
+            },
+            retention: Duration::from_secs(600),
+        };
+        coordinator.complete(complete, deadline()).await.expect("complete with its own token");
+    }
+}
+
+#[tokio::test]
+async fn replays_cost_no_etcd_request_and_a_local_complete_costs_one() {
+    let etcd = Etcd::start().await;
+    let (coordinator, store) = coordinator(&etcd).await;
+    let acquired = match coordinator.begin(&begin_command("order", 1), deadline()).await.unwrap() {
+        Outcome::Acquired(a) => a,
+        other => panic!("expected acquired, got {other:?}"),
+    };
+    let before_complete = etcd_calls(&store);
+    let complete = CompleteCommand {
+        id: RecordId { tenant: "default".into(), namespace: "ns".into(), key: "order".into() },
+        fencing_token: acquired.fencing_token,
+        result: v1::Result { body: Some(v1::result::Body::Response(b"receipt".to_vec())), ..Default::default() },
+        retention: Duration::from_secs(600),
+    };
+    coordinator.complete(complete, deadline()).await.unwrap();
+    assert_eq!(etcd_calls(&store) - before_complete, 1, "Complete on the acquiring replica needs no read");
+
+    let before_replays = etcd_calls(&store);
+    for _ in 0..100 {
+        assert!(matches!(coordinator.begin(&begin_command("order", 1), deadline()).await, Ok(Outcome::Completed(_))));
+    }
+    // The fingerprint is still checked on a cached replay.
+    assert!(matches!(coordinator.begin(&begin_command("order", 2), deadline()).await, Err(Error::KeyReused { .. })));
+    assert_eq!(etcd_calls(&store), before_replays, "replays went to etcd");
+
+    // Another replica (no cache yet) reads etcd once, then replays from memory.
+    let (other, other_store) = coordinator_on(&etcd).await;
+    assert!(matches!(other.begin(&begin_command("order", 1), deadline()).await, Ok(Outcome::Completed(_))));
+    let after_first = etcd_calls(&other_store);
+    assert_eq!(after_first, 1);
+    assert!(matches!(other.begin(&begin_command("order", 1), deadline()).await, Ok(Outcome::Completed(_))));
+    assert_eq!(etcd_calls(&other_store), after_first);
+}
+
+async fn coordinator_on(etcd: &Etcd) -> (Arc<Coordinator>, EtcdStore) {
+    coordinator(etcd).await
+}
