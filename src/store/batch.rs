@@ -5,8 +5,8 @@
 //! one raft proposal apiece — a single batcher task wraps the calls waiting
 //! at that moment as nested transactions of one etcd transaction. Each nested
 //! transaction keeps its own compare and its own result, so every call sees
-//! exactly what it would have seen alone. While one batch is in flight the
-//! next one forms. A batch never names the same record twice (etcd refuses a
+//! exactly what it would have seen alone. While batches are in flight (a few
+//! at once) the next one forms. A batch never names the same record twice (etcd refuses a
 //! transaction that writes one key twice, and two calls on one record must be
 //! ordered anyway), and stays within etcd's limits on operations per
 //! transaction and on request size.
@@ -35,6 +35,11 @@ pub const MAX_BYTES: usize = 1024 * 1024;
 
 /// How many calls may queue for the batcher before callers wait to enqueue.
 const QUEUE: usize = 8 * MAX_CALLS;
+
+/// Batches in flight at once. Every call is an atomic transaction of its own,
+/// so batches need no order among them; a few in flight keep etcd busy while
+/// the next forms (one alone caps throughput at MAX_CALLS per round trip).
+const IN_FLIGHT: usize = 4;
 
 /// What the batcher has sent, for tests and benchmarks.
 #[derive(Debug, Default)]
@@ -75,7 +80,10 @@ async fn run(client: Client, mut queue: mpsc::Receiver<Call>, request_timeout: D
     // Calls that did not fit the last batch (same record, or over a limit):
     // first in line for the next.
     let mut held: VecDeque<Call> = VecDeque::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     loop {
+        // Wait for a free slot first: meanwhile the next batch fills up.
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let first = match held.pop_front() {
             Some(call) => call,
             None => match queue.recv().await {
@@ -96,7 +104,11 @@ async fn run(client: Client, mut queue: mpsc::Receiver<Call>, request_timeout: D
             }
         }
         held = still_held;
-        batch.send(&client, request_timeout, &counters).await;
+        let (client, counters) = (client.clone(), counters.clone());
+        tokio::spawn(async move {
+            batch.send(&client, request_timeout, &counters).await;
+            drop(slot);
+        });
     }
 }
 

@@ -1,0 +1,138 @@
+//! The servers a benchmark run starts on loopback, each with a fresh data
+//! directory, and stops when dropped: etcd (fsync on), Redis, PostgreSQL.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+pub struct Process {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_for_port(port: u16, what: &str) -> Result<()> {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("{what} did not start listening on port {port}")
+}
+
+/// A single-member etcd with default durability (every commit fsynced).
+pub async fn etcd() -> Result<(Process, String)> {
+    let dir = tempfile::tempdir()?;
+    let (client, peer) = (free_port(), free_port());
+    let child = Command::new(std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".into()))
+        .arg(format!("--data-dir={}", dir.path().join("data").display()))
+        .arg(format!("--listen-client-urls=http://127.0.0.1:{client}"))
+        .arg(format!("--advertise-client-urls=http://127.0.0.1:{client}"))
+        .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
+        .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"))
+        .arg(format!("--initial-cluster=default=http://127.0.0.1:{peer}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("etcd.log"))?)
+        .spawn()
+        .context("starting etcd (scripts/install-deps.sh installs it)")?;
+    let url = format!("http://127.0.0.1:{client}");
+    let process = Process { child, _dir: dir };
+    wait_for_port(client, "etcd").await?;
+    // Serving only once it has elected itself leader.
+    for _ in 0..100 {
+        if let Ok(mut c) = etcd_client::Client::connect([&url], None).await {
+            if c.put("/bench/ready", "", None).await.is_ok() {
+                return Ok((process, url));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("etcd never became ready")
+}
+
+/// Redis with an append-only file synced every second (its usual durable
+/// setting; `always` would fsync every write).
+pub async fn redis() -> Result<(Process, String)> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args(["--appendonly", "yes", "--appendfsync", "everysec"])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting redis-server (apt-get install redis-server)")?;
+    let process = Process { child, _dir: dir };
+    wait_for_port(port, "redis").await?;
+    Ok((process, format!("redis://127.0.0.1:{port}/")))
+}
+
+fn postgres_bin() -> Result<PathBuf> {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .context("PostgreSQL is not installed (apt-get install postgresql)")?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|bin| bin.join("postgres").exists())
+        .collect();
+    versions.sort();
+    versions.pop().context("no PostgreSQL server binaries under /usr/lib/postgresql")
+}
+
+/// As root, PostgreSQL must run as its own user.
+fn as_postgres_user(program: &Path) -> Command {
+    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    if is_root {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+/// A PostgreSQL cluster with default durability (synchronous_commit on, fsync on).
+pub async fn postgres() -> Result<(Process, String)> {
+    let bin = postgres_bin()?;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data)?;
+    let _ = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status();
+    let init = as_postgres_user(&bin.join("initdb"))
+        .args(["--auth=trust", "--username=postgres", "-D"])
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    if !init.success() {
+        bail!("initdb failed");
+    }
+    let port = free_port();
+    let child = as_postgres_user(&bin.join("postgres"))
+        .arg("-D")
+        .arg(&data)
+        .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300"])
+        .arg("-k")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let process = Process { child, _dir: dir };
+    wait_for_port(port, "postgres").await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok((process, format!("host=127.0.0.1 port={port} user=postgres")))
+}
