@@ -54,10 +54,10 @@ pub async fn etcd() -> Result<(Process, String)> {
     wait_for_port(client, "etcd").await?;
     // Serving only once it has elected itself leader.
     for _ in 0..100 {
-        if let Ok(mut c) = etcd_client::Client::connect([&url], None).await {
-            if c.put("/bench/ready", "", None).await.is_ok() {
-                return Ok((process, url));
-            }
+        if let Ok(mut c) = etcd_client::Client::connect([&url], None).await
+            && c.put("/bench/ready", "", None).await.is_ok()
+        {
+            return Ok((process, url));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
