@@ -1,0 +1,83 @@
+"""Starts a real etcd and the real coordinator on free loopback ports for the
+test session, and stops both afterwards."""
+
+import os
+import pathlib
+import socket
+import subprocess
+import tempfile
+import time
+
+import grpc
+import pytest
+
+from idempotency_client import Coordinator
+
+REPO = pathlib.Path(__file__).resolve().parents[3]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, what, seconds=20.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not come up within {seconds}s")
+
+
+@pytest.fixture(scope="session")
+def server_address():
+    data = tempfile.TemporaryDirectory()
+    client_port, peer_port, grpc_port = free_port(), free_port(), free_port()
+    etcd = subprocess.Popen(
+        [
+            os.environ.get("ETCD_BIN", "etcd"),
+            f"--data-dir={data.name}/etcd",
+            f"--listen-client-urls=http://127.0.0.1:{client_port}",
+            f"--advertise-client-urls=http://127.0.0.1:{client_port}",
+            f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+            f"--initial-cluster=default=http://127.0.0.1:{peer_port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    binary = os.environ.get("IDEMPOTENCY_BIN", str(REPO / "target" / "debug" / "idempotency-coordinator"))
+    coordinator = subprocess.Popen(
+        [binary, "serve", "--listen", f"127.0.0.1:{grpc_port}", "--etcd-endpoints", f"http://127.0.0.1:{client_port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    address = f"127.0.0.1:{grpc_port}"
+
+    def ready():
+        try:
+            channel = grpc.insecure_channel(address)
+            grpc.channel_ready_future(channel).result(timeout=0.5)
+            Coordinator(channel).lookup("health.check", "probe")
+        except Exception as error:  # NOT_FOUND means etcd answered
+            return "RECORD_NOT_FOUND" in str(getattr(error, "reason", "")) or "NOT_FOUND" in str(error)
+        return True
+
+    try:
+        wait_until(ready, "the coordinator")
+        yield address
+    finally:
+        coordinator.terminate()
+        etcd.terminate()
+        coordinator.wait(10)
+        etcd.wait(10)
+        data.cleanup()
+
+
+@pytest.fixture
+def coordinator(server_address):
+    client = Coordinator(server_address, owner="pytest")
+    yield client
+    client.close()

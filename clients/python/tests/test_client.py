@@ -1,0 +1,148 @@
+"""The helper against the real coordinator and a real etcd."""
+
+import json
+import pathlib
+import threading
+import time
+import uuid
+
+import pytest
+
+from idempotency.v1 import coordinator_pb2 as pb
+from idempotency_client import (
+    KeyReusedError,
+    LeaseLostError,
+    PermanentError,
+    ReplayedFailure,
+    UnavailableError,
+)
+
+GOLDEN = pathlib.Path(__file__).resolve().parents[3] / "testdata" / "fingerprints.json"
+
+
+def new_key() -> str:
+    return str(uuid.uuid4())
+
+
+def test_the_side_effect_runs_once_and_a_retry_gets_the_replay(coordinator):
+    key, calls = new_key(), []
+
+    def charge(attempt):
+        calls.append(attempt.fencing_token)
+        return {"charge": "ch_1", "token": attempt.fencing_token}
+
+    first = coordinator.run("payments.create", key, charge, json_payload={"amount": 100})
+    retry = coordinator.run("payments.create", key, charge, json_payload={"amount": 100})
+    assert len(calls) == 1
+    assert not first.replayed and retry.replayed
+    assert retry.response == first.response and retry.content_type == "application/json"
+
+
+def test_a_reused_key_with_another_request_raises_and_runs_nothing(coordinator):
+    key = new_key()
+    coordinator.run("payments.create", key, lambda a: "ok", json_payload={"amount": 100})
+    with pytest.raises(KeyReusedError):
+        coordinator.run("payments.create", key, lambda a: pytest.fail("ran twice"), json_payload={"amount": 200})
+
+
+def test_concurrent_callers_run_the_side_effect_once(coordinator):
+    key, calls, outcomes = new_key(), [], []
+
+    def charge(attempt):
+        calls.append(attempt)
+        time.sleep(0.5)
+        return b"receipt"
+
+    def caller():
+        outcomes.append(coordinator.run("payments.create", key, charge, payload=b"cart", wait=5))
+
+    threads = [threading.Thread(target=caller) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    assert [o.response for o in outcomes] == [b"receipt"] * 8
+    assert sum(o.replayed for o in outcomes) == 7
+
+
+def test_an_exception_releases_the_key_and_the_next_owner_is_told(coordinator):
+    key = new_key()
+
+    def flaky(attempt):
+        raise TimeoutError("provider timed out")
+
+    with pytest.raises(TimeoutError):
+        coordinator.run("payments.create", key, flaky, payload=b"cart")
+    seen = []
+    coordinator.run("payments.create", key, lambda a: seen.append(a) or "ok", payload=b"cart")
+    (attempt,) = seen
+    assert attempt.attempt == 2
+    assert attempt.recovered.reason == pb.RECOVERY_REASON_RELEASED
+    assert attempt.recovered.last_error.code == "TimeoutError"
+
+
+def test_a_permanent_error_is_stored_and_replayed(coordinator):
+    key = new_key()
+
+    def declined(attempt):
+        raise PermanentError("card_declined", "insufficient funds")
+
+    with pytest.raises(PermanentError):
+        coordinator.run("payments.create", key, declined, payload=b"cart")
+    with pytest.raises(ReplayedFailure) as replay:
+        coordinator.run("payments.create", key, lambda a: pytest.fail("ran again"), payload=b"cart")
+    assert replay.value.code == "card_declined"
+
+
+def test_heartbeats_keep_a_long_side_effect_alive(coordinator):
+    key, contender = new_key(), {}
+
+    def long_job(attempt):
+        def try_to_take_over():
+            try:
+                coordinator.run("payments.create", key, lambda a: "stolen", payload=b"cart", wait=0, give_up_after=0)
+                contender["result"] = "acquired"
+            except UnavailableError as error:
+                contender["result"] = error.reason
+
+        time.sleep(3.5)  # well past the 2 s lease: only the heartbeats keep it
+        thief = threading.Thread(target=try_to_take_over)
+        thief.start()
+        thief.join()
+        time.sleep(1.0)
+        assert not attempt.lease_lost.is_set()
+        return "done"
+
+    outcome = coordinator.run("payments.create", key, long_job, payload=b"cart", lease_ttl=2)
+    assert outcome.response == b"done"
+    assert contender["result"] == "IN_PROGRESS"
+
+
+def test_a_lost_lease_is_reported_and_the_new_owner_wins(coordinator):
+    key = new_key()
+
+    def stalled(attempt):
+        time.sleep(2.5)  # no heartbeat: the 2 s lease lapses
+        second = coordinator.run("payments.create", key, lambda a: "second owner", payload=b"cart")
+        assert second.response == b"second owner"
+        return "first owner"
+
+    with pytest.raises(LeaseLostError):
+        coordinator.run("payments.create", key, stalled, payload=b"cart", lease_ttl=2, heartbeat=False)
+    replay = coordinator.run("payments.create", key, lambda a: pytest.fail("ran again"), payload=b"cart")
+    assert replay.response == b"second owner"
+
+
+def test_the_coordinator_agrees_with_the_golden_fingerprints(coordinator):
+    vectors = json.loads(GOLDEN.read_text())["vectors"]
+    for vector in vectors:
+        key = new_key()
+        payload = pb.Payload(
+            data=vector["payload"].encode(),
+            canonicalization=pb.CANONICALIZATION_JSON if vector["canonicalization"] == "JSON" else pb.CANONICALIZATION_RAW,
+            ignore_fields=vector["ignore_fields"],
+        )
+        coordinator._stub.Begin(pb.BeginRequest(namespace="golden", key=key, payload=payload))
+        record = coordinator.lookup("golden", key)
+        assert record.fingerprint.hex() == vector["sha256"], vector["name"]

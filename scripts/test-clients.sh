@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Tests the client helpers against the real coordinator and a real etcd (the
+# tests start both). Builds the coordinator first; Python packages go into a
+# virtualenv under .tools/ so nothing is installed system-wide.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --quiet --bin idempotency-coordinator
+venv=.tools/python
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check ./clients/python pytest
+"$venv/bin/python" -m pytest -q clients/python/tests
