@@ -7,11 +7,7 @@ cd "$(dirname "$0")/.."
 BUF_VERSION=1.75.0
 buf=.tools/node_modules/.bin/buf
 if [ ! -x "$buf" ] || [ "$("$buf" --version)" != "$BUF_VERSION" ]; then
-  if ! command -v npm >/dev/null 2>&1; then
-    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
-  fi
+  scripts/ensure-node.sh
   npm install --silent --no-audit --no-fund --prefix .tools "@bufbuild/buf@$BUF_VERSION" >/dev/null
 fi
 "$buf" lint

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Tests the client helpers against the real coordinator and a real etcd (the
-# tests start both). Builds the coordinator first; Python packages go into a
-# virtualenv under .tools/ so nothing is installed system-wide.
+# Tests the Python and Node client helpers against the real coordinator and a
+# real etcd (the tests start both). Builds the coordinator first; Python
+# packages go into a virtualenv under .tools/, Node packages into
+# clients/node/node_modules, so nothing is installed system-wide.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --quiet --bin idempotency-coordinator
@@ -11,3 +12,5 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check ./clients/python pytest
 "$venv/bin/python" -m pytest -q clients/python/tests
+scripts/ensure-node.sh
+(cd clients/node && npm ci --silent --no-audit --no-fund && npm test)

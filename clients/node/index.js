@@ -1,0 +1,195 @@
+// The helper: run a side effect at most once per idempotency key.
+//
+//   const coordinator = new Coordinator('127.0.0.1:50051', { owner: 'checkout-7' });
+//   const outcome = await coordinator.run('payments.create', key, async (attempt) => charge(attempt.fencingToken), { json: cart });
+//
+// The side effect runs only if this call acquired the key; a retry of a
+// finished key gets the stored result back instead (`outcome.replayed`). While
+// it runs, heartbeats extend the lease. A thrown PermanentError stores a
+// replayable failure; any other error releases the key. Either is re-thrown.
+'use strict';
+
+const path = require('node:path');
+const crypto = require('node:crypto');
+const grpc = require('@grpc/grpc-js');
+const protoLoader = require('@grpc/proto-loader');
+const errors = require('./errors');
+
+const PROTO_DIR = path.join(__dirname, 'proto');
+
+// Retries only UNAVAILABLE (etcd or a replica briefly gone). Begin carries a
+// request_id and Complete/Fail/Extend a fencing token, so the coordinator
+// recognises a retry of a call whose answer was lost.
+const SERVICE_CONFIG = {
+  methodConfig: [
+    {
+      name: [{ service: 'idempotency.v1.CoordinatorService' }],
+      retryPolicy: {
+        maxAttempts: 5,
+        initialBackoff: '0.1s',
+        maxBackoff: '2s',
+        backoffMultiplier: 2,
+        retryableStatusCodes: ['UNAVAILABLE'],
+      },
+    },
+  ],
+};
+
+function loadService() {
+  const definition = protoLoader.loadSync('idempotency/v1/coordinator.proto', {
+    includeDirs: [PROTO_DIR],
+    keepCase: true,
+    longs: String,
+    enums: String,
+    defaults: true,
+    oneofs: true,
+  });
+  return grpc.loadPackageDefinition(definition).idempotency.v1.CoordinatorService;
+}
+
+const seconds = (s) => ({ seconds: Math.floor(s), nanos: Math.round((s - Math.floor(s)) * 1e9) });
+
+function toResult(value) {
+  if (value && typeof value === 'object' && ('response' in value || 'resource_ref' in value)) {
+    const result = { content_type: value.content_type || '', status_code: value.status_code || 0 };
+    if (value.resource_ref !== undefined) result.resource_ref = value.resource_ref;
+    else result.response = Buffer.from(value.response);
+    return result;
+  }
+  if (Buffer.isBuffer(value)) return { response: value, content_type: '', status_code: 0 };
+  if (typeof value === 'string') return { response: Buffer.from(value), content_type: '', status_code: 0 };
+  return { response: Buffer.from(JSON.stringify(value)), content_type: 'application/json', status_code: 0 };
+}
+
+function outcomeOf(result, replayed, attempt) {
+  // Decoded results name their set oneof in `body`; results built here do not.
+  const isRef = result.body ? result.body === 'resource_ref' : result.resource_ref !== undefined;
+  return {
+    response: isRef ? undefined : Buffer.from(result.response ?? []),
+    resourceRef: isRef ? result.resource_ref : undefined,
+    contentType: result.content_type,
+    statusCode: result.status_code,
+    replayed,
+    attempt,
+  };
+}
+
+class Coordinator {
+  constructor(target, { owner = '', tenant = '', timeoutMs = 10000, credentials } = {}) {
+    const Service = loadService();
+    this.client = new Service(target, credentials || grpc.credentials.createInsecure(), {
+      'grpc.service_config': JSON.stringify(SERVICE_CONFIG),
+      'grpc.enable_retries': 1,
+    });
+    Object.assign(this, { owner, tenant, timeoutMs });
+  }
+
+  close() {
+    this.client.close();
+  }
+
+  call(method, request, timeoutMs = this.timeoutMs) {
+    return new Promise((resolve, reject) => {
+      this.client[method](request, { deadline: new Date(Date.now() + timeoutMs) }, (error, response) =>
+        error ? reject(errors.fromGrpcError(error)) : resolve(response),
+      );
+    });
+  }
+
+  /**
+   * Runs `sideEffect(attempt)` if this call owns `key` in `namespace`, and
+   * resolves to its stored result; on a retry, resolves to the stored result
+   * without running anything. Options: `json` (an object, fingerprinted as
+   * canonical JSON), `payload` (bytes or string, fingerprinted raw),
+   * `ignoreFields`, `fingerprint`, `leaseTtl` (s), `wait` (s), `giveUpAfter`
+   * (s), `retention` (s), `heartbeat` (default true).
+   */
+  async run(namespace, key, sideEffect, options = {}) {
+    const { leaseTtl = 30, wait = 10, giveUpAfter = 60, heartbeat = true } = options;
+    const request = {
+      tenant: this.tenant,
+      namespace,
+      key,
+      lease_ttl: seconds(leaseTtl),
+      wait: seconds(wait),
+      owner: this.owner,
+      request_id: crypto.randomUUID(),
+    };
+    if (options.fingerprint) request.fingerprint = options.fingerprint;
+    else if (options.json !== undefined) {
+      request.payload = {
+        data: Buffer.from(JSON.stringify(options.json)),
+        canonicalization: 'CANONICALIZATION_JSON',
+        ignore_fields: options.ignoreFields || [],
+      };
+    } else if (options.payload !== undefined) {
+      request.payload = { data: Buffer.from(options.payload), canonicalization: 'CANONICALIZATION_RAW', ignore_fields: [] };
+    } else throw new TypeError('give options.json, options.payload or options.fingerprint');
+
+    const giveUp = Date.now() + giveUpAfter * 1000;
+    for (;;) {
+      const response = await this.call('Begin', request, wait * 1000 + this.timeoutMs);
+      switch (response.outcome) {
+        case 'completed':
+          return outcomeOf(response.completed.result, true, response.completed.attempt);
+        case 'failed': {
+          const e = response.failed.error;
+          throw new errors.ReplayedFailure(e.code, e.message, e.details, response.failed.attempt);
+        }
+        case 'acquired':
+          return this.own(request, response.acquired, sideEffect, leaseTtl, options.retention, heartbeat);
+        default:
+          if (Date.now() >= giveUp) {
+            throw new errors.UnavailableError(`${namespace}/${key} still in progress after ${giveUpAfter}s`, 'IN_PROGRESS');
+          }
+          if (wait <= 0) await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  }
+
+  async own(request, acquired, sideEffect, leaseTtl, retention, heartbeat) {
+    const ids = { tenant: request.tenant, namespace: request.namespace, key: request.key };
+    const attempt = {
+      fencingToken: acquired.fencing_token, // a decimal string: uint64 does not fit a JS number
+      attempt: acquired.attempt,
+      recovered: acquired.recovered || null,
+      leaseLost: false,
+    };
+    const timer = heartbeat ? setInterval(() => this.beat(ids, attempt, leaseTtl), Math.max(leaseTtl / 3, 0.5) * 1000) : null;
+    let value;
+    try {
+      value = await sideEffect(attempt);
+    } catch (error) {
+      if (timer) clearInterval(timer);
+      const permanent = error instanceof errors.PermanentError;
+      const stored = permanent
+        ? { code: error.code, message: error.errorMessage, details: error.details }
+        : { code: String(error?.name || 'Error').slice(0, 128), message: String(error?.message || error).slice(0, 4096) };
+      const fail = { ...ids, fencing_token: attempt.fencingToken, error: stored, retryable: !permanent };
+      if (retention !== undefined && permanent) fail.retention = seconds(retention);
+      // The original error matters more; an unreleased key is abandoned and
+      // taken over when its lease lapses.
+      await this.call('Fail', fail).catch(() => {});
+      throw error;
+    }
+    if (timer) clearInterval(timer);
+    const result = toResult(value);
+    const complete = { ...ids, fencing_token: attempt.fencingToken, result };
+    if (retention !== undefined) complete.retention = seconds(retention);
+    await this.call('Complete', complete);
+    return outcomeOf(result, false, attempt.attempt);
+  }
+
+  beat(ids, attempt, leaseTtl) {
+    if (attempt.leaseLost) return;
+    this.call('Extend', { ...ids, fencing_token: attempt.fencingToken, lease_ttl: seconds(leaseTtl) }).catch((error) => {
+      if (['LEASE_LOST', 'ALREADY_FINISHED', 'RECORD_NOT_FOUND'].includes(error.reason)) attempt.leaseLost = true;
+    });
+  }
+
+  async lookup(namespace, key) {
+    return (await this.call('Lookup', { tenant: this.tenant, namespace, key })).record;
+  }
+}
+
+module.exports = { Coordinator, SERVICE_CONFIG, ...errors };

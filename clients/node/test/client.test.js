@@ -1,0 +1,171 @@
+// The helper against the real coordinator and a real etcd, both started here.
+'use strict';
+
+const { test, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const { spawn } = require('node:child_process');
+const fs = require('node:fs');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+const crypto = require('node:crypto');
+const { Coordinator, KeyReusedError, LeaseLostError, PermanentError, ReplayedFailure, UnavailableError } = require('..');
+
+const REPO = path.resolve(__dirname, '..', '..', '..');
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const newKey = () => crypto.randomUUID();
+
+function freePort() {
+  return new Promise((resolve) => {
+    const server = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+let etcd, server, coordinator, dataDir;
+
+before(async () => {
+  const [clientPort, peerPort, grpcPort] = [await freePort(), await freePort(), await freePort()];
+  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'idem-node-'));
+  etcd = spawn(process.env.ETCD_BIN || 'etcd', [
+    `--data-dir=${dataDir}/etcd`,
+    `--listen-client-urls=http://127.0.0.1:${clientPort}`,
+    `--advertise-client-urls=http://127.0.0.1:${clientPort}`,
+    `--listen-peer-urls=http://127.0.0.1:${peerPort}`,
+    `--initial-advertise-peer-urls=http://127.0.0.1:${peerPort}`,
+    `--initial-cluster=default=http://127.0.0.1:${peerPort}`,
+  ], { stdio: 'ignore' });
+  const binary = process.env.IDEMPOTENCY_BIN || path.join(REPO, 'target', 'debug', 'idempotency-coordinator');
+  server = spawn(binary, ['serve', '--listen', `127.0.0.1:${grpcPort}`, '--etcd-endpoints', `http://127.0.0.1:${clientPort}`], { stdio: 'ignore' });
+  coordinator = new Coordinator(`127.0.0.1:${grpcPort}`, { owner: 'node-test' });
+  for (let i = 0; ; i++) {
+    try {
+      await coordinator.lookup('health.check', 'probe');
+      break;
+    } catch (error) {
+      if (error.reason === 'RECORD_NOT_FOUND') break; // etcd answered
+      if (i > 200) throw error;
+      await sleep(100);
+    }
+  }
+});
+
+after(() => {
+  coordinator?.close();
+  server?.kill();
+  etcd?.kill();
+  fs.rmSync(dataDir, { recursive: true, force: true });
+});
+
+test('the side effect runs once and a retry gets the replay', async () => {
+  const key = newKey();
+  let calls = 0;
+  const charge = async (attempt) => ({ charge: 'ch_1', token: attempt.fencingToken, calls: ++calls });
+  const first = await coordinator.run('payments.create', key, charge, { json: { amount: 100 } });
+  const retry = await coordinator.run('payments.create', key, charge, { json: { amount: 100 } });
+  assert.equal(calls, 1);
+  assert.equal(first.replayed, false);
+  assert.equal(retry.replayed, true);
+  assert.deepEqual(retry.response, first.response);
+  assert.equal(retry.contentType, 'application/json');
+});
+
+test('a reused key with another request throws and runs nothing', async () => {
+  const key = newKey();
+  await coordinator.run('payments.create', key, async () => 'ok', { json: { amount: 100 } });
+  await assert.rejects(
+    coordinator.run('payments.create', key, async () => assert.fail('ran twice'), { json: { amount: 200 } }),
+    KeyReusedError,
+  );
+});
+
+test('concurrent callers run the side effect once', async () => {
+  const key = newKey();
+  let calls = 0;
+  const charge = async () => {
+    calls++;
+    await sleep(500);
+    return 'receipt';
+  };
+  const outcomes = await Promise.all(
+    Array.from({ length: 8 }, () => coordinator.run('payments.create', key, charge, { payload: 'cart', wait: 5 })),
+  );
+  assert.equal(calls, 1);
+  assert.deepEqual(outcomes.map((o) => o.response.toString()), Array(8).fill('receipt'));
+  assert.equal(outcomes.filter((o) => o.replayed).length, 7);
+});
+
+test('a thrown error releases the key and the next owner is told', async () => {
+  const key = newKey();
+  await assert.rejects(
+    coordinator.run('payments.create', key, async () => { throw new RangeError('provider timed out'); }, { payload: 'cart' }),
+    RangeError,
+  );
+  let seen;
+  await coordinator.run('payments.create', key, async (attempt) => { seen = attempt; return 'ok'; }, { payload: 'cart' });
+  assert.equal(seen.attempt, 2);
+  assert.equal(seen.recovered.reason, 'RECOVERY_REASON_RELEASED');
+  assert.equal(seen.recovered.last_error.code, 'RangeError');
+});
+
+test('a permanent error is stored and replayed', async () => {
+  const key = newKey();
+  await assert.rejects(
+    coordinator.run('payments.create', key, async () => { throw new PermanentError('card_declined', 'insufficient funds'); }, { payload: 'cart' }),
+    PermanentError,
+  );
+  await assert.rejects(
+    coordinator.run('payments.create', key, async () => assert.fail('ran again'), { payload: 'cart' }),
+    (error) => error instanceof ReplayedFailure && error.code === 'card_declined',
+  );
+});
+
+test('heartbeats keep a long side effect alive', async () => {
+  const key = newKey();
+  let contender;
+  const outcome = await coordinator.run('payments.create', key, async (attempt) => {
+    await sleep(3500); // well past the 2 s lease: only the heartbeats keep it
+    contender = await coordinator
+      .run('payments.create', key, async () => 'stolen', { payload: 'cart', wait: 0, giveUpAfter: 0 })
+      .then(() => 'acquired', (error) => (error instanceof UnavailableError ? error.reason : String(error)));
+    assert.equal(attempt.leaseLost, false);
+    return 'done';
+  }, { payload: 'cart', leaseTtl: 2 });
+  assert.equal(outcome.response.toString(), 'done');
+  assert.equal(contender, 'IN_PROGRESS');
+});
+
+test('a lost lease is reported and the new owner wins', async () => {
+  const key = newKey();
+  await assert.rejects(
+    coordinator.run('payments.create', key, async () => {
+      await sleep(2500); // no heartbeat: the 2 s lease lapses
+      const second = await coordinator.run('payments.create', key, async () => 'second owner', { payload: 'cart' });
+      assert.equal(second.response.toString(), 'second owner');
+      return 'first owner';
+    }, { payload: 'cart', leaseTtl: 2, heartbeat: false }),
+    LeaseLostError,
+  );
+  const replay = await coordinator.run('payments.create', key, async () => assert.fail('ran again'), { payload: 'cart' });
+  assert.equal(replay.response.toString(), 'second owner');
+});
+
+test('the coordinator agrees with the golden fingerprints', async () => {
+  const { vectors } = JSON.parse(fs.readFileSync(path.join(REPO, 'testdata', 'fingerprints.json'), 'utf8'));
+  for (const vector of vectors) {
+    const key = newKey();
+    await coordinator.call('Begin', {
+      namespace: 'golden',
+      key,
+      payload: {
+        data: Buffer.from(vector.payload),
+        canonicalization: vector.canonicalization === 'JSON' ? 'CANONICALIZATION_JSON' : 'CANONICALIZATION_RAW',
+        ignore_fields: vector.ignore_fields,
+      },
+    });
+    const record = await coordinator.lookup('golden', key);
+    assert.equal(Buffer.from(record.fingerprint).toString('hex'), vector.sha256, vector.name);
+  }
+});
