@@ -146,3 +146,16 @@ def test_the_coordinator_agrees_with_the_golden_fingerprints(coordinator):
         coordinator._stub.Begin(pb.BeginRequest(namespace="golden", key=key, payload=payload))
         record = coordinator.lookup("golden", key)
         assert record.fingerprint.hex() == vector["sha256"], vector["name"]
+
+
+def test_the_decorator_form_runs_once_per_key(coordinator):
+    calls = []
+
+    @coordinator.idempotent("orders.create", key=lambda order: order["id"], json_payload=lambda order: order)
+    def create_order(attempt, order):
+        calls.append(attempt.fencing_token)
+        return {"order": order["id"], "token": attempt.fencing_token}
+
+    order = {"id": new_key(), "items": [1, 2]}
+    first, retry = create_order(order), create_order(dict(order))
+    assert len(calls) == 1 and retry.replayed and retry.response == first.response
