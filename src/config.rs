@@ -20,6 +20,10 @@ pub struct ServeArgs {
     #[arg(long, env = "IDEMPOTENCY_LISTEN", default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
 
+    /// Address of the plain-HTTP Prometheus endpoint (GET /metrics).
+    #[arg(long, env = "IDEMPOTENCY_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    pub metrics_listen: SocketAddr,
+
     /// etcd client URLs, comma-separated; give every member.
     #[arg(long, env = "IDEMPOTENCY_ETCD_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
     pub etcd_endpoints: Vec<String>,
@@ -97,6 +101,7 @@ pub struct ServeArgs {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
     pub store: StoreConfig,
     pub limits: Limits,
     pub health_check_interval: Duration,
@@ -181,6 +186,7 @@ impl ServeArgs {
         }
         Ok(Config {
             listen: self.listen,
+            metrics_listen: self.metrics_listen,
             store: StoreConfig {
                 endpoints: self
                     .etcd_endpoints

@@ -207,6 +207,7 @@ impl Coordinator {
         let (record, lock, mut lease_deadline) = new_attempt(1, now_ms(), None);
         let mut attempt = 1;
         let mut recovered = None;
+        let mut waited = false;
         let mut pending = Write { expect: Expect::Absent, record, lock };
         let mut written = self.store.write(&keys, &pending, deadline).await?;
         loop {
@@ -243,6 +244,10 @@ impl Coordinator {
                     BeginDecision::Busy(in_progress) => {
                         if Instant::now() >= wait_until || self.draining.is_cancelled() {
                             return Ok(Outcome::InProgress(in_progress));
+                        }
+                        if !waited {
+                            metrics::counter!(crate::metrics::WAITS).increment(1);
+                            waited = true;
                         }
                         if !self.wait_for_change(&keys, &snapshot, wait_until).await? {
                             // Nothing changed: what we know is still the answer,

@@ -15,7 +15,8 @@
 //!   committed in groups. [`cache`]: per-replica replay and attempt caches.
 //! - [`fingerprint`] and [`canonical_json`]: request fingerprints (SHA-256 of
 //!   raw bytes or of RFC 8785 canonical JSON).
-//! - The process shell: [`config`], [`telemetry`], [`health`], [`overload`]
+//! - The process shell: [`config`], [`telemetry`], [`health`], [`metrics`] and
+//!   [`grpc_metrics`] (Prometheus), [`overload`]
 //!   (load shedding), [`shutdown`],
 //!   and [`server::run`], which tests call with a port-0 listener.
 //! - [`cli`]: the command-line client in the same binary.
@@ -28,7 +29,9 @@ pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod fingerprint;
+pub mod grpc_metrics;
 pub mod health;
+pub mod metrics;
 pub mod overload;
 pub mod oversize;
 pub mod proto;

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::coordinator::Coordinator;
+use crate::grpc_metrics::GrpcMetricsLayer;
 use crate::health;
 use crate::overload::ShedLoadLayer;
 use crate::oversize::OversizeLayer;
@@ -28,12 +29,15 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("the gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("cannot listen for metrics on {0}: {1}")]
+    Metrics(std::net::SocketAddr, std::io::Error),
 }
 
 /// Serves on `listener` until `shutdown` resolves, then drains: readiness goes
 /// NOT_SERVING, waiting Begins answer at once, new connections are refused and
 /// in-flight calls get `config.shutdown_grace` to finish.
 pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    crate::metrics::handle(); // before anything records a metric
     let store = EtcdStore::connect(&config.store).await?;
     let draining = CancellationToken::new();
     let coordinator =
@@ -51,7 +55,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     let coordinator_service = CoordinatorServiceServer::new(CoordinatorApi::new(coordinator, config.limits))
         .max_decoding_message_size(config.max_message_bytes);
 
-    info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving");
+    let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen)
+        .await
+        .map_err(|e| ServeError::Metrics(config.metrics_listen, e))?;
+    let metrics_stop = draining.clone();
+    tokio::spawn(crate::metrics::serve(metrics_listener, async move { metrics_stop.cancelled().await }));
+
+    info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), metrics = %config.metrics_listen, "serving");
     let drain_started = {
         let draining = draining.clone();
         async move {
@@ -61,6 +71,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         }
     };
     let server = Server::builder()
+        .layer(GrpcMetricsLayer)
         .layer(ShedLoadLayer::new(config.max_in_flight))
         .layer(OversizeLayer)
         .add_service(health_service)

@@ -11,6 +11,7 @@ use tracing::{Span, field, info, instrument, warn};
 use crate::config::Limits;
 use crate::coordinator::Coordinator;
 use crate::error::Error;
+use crate::metrics as m;
 use crate::proto::v1::{self, begin_response::Outcome, coordinator_service_server::CoordinatorService};
 use crate::request;
 
@@ -67,10 +68,34 @@ fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 fn reject(error: Error) -> Status {
     Span::current().record("outcome", "error");
     match &error {
+        Error::KeyReused { .. } => metrics::counter!(m::BEGIN_OUTCOMES, "outcome" => "key_reused").increment(1),
+        Error::LeaseLost { .. } => metrics::counter!(m::LEASE_LOST).increment(1),
+        _ => {}
+    }
+    match &error {
         Error::StoreUnavailable(_) | Error::Internal(_) => warn!(%error, "call failed"),
         _ => info!(%error, "call refused"),
     }
     error.into()
+}
+
+fn record_begin_metrics(outcome: &Outcome) {
+    let name = match outcome {
+        Outcome::Acquired(acquired) => {
+            if let Some(recovered) = &acquired.recovered {
+                let reason = match recovered.reason() {
+                    v1::RecoveryReason::Released => "released",
+                    _ => "abandoned",
+                };
+                metrics::counter!(m::TAKEOVERS, "reason" => reason).increment(1);
+            }
+            "acquired"
+        }
+        Outcome::Completed(_) => "replayed_completed",
+        Outcome::Failed(_) => "replayed_failed",
+        Outcome::InProgress(_) => "in_progress",
+    };
+    metrics::counter!(m::BEGIN_OUTCOMES, "outcome" => name).increment(1);
 }
 
 fn outcome_name(outcome: &Outcome) -> &'static str {
@@ -92,6 +117,7 @@ impl CoordinatorService for CoordinatorApi {
         let outcome = self.coordinator.begin(&command, deadline).await.map_err(reject)?;
         let span = Span::current();
         span.record("outcome", outcome_name(&outcome));
+        record_begin_metrics(&outcome);
         let attempt = match &outcome {
             Outcome::Acquired(a) => a.attempt,
             Outcome::Completed(c) => c.attempt,

@@ -84,7 +84,7 @@ async fn sigterm_drains_in_flight_calls_and_exits_zero() {
     let url = format!("http://127.0.0.1:{port}");
     let mut process = Command::new(env!("CARGO_BIN_EXE_idempotency-coordinator"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--etcd-endpoints", &etcd.client_url])
-        .args(["--shutdown-grace", "5s", "--health-check-interval", "100ms"])
+        .args(["--shutdown-grace", "5s", "--health-check-interval", "100ms", "--metrics-listen", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

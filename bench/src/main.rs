@@ -85,10 +85,18 @@ async fn start_coordinator(etcd_url: &str) -> anyhow::Result<std::net::SocketAdd
         #[command(flatten)]
         args: idempotency_coordinator::config::ServeArgs,
     }
-    let config = Serve::parse_from(["bench", "--etcd-endpoints", etcd_url, "--max-in-flight", "100000"])
-        .args
-        .validate()
-        .map_err(anyhow::Error::msg)?;
+    let config = Serve::parse_from([
+        "bench",
+        "--etcd-endpoints",
+        etcd_url,
+        "--max-in-flight",
+        "100000",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ])
+    .args
+    .validate()
+    .map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(idempotency_coordinator::server::run(config, listener, std::future::pending()));

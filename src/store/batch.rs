@@ -143,7 +143,17 @@ impl Batch {
         counters.calls.fetch_add(calls.len() as u64, Ordering::Relaxed);
         counters.largest.fetch_max(calls.len() as u64, Ordering::Relaxed);
         let (replies, nested): (Vec<_>, Vec<_>) = calls.into_iter().map(|c| (c.reply, TxnOp::txn(c.txn))).unzip();
+        let started = std::time::Instant::now();
         let outcome = tokio::time::timeout(request_timeout, client.clone().txn(Txn::new().and_then(nested))).await;
+        metrics::histogram!(crate::metrics::ETCD_REQUEST_SECONDS).record(started.elapsed());
+        let error_kind = match &outcome {
+            Ok(Ok(_)) => None,
+            Ok(Err(_)) => Some("refused_or_unreachable"),
+            Err(_) => Some("timeout"),
+        };
+        if let Some(kind) = error_kind {
+            metrics::counter!(crate::metrics::ETCD_ERRORS, "kind" => kind).increment(1);
+        }
         match outcome {
             Ok(Ok(response)) => {
                 let revision = header_revision(response.header());

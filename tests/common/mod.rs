@@ -124,6 +124,10 @@ impl Server {
             "--shutdown-grace",
             "5s",
         ];
+        // Any free port, so that parallel test servers never collide.
+        if !extra.contains(&"--metrics-listen") {
+            argv.extend_from_slice(&["--metrics-listen", "127.0.0.1:0"]);
+        }
         argv.extend_from_slice(extra);
         let config = ServeCli::parse_from(argv).serve.validate().expect("valid test config");
         let (stop, stopped) = oneshot::channel::<()>();

@@ -160,7 +160,7 @@ impl Replica {
         let child = Command::new(env!("CARGO_BIN_EXE_idempotency-coordinator"))
             .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
             .args(["--etcd-endpoints", &self.etcd_endpoints, "--etcd-request-timeout", "2s"])
-            .args(["--etcd-connect-timeout", "300ms", "--log", "error"])
+            .args(["--etcd-connect-timeout", "300ms", "--log", "error", "--metrics-listen", "127.0.0.1:0"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

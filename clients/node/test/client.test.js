@@ -38,7 +38,7 @@ before(async () => {
     `--initial-cluster=default=http://127.0.0.1:${peerPort}`,
   ], { stdio: 'ignore' });
   const binary = process.env.IDEMPOTENCY_BIN || path.join(REPO, 'target', 'debug', 'idempotency-coordinator');
-  server = spawn(binary, ['serve', '--listen', `127.0.0.1:${grpcPort}`, '--etcd-endpoints', `http://127.0.0.1:${clientPort}`], { stdio: 'ignore' });
+  server = spawn(binary, ['serve', '--listen', `127.0.0.1:${grpcPort}`, '--etcd-endpoints', `http://127.0.0.1:${clientPort}`, '--metrics-listen', '127.0.0.1:0'], { stdio: 'ignore' });
   coordinator = new Coordinator(`127.0.0.1:${grpcPort}`, { owner: 'node-test' });
   for (let i = 0; ; i++) {
     try {

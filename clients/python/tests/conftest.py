@@ -50,7 +50,8 @@ def server_address():
     )
     binary = os.environ.get("IDEMPOTENCY_BIN", str(REPO / "target" / "debug" / "idempotency-coordinator"))
     coordinator = subprocess.Popen(
-        [binary, "serve", "--listen", f"127.0.0.1:{grpc_port}", "--etcd-endpoints", f"http://127.0.0.1:{client_port}"],
+        [binary, "serve", "--listen", f"127.0.0.1:{grpc_port}", "--etcd-endpoints", f"http://127.0.0.1:{client_port}",
+         "--metrics-listen", "127.0.0.1:0"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
