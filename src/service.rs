@@ -46,6 +46,30 @@ fn deadline<T>(request: &Request<T>) -> Instant {
     Instant::now() + timeout
 }
 
+/// The trace id of a W3C `traceparent` header ("00-<32 hex>-<16 hex>-<2 hex>"),
+/// so that log lines join the caller's trace. Empty when absent or malformed.
+fn trace_id<T>(request: &Request<T>) -> String {
+    let Some(header) = request.metadata().get("traceparent").and_then(|v| v.to_str().ok()) else {
+        return String::new();
+    };
+    let parts: Vec<&str> = header.trim().split('-').collect();
+    let hex =
+        |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    match parts.as_slice() {
+        [version, trace, parent, flags]
+            if hex(version, 2)
+                && *version != "ff"
+                && hex(trace, 32)
+                && hex(parent, 16)
+                && hex(flags, 2)
+                && trace.bytes().any(|b| b != b'0') =>
+        {
+            (*trace).to_owned()
+        }
+        _ => String::new(),
+    }
+}
+
 /// Parses the gRPC wire format of a timeout: up to 8 digits and a unit.
 fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     if value.len() < 2 || value.len() > 9 {
@@ -110,7 +134,7 @@ fn outcome_name(outcome: &Outcome) -> &'static str {
 
 #[tonic::async_trait]
 impl CoordinatorService for CoordinatorApi {
-    #[instrument(skip_all, fields(namespace = %request.get_ref().namespace, attempt = field::Empty, outcome = field::Empty))]
+    #[instrument(skip_all, fields(trace_id = trace_id(&request), namespace = %request.get_ref().namespace, attempt = field::Empty, outcome = field::Empty))]
     async fn begin(&self, request: Request<v1::BeginRequest>) -> Result<Response<v1::BeginResponse>, Status> {
         let deadline = deadline(&request);
         let command = request::begin(request.into_inner(), &self.limits).map_err(reject)?;
@@ -129,7 +153,7 @@ impl CoordinatorService for CoordinatorApi {
         Ok(Response::new(v1::BeginResponse { outcome: Some(outcome) }))
     }
 
-    #[instrument(skip_all, fields(namespace = %request.get_ref().namespace, attempt = field::Empty, outcome = field::Empty))]
+    #[instrument(skip_all, fields(trace_id = trace_id(&request), namespace = %request.get_ref().namespace, attempt = field::Empty, outcome = field::Empty))]
     async fn complete(&self, request: Request<v1::CompleteRequest>) -> Result<Response<v1::CompleteResponse>, Status> {
         let deadline = deadline(&request);
         let command = request::complete(request.into_inner(), &self.limits).map_err(reject)?;
@@ -139,7 +163,7 @@ impl CoordinatorService for CoordinatorApi {
         Ok(Response::new(v1::CompleteResponse { record: Some(record) }))
     }
 
-    #[instrument(skip_all, fields(namespace = %request.get_ref().namespace, retryable = request.get_ref().retryable, attempt = field::Empty, outcome = field::Empty))]
+    #[instrument(skip_all, fields(trace_id = trace_id(&request), namespace = %request.get_ref().namespace, retryable = request.get_ref().retryable, attempt = field::Empty, outcome = field::Empty))]
     async fn fail(&self, request: Request<v1::FailRequest>) -> Result<Response<v1::FailResponse>, Status> {
         let deadline = deadline(&request);
         let command = request::fail(request.into_inner(), &self.limits).map_err(reject)?;
@@ -149,7 +173,7 @@ impl CoordinatorService for CoordinatorApi {
         Ok(Response::new(v1::FailResponse { record: Some(record) }))
     }
 
-    #[instrument(skip_all, fields(namespace = %request.get_ref().namespace, outcome = field::Empty))]
+    #[instrument(skip_all, fields(trace_id = trace_id(&request), namespace = %request.get_ref().namespace, outcome = field::Empty))]
     async fn extend(&self, request: Request<v1::ExtendRequest>) -> Result<Response<v1::ExtendResponse>, Status> {
         let deadline = deadline(&request);
         let command = request::extend(request.into_inner(), &self.limits).map_err(reject)?;
@@ -158,7 +182,7 @@ impl CoordinatorService for CoordinatorApi {
         Ok(Response::new(v1::ExtendResponse { lease_expires_at: Some(lease_expires_at) }))
     }
 
-    #[instrument(skip_all, fields(namespace = %request.get_ref().namespace, outcome = field::Empty))]
+    #[instrument(skip_all, fields(trace_id = trace_id(&request), namespace = %request.get_ref().namespace, outcome = field::Empty))]
     async fn lookup(&self, request: Request<v1::LookupRequest>) -> Result<Response<v1::LookupResponse>, Status> {
         let deadline = deadline(&request);
         let id = request::lookup(request.into_inner()).map_err(reject)?;
@@ -171,6 +195,25 @@ impl CoordinatorService for CoordinatorApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trace_ids_come_from_valid_traceparents_only() {
+        let with = |value: &str| {
+            let mut request = Request::new(());
+            request.metadata_mut().insert("traceparent", value.parse().unwrap());
+            trace_id(&request)
+        };
+        assert_eq!(with("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), "4bf92f3577b34da6a3ce929d0e0e4736");
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6-00f067aa0ba902b7-01",
+            "garbage",
+        ] {
+            assert_eq!(with(bad), "", "{bad}");
+        }
+        assert_eq!(trace_id(&Request::new(())), "");
+    }
 
     #[test]
     fn grpc_timeouts_parse_in_every_unit() {
