@@ -1,10 +1,13 @@
 //! A command-line client, so a person can try every RPC from a shell and read
 //! the answer. Output is one line naming the outcome, then indented fields.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use tonic::transport::Channel;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use tonic_types::StatusExt;
 
@@ -19,6 +22,63 @@ pub struct ClientArgs {
     /// Deadline of the call.
     #[arg(long, global = true, value_parser = humantime::parse_duration, default_value = "10s")]
     pub timeout: Duration,
+
+    /// PEM CA certificate that signs the coordinator's certificate (use an https:// --addr).
+    #[arg(long, global = true, env = "IDEMPOTENCY_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// PEM client certificate, for a coordinator with mutual TLS.
+    #[arg(long, global = true, env = "IDEMPOTENCY_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+
+    /// PEM private key of --client-cert.
+    #[arg(long, global = true, env = "IDEMPOTENCY_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+
+    /// Bearer token, sent as `authorization: Bearer <token>`; prefer the environment variable.
+    #[arg(long, global = true, env = "IDEMPOTENCY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl ClientArgs {
+    async fn connect(&self) -> Result<Channel, String> {
+        let read = |flag: &str, path: &PathBuf| {
+            std::fs::read(path).map_err(|e| format!("--{flag}: cannot read {}: {e}", path.display()))
+        };
+        let mut endpoint = Channel::from_shared(self.addr.clone())
+            .map_err(|e| format!("--addr {:?} is not a URI: {e}", self.addr))?
+            .connect_timeout(self.timeout)
+            .timeout(self.timeout);
+        if self.addr.starts_with("https://") {
+            let mut tls = ClientTlsConfig::new();
+            if let Some(ca) = &self.ca_cert {
+                tls = tls.ca_certificate(Certificate::from_pem(read("ca-cert", ca)?));
+            }
+            if let (Some(cert), Some(key)) = (&self.client_cert, &self.client_key) {
+                tls = tls.identity(Identity::from_pem(read("client-cert", cert)?, read("client-key", key)?));
+            }
+            endpoint = endpoint.tls_config(tls).map_err(|e| format!("cannot set up TLS: {e}"))?;
+        } else if self.ca_cert.is_some() || self.client_cert.is_some() {
+            return Err("--ca-cert and --client-cert need an https:// --addr".into());
+        }
+        endpoint.connect().await.map_err(|e| format!("cannot connect to {}: {e}", self.addr))
+    }
+
+    /// Adds the bearer token, if any, to every call.
+    fn authorization(&self) -> Result<impl Interceptor + use<>, String> {
+        let header: Option<MetadataValue<Ascii>> = match &self.token {
+            Some(token) => Some(
+                format!("Bearer {token}").parse().map_err(|_| "--token must be printable ASCII".to_owned())?,
+            ),
+            None => None,
+        };
+        Ok(move |mut request: tonic::Request<()>| {
+            if let Some(header) = &header {
+                request.metadata_mut().insert("authorization", header.clone());
+            }
+            Ok(request)
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -133,14 +193,8 @@ fn proto_duration(d: Duration) -> prost_types::Duration {
 /// Runs one client command and prints its answer; Err carries the text to
 /// print for a failed call.
 pub async fn run(args: ClientArgs, command: ClientCommand) -> Result<(), String> {
-    let channel = Channel::from_shared(args.addr.clone())
-        .map_err(|e| format!("--addr {:?} is not a URI: {e}", args.addr))?
-        .connect_timeout(args.timeout)
-        .timeout(args.timeout)
-        .connect()
-        .await
-        .map_err(|e| format!("cannot connect to {}: {e}", args.addr))?;
-    let mut client = CoordinatorServiceClient::new(channel.clone());
+    let channel = args.connect().await?;
+    let mut client = CoordinatorServiceClient::with_interceptor(channel.clone(), args.authorization()?);
     match command {
         ClientCommand::Begin {
             record,

@@ -2,9 +2,13 @@
 //! variable, checked once at startup into a [`Config`].
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+
+use crate::auth::{AuthConfig, TokenTable};
+use crate::tls::{EtcdTls, Secret, ServerTls};
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -24,6 +28,33 @@ pub struct ServeArgs {
     #[arg(long, env = "IDEMPOTENCY_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
     pub metrics_listen: SocketAddr,
 
+    /// Plaintext gRPC health port, served only when TLS is on, so kubelet probes need no certificate.
+    #[arg(long, env = "IDEMPOTENCY_HEALTH_LISTEN", default_value = "0.0.0.0:50052")]
+    pub health_listen: SocketAddr,
+
+    /// PEM certificate chain of the gRPC port; with --tls-key the port speaks TLS only.
+    #[arg(long, env = "IDEMPOTENCY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "IDEMPOTENCY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificates that sign client certificates: turns on mutual TLS and
+    /// authentication, the certificate naming the caller's tenant.
+    #[arg(long, env = "IDEMPOTENCY_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// A client certificate URI SAN starting with this prefix names the tenant as the
+    /// rest of the URI (e.g. spiffe://example.org/tenant/); without one, the subject CN does.
+    #[arg(long, env = "IDEMPOTENCY_TENANT_URI_PREFIX", requires = "tls_client_ca")]
+    pub tenant_uri_prefix: Option<String>,
+
+    /// Bearer tokens file, one "<tenant> <sha256 hex of token>" per line: turns on
+    /// authentication by `authorization: Bearer` tokens. Needs TLS.
+    #[arg(long, env = "IDEMPOTENCY_TOKENS_FILE", requires = "tls_cert")]
+    pub tokens_file: Option<PathBuf>,
+
     /// etcd client URLs, comma-separated; give every member.
     #[arg(long, env = "IDEMPOTENCY_ETCD_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
     pub etcd_endpoints: Vec<String>,
@@ -31,6 +62,26 @@ pub struct ServeArgs {
     /// Prefix of every etcd key this service writes.
     #[arg(long, env = "IDEMPOTENCY_ETCD_PREFIX", default_value = "/idempotency/")]
     pub etcd_prefix: String,
+
+    /// PEM CA certificates that sign etcd's server certificates; required for https:// endpoints.
+    #[arg(long, env = "IDEMPOTENCY_ETCD_CA")]
+    pub etcd_ca: Option<PathBuf>,
+
+    /// PEM client certificate presented to etcd (etcd --client-cert-auth).
+    #[arg(long, env = "IDEMPOTENCY_ETCD_CERT", requires_all = ["etcd_key", "etcd_ca"])]
+    pub etcd_cert: Option<PathBuf>,
+
+    /// PEM private key of --etcd-cert.
+    #[arg(long, env = "IDEMPOTENCY_ETCD_KEY", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+
+    /// etcd user, when etcd has authentication enabled.
+    #[arg(long, env = "IDEMPOTENCY_ETCD_USER", requires = "etcd_password_file")]
+    pub etcd_user: Option<String>,
+
+    /// File holding the password of --etcd-user (a file, so it never shows in a process list).
+    #[arg(long, env = "IDEMPOTENCY_ETCD_PASSWORD_FILE", requires = "etcd_user")]
+    pub etcd_password_file: Option<PathBuf>,
 
     /// Time allowed to open a connection to an etcd member.
     #[arg(long, env = "IDEMPOTENCY_ETCD_CONNECT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "2s")]
@@ -102,6 +153,10 @@ pub struct ServeArgs {
 pub struct Config {
     pub listen: SocketAddr,
     pub metrics_listen: SocketAddr,
+    pub health_listen: SocketAddr,
+    /// None: plaintext gRPC.
+    pub tls: Option<ServerTls>,
+    pub auth: AuthConfig,
     pub store: StoreConfig,
     pub limits: Limits,
     pub health_check_interval: Duration,
@@ -118,6 +173,10 @@ pub struct StoreConfig {
     pub prefix: String,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// Set for https:// endpoints.
+    pub tls: Option<EtcdTls>,
+    /// etcd user and password.
+    pub credentials: Option<(String, Secret)>,
 }
 
 /// The bounds every request is validated against.
@@ -184,19 +243,64 @@ impl ServeArgs {
         if self.max_in_flight == 0 {
             return Err("--max-in-flight must be at least 1".into());
         }
+        let endpoints: Vec<String> =
+            self.etcd_endpoints.iter().map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()).collect();
+        let https = endpoints.iter().filter(|e| e.starts_with("https://")).count();
+        if https != 0 && https != endpoints.len() {
+            return Err("--etcd-endpoints must be all https:// or all http://".into());
+        }
+        if (https != 0) != self.etcd_ca.is_some() {
+            return Err("--etcd-ca is required with https:// --etcd-endpoints, and only with them".into());
+        }
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(ServerTls {
+                certificate_chain: read("tls-cert", cert)?,
+                private_key: Secret::new(read("tls-key", key)?),
+                client_ca: self.tls_client_ca.as_deref().map(|ca| read("tls-client-ca", ca)).transpose()?,
+            }),
+            _ => None,
+        };
+        let tokens = self.tokens_file.as_deref().map(read_tokens).transpose()?;
+        let etcd_tls = match &self.etcd_ca {
+            Some(ca) => Some(EtcdTls {
+                ca: read("etcd-ca", ca)?,
+                client: match (&self.etcd_cert, &self.etcd_key) {
+                    (Some(cert), Some(key)) => Some((read("etcd-cert", cert)?, Secret::new(read("etcd-key", key)?))),
+                    _ => None,
+                },
+            }),
+            None => None,
+        };
+        let credentials = match (self.etcd_user, &self.etcd_password_file) {
+            (Some(user), Some(file)) => {
+                let mut password = read("etcd-password-file", file)?;
+                // Files written by editors and `echo` end in a newline that is not part of the password.
+                while password.last().is_some_and(|b| matches!(b, b'\n' | b'\r')) {
+                    password.pop();
+                }
+                std::str::from_utf8(&password)
+                    .map_err(|_| "--etcd-password-file must hold UTF-8 text".to_owned())?;
+                Some((user, Secret::new(password)))
+            }
+            _ => None,
+        };
         Ok(Config {
             listen: self.listen,
             metrics_listen: self.metrics_listen,
+            health_listen: self.health_listen,
+            tls,
+            auth: AuthConfig {
+                client_certificates: self.tls_client_ca.is_some(),
+                tenant_uri_prefix: self.tenant_uri_prefix,
+                tokens,
+            },
             store: StoreConfig {
-                endpoints: self
-                    .etcd_endpoints
-                    .into_iter()
-                    .map(|e| e.trim().to_owned())
-                    .filter(|e| !e.is_empty())
-                    .collect(),
+                endpoints,
                 prefix: self.etcd_prefix,
                 connect_timeout: self.etcd_connect_timeout,
                 request_timeout: self.etcd_request_timeout,
+                tls: etcd_tls,
+                credentials,
             },
             limits: Limits {
                 default_lease_ttl: self.default_lease_ttl,
@@ -214,6 +318,21 @@ impl ServeArgs {
             replay_cache_bytes: self.replay_cache_bytes,
         })
     }
+}
+
+fn read(flag: &str, path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("--{flag}: cannot read {}: {e}", path.display()))
+}
+
+fn read_tokens(path: &Path) -> Result<TokenTable, String> {
+    let text = String::from_utf8(read("tokens-file", path)?)
+        .map_err(|_| format!("--tokens-file: {} is not UTF-8 text", path.display()))?;
+    let table = TokenTable::parse(&text, crate::request::check_tenant_name)
+        .map_err(|why| format!("--tokens-file: {}: {why}", path.display()))?;
+    if table.is_empty() {
+        return Err(format!("--tokens-file: {} lists no tokens", path.display()));
+    }
+    Ok(table)
 }
 
 #[cfg(test)]
@@ -247,6 +366,34 @@ mod tests {
         assert!(parse(&["--default-lease-ttl", "2h"]).unwrap_err().contains("--max-lease-ttl"));
         assert!(parse(&["--etcd-prefix", "idem"]).unwrap_err().contains("--etcd-prefix"));
         assert!(parse(&["--max-result-bytes", "10000000"]).unwrap_err().contains("--max-result-bytes"));
+    }
+
+    #[test]
+    fn security_flags_need_their_partners() {
+        assert!(parse(&["--tls-cert", "c.pem"]).unwrap_err().contains("--tls-key"));
+        assert!(parse(&["--tokens-file", "t"]).unwrap_err().contains("--tls-cert"));
+        assert!(parse(&["--etcd-user", "u"]).unwrap_err().contains("--etcd-password-file"));
+        assert!(parse(&["--etcd-endpoints", "https://a:2379"]).unwrap_err().contains("--etcd-ca"));
+        assert!(parse(&["--etcd-ca", "ca.pem"]).unwrap_err().contains("--etcd-ca"));
+        let missing = parse(&["--tls-cert", "/nonexistent/c.pem", "--tls-key", "k.pem"]).unwrap_err();
+        assert!(missing.starts_with("--tls-cert: cannot read /nonexistent/c.pem"), "{missing}");
+    }
+
+    #[test]
+    fn tokens_files_are_checked_at_startup() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tokens");
+        let args = |file: &Path| {
+            let file = file.to_str().unwrap().to_owned();
+            parse(&["--tls-cert", "/dev/null", "--tls-key", "/dev/null", "--tokens-file", &file])
+        };
+        std::fs::write(&file, "# nothing yet\n").unwrap();
+        assert!(args(&file).unwrap_err().ends_with("lists no tokens"));
+        std::fs::write(&file, "acme/x 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n").unwrap();
+        assert!(args(&file).unwrap_err().contains("line 1: tenant may contain only"));
+        std::fs::write(&file, "acme 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n").unwrap();
+        let config = args(&file).expect("valid tokens file");
+        assert!(config.auth.is_on() && !config.auth.client_certificates);
     }
 
     #[test]

@@ -70,6 +70,12 @@ pub enum Error {
 
     #[error("internal error: {0}")]
     Internal(String),
+
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
 }
 
 impl Error {
@@ -91,6 +97,9 @@ impl From<Error> for Status {
             ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata)
         };
         let (code, details) = match error {
+            // DESIGN.md gives these no ErrorInfo reason: the code says it all.
+            Error::Unauthenticated(_) => return Status::unauthenticated(message),
+            Error::PermissionDenied(_) => return Status::permission_denied(message),
             Error::InvalidRequest(violations) => {
                 let mut details = info(reason::INVALID_REQUEST, vec![]);
                 details.set_bad_request(

@@ -15,12 +15,15 @@
 //!   committed in groups. [`cache`]: per-replica replay and attempt caches.
 //! - [`fingerprint`] and [`canonical_json`]: request fingerprints (SHA-256 of
 //!   raw bytes or of RFC 8785 canonical JSON).
+//! - [`auth`]: who is calling — client certificates and bearer tokens name
+//!   the caller's tenant when authentication is on; [`tls`] holds the keys.
 //! - The process shell: [`config`], [`telemetry`], [`health`], [`metrics`] and
 //!   [`grpc_metrics`] (Prometheus), [`overload`]
 //!   (load shedding), [`shutdown`],
 //!   and [`server::run`], which tests call with a port-0 listener.
 //! - [`cli`]: the command-line client in the same binary.
 
+pub mod auth;
 pub mod cache;
 pub mod canonical_json;
 pub mod cli;
@@ -41,3 +44,4 @@ pub mod service;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

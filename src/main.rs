@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use idempotency_coordinator::cli::{self, ClientArgs, ClientCommand};
+use idempotency_coordinator::auth::tokens::{MIN_TOKEN_CHARS, hash_token as hash_token_digest};
 use idempotency_coordinator::config::ServeArgs;
 use idempotency_coordinator::{server, shutdown, telemetry};
 
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run the coordinator.
     Serve(ServeArgs),
+    /// Print the SHA-256 digest of the bearer token read from stdin, for a --tokens-file line.
+    HashToken,
     #[command(flatten)]
     Client(ClientCommand),
 }
@@ -31,6 +34,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::HashToken => hash_token(),
         Command::Client(command) => cli::run(cli.client, command).await.map_err(anyhow::Error::msg),
     };
     match outcome {
@@ -55,5 +59,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     server::run(config, listener, shutdown).await?;
+    Ok(())
+}
+
+fn hash_token() -> anyhow::Result<()> {
+    let mut token = String::new();
+    std::io::stdin().read_line(&mut token)?;
+    let token = token.trim_end_matches(['\n', '\r']);
+    if token.chars().count() < MIN_TOKEN_CHARS || !token.chars().all(|c| c.is_ascii_graphic()) {
+        anyhow::bail!(
+            "a bearer token must be at least {MIN_TOKEN_CHARS} printable ASCII characters without spaces \
+             (e.g. `openssl rand -hex 32`)"
+        );
+    }
+    println!("{}", hash_token_digest(token));
     Ok(())
 }

@@ -109,6 +109,16 @@ fn check_scope_name(v: &mut Violations, field: &str, value: &str) {
     }
 }
 
+/// Whether `tenant` is a valid tenant name; the reason if not.
+pub fn check_tenant_name(tenant: &str) -> Result<(), String> {
+    let mut v = Violations::default();
+    check_scope_name(&mut v, "tenant", tenant);
+    match v.0.pop() {
+        None => Ok(()),
+        Some(violation) => Err(violation.description),
+    }
+}
+
 fn check_len(v: &mut Violations, field: &str, len: usize, max: usize) {
     v.check(len <= max, field, || format!("must be at most {max} bytes (got {len})"));
 }

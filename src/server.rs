@@ -1,6 +1,8 @@
 //! The process shell around the coordinator: one tonic server with the
-//! coordinator, gRPC health and reflection; readiness tracking; and a drain
-//! bounded by a grace period when `shutdown` resolves.
+//! coordinator (behind authentication), gRPC health and reflection — over TLS
+//! when configured, with health also on a plaintext port for kubelet probes;
+//! readiness tracking; and a drain bounded by a grace period when `shutdown`
+//! resolves.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -8,9 +10,11 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tracing::{info, warn};
 
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::coordinator::Coordinator;
 use crate::grpc_metrics::GrpcMetricsLayer;
@@ -31,6 +35,10 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("cannot listen for metrics on {0}: {1}")]
     Metrics(std::net::SocketAddr, std::io::Error),
+    #[error("cannot listen for plaintext health checks on {0}: {1}")]
+    Health(std::net::SocketAddr, std::io::Error),
+    #[error("cannot set up TLS on the gRPC port (check --tls-cert, --tls-key, --tls-client-ca): {0}")]
+    Tls(tonic::transport::Error),
 }
 
 /// Serves on `listener` until `shutdown` resolves, then drains: readiness goes
@@ -52,8 +60,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let coordinator_service = CoordinatorServiceServer::new(CoordinatorApi::new(coordinator, config.limits))
-        .max_decoding_message_size(config.max_message_bytes);
+    let coordinator_service = InterceptedService::new(
+        CoordinatorServiceServer::new(CoordinatorApi::new(coordinator, config.limits))
+            .max_decoding_message_size(config.max_message_bytes),
+        Authenticator::new(config.auth),
+    );
 
     let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen)
         .await
@@ -61,7 +72,23 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     let metrics_stop = draining.clone();
     tokio::spawn(crate::metrics::serve(metrics_listener, async move { metrics_stop.cancelled().await }));
 
-    info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), metrics = %config.metrics_listen, "serving");
+    let mut builder = Server::builder();
+    let mut plaintext_health = None;
+    if let Some(tls) = &config.tls {
+        builder = builder.tls_config(tls.config()).map_err(ServeError::Tls)?;
+        let health_listener = TcpListener::bind(config.health_listen)
+            .await
+            .map_err(|e| ServeError::Health(config.health_listen, e))?;
+        info!(address = %config.health_listen, "plaintext health checks");
+        // Outlives the drain on purpose: probes must see readiness go NOT_SERVING.
+        plaintext_health = Some(tokio::spawn(
+            Server::builder()
+                .add_service(health_service.clone())
+                .serve_with_incoming(TcpListenerStream::new(health_listener)),
+        ));
+    }
+
+    info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), metrics = %config.metrics_listen, tls = config.tls.is_some(), "serving");
     let drain_started = {
         let draining = draining.clone();
         async move {
@@ -70,7 +97,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
             draining.cancel();
         }
     };
-    let server = Server::builder()
+    let server = builder
         .layer(GrpcMetricsLayer)
         .layer(ShedLoadLayer::new(config.max_in_flight))
         .layer(OversizeLayer)
@@ -88,6 +115,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         _ = grace_over => warn!("grace period over with calls still in flight; exiting anyway"),
     }
     readiness.abort();
+    if let Some(health) = plaintext_health {
+        health.abort();
+    }
     info!("stopped");
     Ok(())
 }

@@ -8,6 +8,7 @@ use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 use tracing::{Span, field, info, instrument, warn};
 
+use crate::auth::scoped_message;
 use crate::config::Limits;
 use crate::coordinator::Coordinator;
 use crate::error::Error;
@@ -137,7 +138,7 @@ impl CoordinatorService for CoordinatorApi {
     #[instrument(skip_all, fields(trace_id = trace_id(&request), namespace = %request.get_ref().namespace, attempt = field::Empty, outcome = field::Empty))]
     async fn begin(&self, request: Request<v1::BeginRequest>) -> Result<Response<v1::BeginResponse>, Status> {
         let deadline = deadline(&request);
-        let command = request::begin(request.into_inner(), &self.limits).map_err(reject)?;
+        let command = scoped_message(request).and_then(|m| request::begin(m, &self.limits)).map_err(reject)?;
         let outcome = self.coordinator.begin(&command, deadline).await.map_err(reject)?;
         let span = Span::current();
         span.record("outcome", outcome_name(&outcome));
@@ -156,7 +157,7 @@ impl CoordinatorService for CoordinatorApi {
     #[instrument(skip_all, fields(trace_id = trace_id(&request), namespace = %request.get_ref().namespace, attempt = field::Empty, outcome = field::Empty))]
     async fn complete(&self, request: Request<v1::CompleteRequest>) -> Result<Response<v1::CompleteResponse>, Status> {
         let deadline = deadline(&request);
-        let command = request::complete(request.into_inner(), &self.limits).map_err(reject)?;
+        let command = scoped_message(request).and_then(|m| request::complete(m, &self.limits)).map_err(reject)?;
         let record = self.coordinator.complete(command, deadline).await.map_err(reject)?;
         Span::current().record("attempt", record.attempt).record("outcome", "completed");
         info!("complete answered");
@@ -166,7 +167,7 @@ impl CoordinatorService for CoordinatorApi {
     #[instrument(skip_all, fields(trace_id = trace_id(&request), namespace = %request.get_ref().namespace, retryable = request.get_ref().retryable, attempt = field::Empty, outcome = field::Empty))]
     async fn fail(&self, request: Request<v1::FailRequest>) -> Result<Response<v1::FailResponse>, Status> {
         let deadline = deadline(&request);
-        let command = request::fail(request.into_inner(), &self.limits).map_err(reject)?;
+        let command = scoped_message(request).and_then(|m| request::fail(m, &self.limits)).map_err(reject)?;
         let record = self.coordinator.fail(command, deadline).await.map_err(reject)?;
         Span::current().record("attempt", record.attempt).record("outcome", "failed");
         info!("fail answered");
@@ -176,7 +177,7 @@ impl CoordinatorService for CoordinatorApi {
     #[instrument(skip_all, fields(trace_id = trace_id(&request), namespace = %request.get_ref().namespace, outcome = field::Empty))]
     async fn extend(&self, request: Request<v1::ExtendRequest>) -> Result<Response<v1::ExtendResponse>, Status> {
         let deadline = deadline(&request);
-        let command = request::extend(request.into_inner(), &self.limits).map_err(reject)?;
+        let command = scoped_message(request).and_then(|m| request::extend(m, &self.limits)).map_err(reject)?;
         let lease_expires_at = self.coordinator.extend(command, deadline).await.map_err(reject)?;
         Span::current().record("outcome", "extended");
         Ok(Response::new(v1::ExtendResponse { lease_expires_at: Some(lease_expires_at) }))
@@ -185,7 +186,7 @@ impl CoordinatorService for CoordinatorApi {
     #[instrument(skip_all, fields(trace_id = trace_id(&request), namespace = %request.get_ref().namespace, outcome = field::Empty))]
     async fn lookup(&self, request: Request<v1::LookupRequest>) -> Result<Response<v1::LookupResponse>, Status> {
         let deadline = deadline(&request);
-        let id = request::lookup(request.into_inner()).map_err(reject)?;
+        let id = scoped_message(request).and_then(request::lookup).map_err(reject)?;
         let record = self.coordinator.lookup(&id, deadline).await.map_err(reject)?;
         Span::current().record("outcome", "found");
         Ok(Response::new(v1::LookupResponse { record: Some(record) }))

@@ -133,7 +133,7 @@ impl EtcdStore {
     /// while etcd is down, and requests fail with STORE_UNAVAILABLE until it
     /// is back.
     pub async fn connect(config: &StoreConfig) -> Result<Self, Error> {
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(config.connect_timeout)
             .with_timeout(config.request_timeout)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
@@ -141,6 +141,16 @@ impl EtcdStore {
             // Without this a member cut off from the leader answers reads
             // and stalls writes instead of failing fast.
             .with_require_leader(true);
+        if let Some(tls) = &config.tls {
+            options = options.with_tls(tls.options());
+        }
+        if let Some((user, password)) = &config.credentials {
+            let password = String::from_utf8_lossy(password.expose()).into_owned();
+            // etcd auth tokens expire (after 5 idle minutes by default, and on
+            // any auth change with JWT tokens): re-authenticate and retry once
+            // when etcd says so, rather than failing every call until restart.
+            options = options.with_user(user, password).with_auto_token_refresh(true);
+        }
         let client = Client::connect(&config.endpoints, Some(options))
             .await
             .map_err(|e| Error::StoreUnavailable(format!("cannot set up the etcd client: {e}")))?;
