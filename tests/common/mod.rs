@@ -3,6 +3,8 @@
 //! stopped when its handle drops, also when a test panics.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod pki;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -19,7 +21,7 @@ use tonic_types::StatusExt;
 
 pub type Client = CoordinatorServiceClient<Channel>;
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
 }
 
@@ -150,6 +152,11 @@ impl Server {
 
     pub async fn channel(&self) -> Channel {
         Channel::from_shared(self.url()).expect("valid url").connect().await.expect("connect to the test server")
+    }
+
+    /// A TLS channel to a server started with --tls-cert; Err if the handshake fails.
+    pub async fn tls_channel(&self, tls: tonic::transport::ClientTlsConfig) -> Result<Channel, tonic::transport::Error> {
+        Channel::from_shared(format!("https://{}", self.addr)).expect("valid url").tls_config(tls)?.connect().await
     }
 
     pub async fn shutdown(mut self) {
