@@ -67,9 +67,9 @@ impl ClientArgs {
     /// Adds the bearer token, if any, to every call.
     fn authorization(&self) -> Result<impl Interceptor + use<>, String> {
         let header: Option<MetadataValue<Ascii>> = match &self.token {
-            Some(token) => Some(
-                format!("Bearer {token}").parse().map_err(|_| "--token must be printable ASCII".to_owned())?,
-            ),
+            Some(token) => {
+                Some(format!("Bearer {token}").parse().map_err(|_| "--token must be printable ASCII".to_owned())?)
+            }
             None => None,
         };
         Ok(move |mut request: tonic::Request<()>| {

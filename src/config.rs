@@ -278,8 +278,7 @@ impl ServeArgs {
                 while password.last().is_some_and(|b| matches!(b, b'\n' | b'\r')) {
                     password.pop();
                 }
-                std::str::from_utf8(&password)
-                    .map_err(|_| "--etcd-password-file must hold UTF-8 text".to_owned())?;
+                std::str::from_utf8(&password).map_err(|_| "--etcd-password-file must hold UTF-8 text".to_owned())?;
                 Some((user, Secret::new(password)))
             }
             _ => None,

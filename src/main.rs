@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use idempotency_coordinator::cli::{self, ClientArgs, ClientCommand};
 use idempotency_coordinator::auth::tokens::{MIN_TOKEN_CHARS, hash_token as hash_token_digest};
+use idempotency_coordinator::cli::{self, ClientArgs, ClientCommand};
 use idempotency_coordinator::config::ServeArgs;
 use idempotency_coordinator::{server, shutdown, telemetry};
 

@@ -76,9 +76,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     let mut plaintext_health = None;
     if let Some(tls) = &config.tls {
         builder = builder.tls_config(tls.config()).map_err(ServeError::Tls)?;
-        let health_listener = TcpListener::bind(config.health_listen)
-            .await
-            .map_err(|e| ServeError::Health(config.health_listen, e))?;
+        let health_listener =
+            TcpListener::bind(config.health_listen).await.map_err(|e| ServeError::Health(config.health_listen, e))?;
         info!(address = %config.health_listen, "plaintext health checks");
         // Outlives the drain on purpose: probes must see readiness go NOT_SERVING.
         plaintext_health = Some(tokio::spawn(

@@ -36,7 +36,8 @@ pub struct ServerTls {
 
 impl ServerTls {
     pub fn config(&self) -> ServerTlsConfig {
-        let config = ServerTlsConfig::new().identity(Identity::from_pem(&self.certificate_chain, self.private_key.expose()));
+        let config =
+            ServerTlsConfig::new().identity(Identity::from_pem(&self.certificate_chain, self.private_key.expose()));
         match &self.client_ca {
             // Verified when presented but not demanded in the handshake: a
             // caller without one gets UNAUTHENTICATED naming what is missing

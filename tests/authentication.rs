@@ -93,7 +93,8 @@ fn bearer(token: &str) -> String {
 }
 
 type TokenInterceptor = Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
-type AuthClient = v1::coordinator_service_client::CoordinatorServiceClient<InterceptedService<Channel, TokenInterceptor>>;
+type AuthClient =
+    v1::coordinator_service_client::CoordinatorServiceClient<InterceptedService<Channel, TokenInterceptor>>;
 
 fn in_tenant<T>(mut request: T, tenant: &str, set: impl FnOnce(&mut T) -> &mut String) -> T {
     *set(&mut request) = tenant.to_owned();
@@ -187,7 +188,10 @@ async fn missing_or_bad_credentials_are_unauthenticated() {
             .lookup(lookup_request("k"))
             .await
             .expect_err(case);
-        assert!(matches!(status.code(), Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled), "{case}: {status:?}");
+        assert!(
+            matches!(status.code(), Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled),
+            "{case}: {status:?}"
+        );
     }
 }
 

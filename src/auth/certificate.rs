@@ -29,13 +29,10 @@ pub fn tenant(der: &[u8], uri_prefix: Option<&str>) -> Result<String, String> {
         }
     }
     let common_name = certificate.subject().iter_common_name().next();
-    common_name
-        .and_then(|cn| cn.as_str().ok())
-        .map(str::to_owned)
-        .ok_or_else(|| match uri_prefix {
-            Some(prefix) => format!("the client certificate has no URI SAN starting with {prefix:?} and no subject CN"),
-            None => "the client certificate has no subject CN".to_owned(),
-        })
+    common_name.and_then(|cn| cn.as_str().ok()).map(str::to_owned).ok_or_else(|| match uri_prefix {
+        Some(prefix) => format!("the client certificate has no URI SAN starting with {prefix:?} and no subject CN"),
+        None => "the client certificate has no subject CN".to_owned(),
+    })
 }
 
 #[cfg(test)]

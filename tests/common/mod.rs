@@ -31,15 +31,30 @@ pub struct Etcd {
     pub data_dir: tempfile::TempDir,
     pub client_url: String,
     peer_url: String,
+    /// Flags beyond the single-member basics (TLS, auth token settings).
+    extra_args: Vec<String>,
+    /// How the readiness probe connects (TLS options for an https etcd).
+    probe_options: Option<etcd_client::ConnectOptions>,
 }
 
 impl Etcd {
     pub async fn start() -> Etcd {
+        Etcd::start_with("http", vec![], None).await
+    }
+
+    /// An etcd whose client URL uses `scheme`, with `extra_args`, probed with `probe_options`.
+    pub async fn start_with(
+        scheme: &str,
+        extra_args: Vec<String>,
+        probe_options: Option<etcd_client::ConnectOptions>,
+    ) -> Etcd {
         let mut etcd = Etcd {
             child: None,
             data_dir: tempfile::tempdir().expect("a temp dir for etcd"),
-            client_url: format!("http://127.0.0.1:{}", free_port()),
+            client_url: format!("{scheme}://127.0.0.1:{}", free_port()),
             peer_url: format!("http://127.0.0.1:{}", free_port()),
+            extra_args,
+            probe_options,
         };
         etcd.restart().await;
         etcd
@@ -59,6 +74,7 @@ impl Etcd {
             .arg(format!("--initial-cluster=test={}", self.peer_url))
             .arg("--heartbeat-interval=50")
             .arg("--election-timeout=500")
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -70,7 +86,8 @@ impl Etcd {
     async fn wait_until_serving(&self) {
         for _ in 0..100 {
             let probe = async {
-                let mut client = etcd_client::Client::connect([&self.client_url], None).await.ok()?;
+                let mut client =
+                    etcd_client::Client::connect([&self.client_url], self.probe_options.clone()).await.ok()?;
                 client.put("/probe", "", None).await.ok()
             };
             if tokio::time::timeout(Duration::from_millis(500), probe).await.ok().flatten().is_some() {
@@ -111,27 +128,7 @@ impl Server {
     pub async fn start(etcd: &Etcd, extra: &[&str]) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let addr = listener.local_addr().expect("local addr");
-        let mut argv = vec![
-            "test",
-            "--etcd-endpoints",
-            etcd.client_url.as_str(),
-            "--etcd-request-timeout",
-            "2s",
-            "--etcd-connect-timeout",
-            "500ms",
-            "--health-check-interval",
-            "200ms",
-            "--default-lease-ttl",
-            "5s",
-            "--shutdown-grace",
-            "5s",
-        ];
-        // Any free port, so that parallel test servers never collide.
-        if !extra.contains(&"--metrics-listen") {
-            argv.extend_from_slice(&["--metrics-listen", "127.0.0.1:0"]);
-        }
-        argv.extend_from_slice(extra);
-        let config = ServeCli::parse_from(argv).serve.validate().expect("valid test config");
+        let config = test_config(etcd, extra).validate().expect("valid test config");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let shutdown = async {
@@ -155,7 +152,10 @@ impl Server {
     }
 
     /// A TLS channel to a server started with --tls-cert; Err if the handshake fails.
-    pub async fn tls_channel(&self, tls: tonic::transport::ClientTlsConfig) -> Result<Channel, tonic::transport::Error> {
+    pub async fn tls_channel(
+        &self,
+        tls: tonic::transport::ClientTlsConfig,
+    ) -> Result<Channel, tonic::transport::Error> {
         Channel::from_shared(format!("https://{}", self.addr)).expect("valid url").tls_config(tls)?.connect().await
     }
 
@@ -175,6 +175,29 @@ impl Drop for Server {
             task.abort();
         }
     }
+}
+
+/// The server flags tests use: short timeouts, fast health checks, any free
+/// metrics port, plus `extra`.
+pub fn test_config(etcd: &Etcd, extra: &[&str]) -> ServeArgs {
+    let defaults = [
+        ("--etcd-endpoints", etcd.client_url.as_str()),
+        ("--etcd-request-timeout", "2s"),
+        ("--etcd-connect-timeout", "500ms"),
+        ("--health-check-interval", "200ms"),
+        ("--default-lease-ttl", "5s"),
+        ("--shutdown-grace", "5s"),
+        // Any free port, so that parallel test servers never collide.
+        ("--metrics-listen", "127.0.0.1:0"),
+    ];
+    let mut argv = vec!["test"];
+    for (flag, value) in defaults {
+        if !extra.contains(&flag) {
+            argv.extend_from_slice(&[flag, value]);
+        }
+    }
+    argv.extend_from_slice(extra);
+    ServeCli::parse_from(argv).serve
 }
 
 #[derive(Parser)]

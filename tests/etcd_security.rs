@@ -1,0 +1,133 @@
+//! The coordinator on an etcd that demands TLS, a client certificate and a
+//! user with a password, whose auth tokens expire after one idle second.
+
+mod common;
+
+use std::time::Duration;
+
+use common::pki::Pki;
+use common::*;
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, Permission, TlsOptions};
+use idempotency_coordinator::proto::v1::begin_response::Outcome;
+
+const PASSWORD: &str = "coordinator-password-5f2e";
+
+struct SecureEtcd {
+    etcd: Etcd,
+    pki: Pki,
+    tls: TlsOptions,
+    /// --etcd-* flags for the coordinator, password file included.
+    flags: Vec<String>,
+}
+
+/// etcd with client-certificate TLS and authentication on: a root user and a
+/// "coordinator" user allowed read-write under /idempotency/ only.
+async fn secure_etcd() -> SecureEtcd {
+    let pki = Pki::new("etcd");
+    let server = pki.server("etcd-server");
+    // Its CN is no etcd user, so only the password can make calls succeed.
+    let client = pki.client("etcd-client", Some("coordinator-client"), &[]);
+    let tls = TlsOptions::new()
+        .ca_certificate(Certificate::from_pem(pki.ca_pem()))
+        .identity(Identity::from_pem(client.cert_pem(), client.key_pem()));
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let args = vec![
+        format!("--cert-file={}", path(&server.cert)),
+        format!("--key-file={}", path(&server.key)),
+        format!("--trusted-ca-file={}", path(&pki.ca_path())),
+        "--client-cert-auth".to_owned(),
+        "--auth-token=simple".to_owned(),
+        "--auth-token-ttl=1".to_owned(),
+    ];
+    let etcd = Etcd::start_with("https", args, Some(ConnectOptions::new().with_tls(tls.clone()))).await;
+
+    let mut admin = Client::connect([&etcd.client_url], Some(ConnectOptions::new().with_tls(tls.clone())))
+        .await
+        .expect("admin connects over TLS");
+    admin.role_add("root").await.unwrap();
+    admin.user_add("root", "root-password", None).await.unwrap();
+    admin.user_grant_role("root", "root").await.unwrap();
+    admin.role_add("idempotency").await.unwrap();
+    admin.role_grant_permission("idempotency", Permission::read_write("/idempotency/").with_prefix()).await.unwrap();
+    admin.user_add("coordinator", PASSWORD, None).await.unwrap();
+    admin.user_grant_role("coordinator", "idempotency").await.unwrap();
+    admin.auth_enable().await.unwrap();
+
+    let password_file = pki.dir.path().join("etcd-password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+    let flags = vec![
+        "--etcd-ca".to_owned(),
+        path(&pki.ca_path()),
+        "--etcd-cert".to_owned(),
+        path(&client.cert),
+        "--etcd-key".to_owned(),
+        path(&client.key),
+        "--etcd-user".to_owned(),
+        "coordinator".to_owned(),
+        "--etcd-password-file".to_owned(),
+        path(&password_file),
+    ];
+    SecureEtcd { etcd, pki, tls, flags }
+}
+
+#[tokio::test]
+async fn serves_over_tls_with_a_password_and_survives_token_expiry() {
+    let secure = secure_etcd().await;
+    let mut flags: Vec<&str> = secure.flags.iter().map(String::as_str).collect();
+    // Readiness checks would keep the token fresh; space them out so it expires.
+    flags.extend_from_slice(&["--health-check-interval", "30s"]);
+    let server = Server::start(&secure.etcd, &flags).await;
+    let mut client = server.client().await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+    let mut ready = false;
+    for _ in 0..50 {
+        let answer = health.check(tonic_health::pb::HealthCheckRequest { service: "readiness".into() }).await;
+        if answer.map(|a| a.into_inner().status).ok()
+            == Some(tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "readiness SERVING: its etcd read lies under the granted prefix");
+
+    let owner = acquired(begin(&mut client, begin_request("secure-1", "cart", 5)).await);
+    client.complete(complete_request("secure-1", owner.fencing_token, "ok")).await.expect("complete");
+
+    // The record is in etcd, where root can read it.
+    let mut root = Client::connect(
+        [&secure.etcd.client_url],
+        Some(ConnectOptions::new().with_tls(secure.tls.clone()).with_user("root", "root-password")),
+    )
+    .await
+    .expect("root connects");
+    let stored = root.get("/idempotency/", Some(etcd_client::GetOptions::new().with_prefix())).await.unwrap();
+    assert!(stored.kvs().iter().any(|kv| kv.key_str().unwrap_or_default().contains("secure-1")));
+
+    // Past the token's one-second TTL with no call in between: the client must
+    // re-authenticate by itself, or every call from now on would fail.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(matches!(begin(&mut client, begin_request("secure-1", "cart", 5)).await, Outcome::Completed(_)));
+    let second = acquired(begin(&mut client, begin_request("secure-2", "cart", 5)).await);
+    client.complete(complete_request("secure-2", second.fencing_token, "ok")).await.expect("complete after expiry");
+    drop(secure.pki);
+}
+
+#[tokio::test]
+async fn a_wrong_password_stops_the_server_at_startup() {
+    let secure = secure_etcd().await;
+    let wrong = secure.pki.dir.path().join("wrong-password");
+    std::fs::write(&wrong, "not-the-password").unwrap();
+    let mut flags: Vec<&str> = secure.flags.iter().map(String::as_str).collect();
+    let last = flags.len() - 1;
+    flags[last] = wrong.to_str().unwrap();
+    let config = test_config(&secure.etcd, &flags).validate().expect("valid flags");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let run = idempotency_coordinator::server::run(config, listener, std::future::pending());
+    let error = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("startup gives up, not hangs")
+        .expect_err("a wrong etcd password must not serve");
+    assert!(error.to_string().contains("authentication failed"), "{error}");
+}
