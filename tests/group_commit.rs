@@ -37,6 +37,8 @@ async fn coordinator(etcd: &Etcd) -> (Arc<Coordinator>, EtcdStore) {
         prefix: "/group-commit/".into(),
         connect_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(10),
+        tls: None,
+        credentials: None,
     };
     let store = EtcdStore::connect(&config).await.expect("etcd client");
     (Arc::new(Coordinator::new(store.clone(), limits(), 1 << 20, CancellationToken::new())), store)
