@@ -36,8 +36,8 @@ pub struct ClientArgs {
     pub client_key: Option<PathBuf>,
 
     /// Bearer token, sent as `authorization: Bearer <token>`; prefer the environment variable.
-    #[arg(long, global = true, env = "IDEMPOTENCY_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    #[arg(long, global = true, env = "IDEMPOTENCY_BEARER_TOKEN", hide_env_values = true)]
+    pub bearer_token: Option<String>,
 }
 
 impl ClientArgs {
@@ -66,10 +66,10 @@ impl ClientArgs {
 
     /// Adds the bearer token, if any, to every call.
     fn authorization(&self) -> Result<impl Interceptor + use<>, String> {
-        let header: Option<MetadataValue<Ascii>> = match &self.token {
-            Some(token) => {
-                Some(format!("Bearer {token}").parse().map_err(|_| "--token must be printable ASCII".to_owned())?)
-            }
+        let header: Option<MetadataValue<Ascii>> = match &self.bearer_token {
+            Some(token) => Some(
+                format!("Bearer {token}").parse().map_err(|_| "--bearer-token must be printable ASCII".to_owned())?,
+            ),
             None => None,
         };
         Ok(move |mut request: tonic::Request<()>| {

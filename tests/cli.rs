@@ -2,14 +2,30 @@
 
 mod common;
 
-use std::process::Command;
+use std::io::Write;
+use std::process::{Command, Stdio};
 
+use common::pki::Pki;
 use common::*;
 
 async fn cli(server: &Server, args: &[&str]) -> (bool, String, String) {
+    run(args, &server.url(), &[], "").await
+}
+
+/// Runs the binary with `args`, `--addr addr`, extra environment and `stdin`.
+async fn run(args: &[&str], addr: &str, env: &[(&str, &str)], stdin: &str) -> (bool, String, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_idempotency-coordinator"));
-    command.args(args).args(["--addr", &server.url()]);
-    let output = tokio::task::spawn_blocking(move || command.output()).await.unwrap().expect("the CLI runs");
+    command.args(args).args(["--addr", addr]).envs(env.iter().copied());
+    command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let stdin = stdin.to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        let mut child = command.spawn()?;
+        child.stdin.take().expect("piped stdin").write_all(stdin.as_bytes())?;
+        child.wait_with_output()
+    })
+    .await
+    .unwrap()
+    .expect("the CLI runs");
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -64,4 +80,42 @@ async fn every_rpc_can_be_driven_from_the_shell() {
 
     let (ok, _, err) = cli(&server, &[&["fail"], &id[..], &["--token", "1", "--code", "x"]].concat()).await;
     assert!(!ok && err.contains("LEASE_LOST"), "{err}");
+}
+
+#[tokio::test]
+async fn the_shell_client_speaks_tls_with_a_certificate_or_a_token() {
+    let pki = Pki::new("cli");
+    let server_cert = pki.server("server");
+    let client_cert = pki.client("client", Some("acme"), &[]);
+    let token = "cli-token-0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+    let (ok, digest, _) = run(&["hash-token"], "http://unused", &[], &format!("{token}\n")).await;
+    assert!(ok && digest.trim().len() == 64, "{digest}");
+    let (ok, _, err) = run(&["hash-token"], "http://unused", &[], "short\n").await;
+    assert!(!ok && err.contains("at least 22"), "{err}");
+    let tokens = pki.dir.path().join("tokens");
+    std::fs::write(&tokens, format!("acme {}", digest.trim())).unwrap();
+
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let (cert, key, ca, tokens) =
+        (path(&server_cert.cert), path(&server_cert.key), path(&pki.ca_path()), path(&tokens));
+    let health_listen = format!("127.0.0.1:{}", free_port());
+    let flags = ["--tls-cert", &cert, "--tls-key", &key, "--tls-client-ca", &ca, "--tokens-file", &tokens];
+    let (_etcd, server, _) = start_with(&[&flags[..], &["--health-listen", &health_listen]].concat()).await;
+    let addr = format!("https://{}", server.addr);
+    let id = ["-n", "payments.create", "-k", "cli-tls-1"];
+
+    let with_token = [("IDEMPOTENCY_BEARER_TOKEN", token), ("IDEMPOTENCY_CA_CERT", ca.as_str())];
+    let (ok, out, err) = run(&[&["begin"], &id[..], &["--payload", "x"]].concat(), &addr, &with_token, "").await;
+    assert!(ok && out.starts_with("acquired"), "{out}{err}");
+
+    let (client_cert, client_key) = (path(&client_cert.cert), path(&client_cert.key));
+    let by_certificate = ["--ca-cert", &ca, "--client-cert", &client_cert, "--client-key", &client_key];
+    let (ok, out, err) = run(&[&["lookup"], &id[..], &by_certificate[..]].concat(), &addr, &[], "").await;
+    assert!(ok && out.contains("STATE_IN_PROGRESS"), "the same tenant by certificate: {out}{err}");
+
+    let (ok, _, err) = run(&[&["lookup"], &id[..], &["--ca-cert", &ca]].concat(), &addr, &[], "").await;
+    assert!(!ok && err.contains("Unauthenticated"), "{err}");
+    let (ok, _, err) =
+        run(&[&["lookup", "--tenant", "globex"], &id[..], &by_certificate[..]].concat(), &addr, &[], "").await;
+    assert!(!ok && err.contains("PermissionDenied"), "{err}");
 }
