@@ -52,11 +52,14 @@ SERVICE_CONFIG = json.dumps(
 )
 
 
-def channel(target: str) -> grpc.Channel:
-    """A plaintext channel with the retry policy above."""
-    return grpc.insecure_channel(
-        target, options=[("grpc.service_config", SERVICE_CONFIG), ("grpc.enable_retries", 1)]
-    )
+def channel(target: str, credentials: Optional[grpc.ChannelCredentials] = None) -> grpc.Channel:
+    """A channel with the retry policy above: plaintext, or TLS with `credentials`
+    (grpc.ssl_channel_credentials(...), composed with
+    grpc.access_token_call_credentials(token) for a bearer token)."""
+    options = [("grpc.service_config", SERVICE_CONFIG), ("grpc.enable_retries", 1)]
+    if credentials is None:
+        return grpc.insecure_channel(target, options=options)
+    return grpc.secure_channel(target, credentials, options=options)
 
 
 @dataclass
