@@ -37,8 +37,20 @@ pub enum ServeError {
     Metrics(std::net::SocketAddr, std::io::Error),
     #[error("cannot listen for plaintext health checks on {0}: {1}")]
     Health(std::net::SocketAddr, std::io::Error),
-    #[error("cannot set up TLS on the gRPC port (check --tls-cert, --tls-key, --tls-client-ca): {0}")]
+    #[error("cannot set up TLS on the gRPC port (check --tls-cert, --tls-key, --tls-client-ca): {}", with_causes(.0))]
     Tls(tonic::transport::Error),
+}
+
+/// An error and its causes: tonic's transport errors say only "transport
+/// error" themselves and keep what went wrong in their sources.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text = format!("{text}: {inner}");
+        cause = inner.source();
+    }
+    text
 }
 
 /// Serves on `listener` until `shutdown` resolves, then drains: readiness goes

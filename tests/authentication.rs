@@ -229,3 +229,21 @@ async fn health_answers_on_the_plaintext_port_without_credentials() {
     let channel = setup.server.tls_channel(setup.tls(None)).await.unwrap();
     HealthClient::new(channel).check(HealthCheckRequest { service: "liveness".into() }).await.expect("TLS health");
 }
+
+#[tokio::test]
+async fn unreadable_tls_material_stops_the_server_with_the_reason() {
+    let etcd = Etcd::start().await;
+    let pki = Pki::new("broken");
+    let server_cert = pki.server("server");
+    let (cert, not_a_key) = (server_cert.cert.to_str().unwrap(), pki.ca_path());
+    let flags = ["--tls-cert", cert, "--tls-key", not_a_key.to_str().unwrap()];
+    let config = test_config(&etcd, &flags).validate().expect("the files exist");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let run = idempotency_coordinator::server::run(config, listener, std::future::pending());
+    let error = tokio::time::timeout(std::time::Duration::from_secs(10), run)
+        .await
+        .expect("startup gives up, not hangs")
+        .expect_err("a certificate as the key must not serve");
+    let message = error.to_string();
+    assert!(message.contains("--tls-key") && message.contains("private key"), "{message}");
+}

@@ -71,7 +71,10 @@ impl Interceptor for Authenticator {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         let Some(config) = &self.config else { return Ok(request) };
         let certificate = request.peer_certs().and_then(|chain| chain.first().map(|c| c.to_vec()));
-        let caller = identify(config, request.metadata(), certificate.as_deref()).map_err(Error::Unauthenticated)?;
+        let caller = identify(config, request.metadata(), certificate.as_deref()).map_err(|why| {
+            tracing::info!(reason = %why, "call refused: unauthenticated");
+            Error::Unauthenticated(why)
+        })?;
         request.extensions_mut().insert(caller);
         Ok(request)
     }
