@@ -20,6 +20,12 @@ class LeaseLostError extends IdempotencyError {}
 class UnavailableError extends IdempotencyError {}
 /** A field is malformed or over a limit; `violations` maps field to description. */
 class InvalidRequestError extends IdempotencyError {}
+
+/** No, unknown or conflicting credentials (authentication is on). */
+class AuthenticationError extends IdempotencyError {}
+
+/** The request named a tenant other than the caller's. */
+class PermissionDeniedError extends IdempotencyError {}
 /** The operation failed for good earlier; this is the stored error, replayed. */
 class ReplayedFailure extends IdempotencyError {
   constructor(code, message, details, attempt) {
@@ -103,6 +109,8 @@ function fromGrpcError(error) {
   if (reason === 'INVALID_REQUEST' || error.code === Status.INVALID_ARGUMENT) {
     return Object.assign(new InvalidRequestError(message, 'INVALID_REQUEST'), { violations });
   }
+  if (error.code === Status.UNAUTHENTICATED) return new AuthenticationError(message, reason, metadata);
+  if (error.code === Status.PERMISSION_DENIED) return new PermissionDeniedError(message, reason, metadata);
   if ([Status.UNAVAILABLE, Status.RESOURCE_EXHAUSTED, Status.DEADLINE_EXCEEDED].includes(error.code)) {
     return new UnavailableError(message, reason, metadata);
   }
@@ -115,6 +123,8 @@ module.exports = {
   LeaseLostError,
   UnavailableError,
   InvalidRequestError,
+  AuthenticationError,
+  PermissionDeniedError,
   ReplayedFailure,
   RetryableError,
   PermanentError,

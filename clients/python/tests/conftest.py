@@ -31,14 +31,13 @@ def wait_until(check, what, seconds=20.0):
     raise RuntimeError(f"{what} did not come up within {seconds}s")
 
 
-@pytest.fixture(scope="session")
-def server_address():
-    data = tempfile.TemporaryDirectory()
-    client_port, peer_port, grpc_port = free_port(), free_port(), free_port()
+def start_etcd(data_dir: str):
+    """A single-member etcd on free loopback ports; returns (process, client URL)."""
+    client_port, peer_port = free_port(), free_port()
     etcd = subprocess.Popen(
         [
             os.environ.get("ETCD_BIN", "etcd"),
-            f"--data-dir={data.name}/etcd",
+            f"--data-dir={data_dir}/etcd",
             f"--listen-client-urls=http://127.0.0.1:{client_port}",
             f"--advertise-client-urls=http://127.0.0.1:{client_port}",
             f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
@@ -48,32 +47,48 @@ def server_address():
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    return etcd, f"http://127.0.0.1:{client_port}"
+
+
+def start_coordinator(etcd_url: str, grpc_port: int, *flags: str):
     binary = os.environ.get("IDEMPOTENCY_BIN", str(REPO / "target" / "debug" / "idempotency-coordinator"))
-    coordinator = subprocess.Popen(
-        [binary, "serve", "--listen", f"127.0.0.1:{grpc_port}", "--etcd-endpoints", f"http://127.0.0.1:{client_port}",
-         "--metrics-listen", "127.0.0.1:0"],
+    return subprocess.Popen(
+        [binary, "serve", "--listen", f"127.0.0.1:{grpc_port}", "--etcd-endpoints", etcd_url,
+         "--metrics-listen", "127.0.0.1:0", *flags],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    address = f"127.0.0.1:{grpc_port}"
 
-    def ready():
-        try:
-            channel = grpc.insecure_channel(address)
-            grpc.channel_ready_future(channel).result(timeout=0.5)
-            Coordinator(channel).lookup("health.check", "probe")
-        except Exception as error:  # NOT_FOUND means etcd answered
-            return "RECORD_NOT_FOUND" in str(getattr(error, "reason", "")) or "NOT_FOUND" in str(error)
-        return True
 
+def answers(channel) -> bool:
+    """Whether the coordinator behind `channel` answers with etcd behind it."""
     try:
-        wait_until(ready, "the coordinator")
+        grpc.channel_ready_future(channel).result(timeout=0.5)
+        Coordinator(channel).lookup("health.check", "probe")
+    except Exception as error:  # NOT_FOUND means etcd answered
+        return "RECORD_NOT_FOUND" in str(getattr(error, "reason", "")) or "NOT_FOUND" in str(error)
+    return True
+
+
+def stop(*processes):
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def server_address():
+    data = tempfile.TemporaryDirectory()
+    etcd, etcd_url = start_etcd(data.name)
+    grpc_port = free_port()
+    coordinator = start_coordinator(etcd_url, grpc_port)
+    address = f"127.0.0.1:{grpc_port}"
+    try:
+        wait_until(lambda: answers(grpc.insecure_channel(address)), "the coordinator")
         yield address
     finally:
-        coordinator.terminate()
-        etcd.terminate()
-        coordinator.wait(10)
-        etcd.wait(10)
+        stop(coordinator, etcd)
         data.cleanup()
 
 

@@ -2,11 +2,13 @@
 
 from .client import SERVICE_CONFIG, Attempt, Coordinator, Outcome, Result, channel
 from .errors import (
+    AuthenticationError,
     IdempotencyError,
     InvalidRequestError,
     KeyReusedError,
     LeaseLostError,
     PermanentError,
+    PermissionDeniedError,
     ReplayedFailure,
     RetryableError,
     UnavailableError,
@@ -14,6 +16,7 @@ from .errors import (
 
 __all__ = [
     "Attempt",
+    "AuthenticationError",
     "Coordinator",
     "IdempotencyError",
     "InvalidRequestError",
@@ -21,6 +24,7 @@ __all__ = [
     "LeaseLostError",
     "Outcome",
     "PermanentError",
+    "PermissionDeniedError",
     "ReplayedFailure",
     "Result",
     "RetryableError",

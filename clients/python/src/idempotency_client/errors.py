@@ -40,6 +40,14 @@ class InvalidRequestError(IdempotencyError):
         self.violations = violations
 
 
+class AuthenticationError(IdempotencyError):
+    """No, unknown or conflicting credentials (the coordinator has authentication on)."""
+
+
+class PermissionDeniedError(IdempotencyError):
+    """The request named a tenant other than the caller's."""
+
+
 class ReplayedFailure(IdempotencyError):
     """The operation failed for good earlier; this is the stored error, replayed."""
 
@@ -84,6 +92,10 @@ def from_rpc_error(error: grpc.RpcError) -> IdempotencyError:
         return LeaseLostError(message, reason, metadata)
     if reason == "INVALID_REQUEST" or error.code() == grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidRequestError(message, violations)
+    if error.code() == grpc.StatusCode.UNAUTHENTICATED:
+        return AuthenticationError(message, reason, metadata)
+    if error.code() == grpc.StatusCode.PERMISSION_DENIED:
+        return PermissionDeniedError(message, reason, metadata)
     if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED):
         return UnavailableError(message, reason, metadata, retry_after)
     return IdempotencyError(message, reason, metadata)
