@@ -252,37 +252,10 @@ impl ServeArgs {
         if (https != 0) != self.etcd_ca.is_some() {
             return Err("--etcd-ca is required with https:// --etcd-endpoints, and only with them".into());
         }
-        let tls = match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => Some(ServerTls {
-                certificate_chain: read("tls-cert", cert)?,
-                private_key: Secret::new(read("tls-key", key)?),
-                client_ca: self.tls_client_ca.as_deref().map(|ca| read("tls-client-ca", ca)).transpose()?,
-            }),
-            _ => None,
-        };
+        let tls = self.server_tls()?;
         let tokens = self.tokens_file.as_deref().map(read_tokens).transpose()?;
-        let etcd_tls = match &self.etcd_ca {
-            Some(ca) => Some(EtcdTls {
-                ca: read("etcd-ca", ca)?,
-                client: match (&self.etcd_cert, &self.etcd_key) {
-                    (Some(cert), Some(key)) => Some((read("etcd-cert", cert)?, Secret::new(read("etcd-key", key)?))),
-                    _ => None,
-                },
-            }),
-            None => None,
-        };
-        let credentials = match (self.etcd_user, &self.etcd_password_file) {
-            (Some(user), Some(file)) => {
-                let mut password = read("etcd-password-file", file)?;
-                // Files written by editors and `echo` end in a newline that is not part of the password.
-                while password.last().is_some_and(|b| matches!(b, b'\n' | b'\r')) {
-                    password.pop();
-                }
-                std::str::from_utf8(&password).map_err(|_| "--etcd-password-file must hold UTF-8 text".to_owned())?;
-                Some((user, Secret::new(password)))
-            }
-            _ => None,
-        };
+        let etcd_tls = self.etcd_tls()?;
+        let credentials = self.etcd_credentials()?;
         Ok(Config {
             listen: self.listen,
             metrics_listen: self.metrics_listen,
@@ -316,6 +289,37 @@ impl ServeArgs {
             max_in_flight: self.max_in_flight,
             replay_cache_bytes: self.replay_cache_bytes,
         })
+    }
+}
+
+impl ServeArgs {
+    fn server_tls(&self) -> Result<Option<ServerTls>, String> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else { return Ok(None) };
+        Ok(Some(ServerTls {
+            certificate_chain: read("tls-cert", cert)?,
+            private_key: Secret::new(read("tls-key", key)?),
+            client_ca: self.tls_client_ca.as_deref().map(|ca| read("tls-client-ca", ca)).transpose()?,
+        }))
+    }
+
+    fn etcd_tls(&self) -> Result<Option<EtcdTls>, String> {
+        let Some(ca) = &self.etcd_ca else { return Ok(None) };
+        let client = match (&self.etcd_cert, &self.etcd_key) {
+            (Some(cert), Some(key)) => Some((read("etcd-cert", cert)?, Secret::new(read("etcd-key", key)?))),
+            _ => None,
+        };
+        Ok(Some(EtcdTls { ca: read("etcd-ca", ca)?, client }))
+    }
+
+    fn etcd_credentials(&self) -> Result<Option<(String, Secret)>, String> {
+        let (Some(user), Some(file)) = (&self.etcd_user, &self.etcd_password_file) else { return Ok(None) };
+        let mut password = read("etcd-password-file", file)?;
+        // Files written by editors and `echo` end in a newline that is not part of the password.
+        while password.last().is_some_and(|b| matches!(b, b'\n' | b'\r')) {
+            password.pop();
+        }
+        std::str::from_utf8(&password).map_err(|_| "--etcd-password-file must hold UTF-8 text".to_owned())?;
+        Ok(Some((user.clone(), Secret::new(password))))
     }
 }
 

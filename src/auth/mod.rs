@@ -70,8 +70,9 @@ impl Authenticator {
 impl Interceptor for Authenticator {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         let Some(config) = &self.config else { return Ok(request) };
-        let certificate = request.peer_certs().and_then(|chain| chain.first().map(|c| c.to_vec()));
-        let caller = identify(config, request.metadata(), certificate.as_deref()).map_err(|why| {
+        let chain = request.peer_certs();
+        let leaf = chain.as_ref().and_then(|chain| chain.first()).map(|der| der.as_ref());
+        let caller = identify(config, request.metadata(), leaf).map_err(|why| {
             tracing::info!(reason = %why, "call refused: unauthenticated");
             Error::Unauthenticated(why)
         })?;
