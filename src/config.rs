@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::auth::{AuthConfig, TokenTable};
-use crate::tls::{EtcdTls, Secret, ServerTls};
+use crate::auth::{AuthConfig, TokensFile};
+use crate::tls::server::{ServerTls, ServerTlsFiles};
+use crate::tls::{EtcdTls, Secret};
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -54,6 +55,11 @@ pub struct ServeArgs {
     /// authentication by `authorization: Bearer` tokens. Needs TLS.
     #[arg(long, env = "IDEMPOTENCY_TOKENS_FILE", requires = "tls_cert")]
     pub tokens_file: Option<PathBuf>,
+
+    /// How often TLS and tokens files are checked for changes; changed files are loaded
+    /// without a restart (new connections get a renewed certificate).
+    #[arg(long, env = "IDEMPOTENCY_RELOAD_INTERVAL", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub reload_interval: Duration,
 
     /// etcd client URLs, comma-separated; give every member.
     #[arg(long, env = "IDEMPOTENCY_ETCD_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
@@ -157,6 +163,7 @@ pub struct Config {
     /// None: plaintext gRPC.
     pub tls: Option<ServerTls>,
     pub auth: AuthConfig,
+    pub reload_interval: Duration,
     pub store: StoreConfig,
     pub limits: Limits,
     pub health_check_interval: Duration,
@@ -235,6 +242,7 @@ impl ServeArgs {
             ("etcd-connect-timeout", self.etcd_connect_timeout),
             ("etcd-request-timeout", self.etcd_request_timeout),
             ("health-check-interval", self.health_check_interval),
+            ("reload-interval", self.reload_interval),
         ] {
             if d.is_zero() {
                 return Err(format!("--{flag} must be positive"));
@@ -253,7 +261,7 @@ impl ServeArgs {
             return Err("--etcd-ca is required with https:// --etcd-endpoints, and only with them".into());
         }
         let tls = self.server_tls()?;
-        let tokens = self.tokens_file.as_deref().map(read_tokens).transpose()?;
+        let tokens = self.tokens_file.clone().map(TokensFile::load).transpose()?;
         let etcd_tls = self.etcd_tls()?;
         let credentials = self.etcd_credentials()?;
         Ok(Config {
@@ -261,6 +269,7 @@ impl ServeArgs {
             metrics_listen: self.metrics_listen,
             health_listen: self.health_listen,
             tls,
+            reload_interval: self.reload_interval,
             auth: AuthConfig {
                 client_certificates: self.tls_client_ca.is_some(),
                 tenant_uri_prefix: self.tenant_uri_prefix,
@@ -295,11 +304,12 @@ impl ServeArgs {
 impl ServeArgs {
     fn server_tls(&self) -> Result<Option<ServerTls>, String> {
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else { return Ok(None) };
-        Ok(Some(ServerTls {
-            certificate_chain: read("tls-cert", cert)?,
-            private_key: Secret::new(read("tls-key", key)?),
-            client_ca: self.tls_client_ca.as_deref().map(|ca| read("tls-client-ca", ca)).transpose()?,
-        }))
+        ServerTls::load(ServerTlsFiles {
+            certificate_chain: cert.clone(),
+            private_key: key.clone(),
+            client_ca: self.tls_client_ca.clone(),
+        })
+        .map(Some)
     }
 
     fn etcd_tls(&self) -> Result<Option<EtcdTls>, String> {
@@ -325,17 +335,6 @@ impl ServeArgs {
 
 fn read(flag: &str, path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("--{flag}: cannot read {}: {e}", path.display()))
-}
-
-fn read_tokens(path: &Path) -> Result<TokenTable, String> {
-    let text = String::from_utf8(read("tokens-file", path)?)
-        .map_err(|_| format!("--tokens-file: {} is not UTF-8 text", path.display()))?;
-    let table = TokenTable::parse(&text, crate::request::check_tenant_name)
-        .map_err(|why| format!("--tokens-file: {}: {why}", path.display()))?;
-    if table.is_empty() {
-        return Err(format!("--tokens-file: {} lists no tokens", path.display()));
-    }
-    Ok(table)
 }
 
 #[cfg(test)]
@@ -379,24 +378,7 @@ mod tests {
         assert!(parse(&["--etcd-endpoints", "https://a:2379"]).unwrap_err().contains("--etcd-ca"));
         assert!(parse(&["--etcd-ca", "ca.pem"]).unwrap_err().contains("--etcd-ca"));
         let missing = parse(&["--tls-cert", "/nonexistent/c.pem", "--tls-key", "k.pem"]).unwrap_err();
-        assert!(missing.starts_with("--tls-cert: cannot read /nonexistent/c.pem"), "{missing}");
-    }
-
-    #[test]
-    fn tokens_files_are_checked_at_startup() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("tokens");
-        let args = |file: &Path| {
-            let file = file.to_str().unwrap().to_owned();
-            parse(&["--tls-cert", "/dev/null", "--tls-key", "/dev/null", "--tokens-file", &file])
-        };
-        std::fs::write(&file, "# nothing yet\n").unwrap();
-        assert!(args(&file).unwrap_err().ends_with("lists no tokens"));
-        std::fs::write(&file, "acme/x 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n").unwrap();
-        assert!(args(&file).unwrap_err().contains("line 1: tenant may contain only"));
-        std::fs::write(&file, "acme 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n").unwrap();
-        let config = args(&file).expect("valid tokens file");
-        assert!(config.auth.is_on() && !config.auth.client_certificates);
+        assert!(missing.starts_with("--tls-cert: /nonexistent/c.pem"), "{missing}");
     }
 
     #[test]

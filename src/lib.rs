@@ -16,7 +16,8 @@
 //! - [`fingerprint`] and [`canonical_json`]: request fingerprints (SHA-256 of
 //!   raw bytes or of RFC 8785 canonical JSON).
 //! - [`auth`]: who is calling — client certificates and bearer tokens name
-//!   the caller's tenant when authentication is on; [`tls`] holds the keys.
+//!   the caller's tenant when authentication is on; [`tls`] serves the gRPC
+//!   port over TLS; [`reload`] picks up renewed certificates and tokens.
 //! - The process shell: [`config`], [`telemetry`], [`health`], [`metrics`] and
 //!   [`grpc_metrics`] (Prometheus), [`overload`]
 //!   (load shedding), [`shutdown`],
@@ -38,6 +39,7 @@ pub mod metrics;
 pub mod overload;
 pub mod oversize;
 pub mod proto;
+pub mod reload;
 pub mod request;
 pub mod server;
 pub mod service;

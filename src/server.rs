@@ -5,6 +5,7 @@
 //! resolves.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -14,7 +15,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tracing::{info, warn};
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, TokenTable};
 use crate::config::Config;
 use crate::coordinator::Coordinator;
 use crate::grpc_metrics::GrpcMetricsLayer;
@@ -22,8 +23,10 @@ use crate::health;
 use crate::overload::ShedLoadLayer;
 use crate::oversize::OversizeLayer;
 use crate::proto::{FILE_DESCRIPTOR_SET, v1::coordinator_service_server::CoordinatorServiceServer};
+use crate::reload;
 use crate::service::CoordinatorApi;
 use crate::store::EtcdStore;
+use crate::tls::incoming::incoming;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -37,26 +40,16 @@ pub enum ServeError {
     Metrics(std::net::SocketAddr, std::io::Error),
     #[error("cannot listen for plaintext health checks on {0}: {1}")]
     Health(std::net::SocketAddr, std::io::Error),
-    #[error("cannot set up TLS on the gRPC port (check --tls-cert, --tls-key, --tls-client-ca): {}", with_causes(.0))]
-    Tls(tonic::transport::Error),
-}
-
-/// An error and its causes: tonic's transport errors say only "transport
-/// error" themselves and keep what went wrong in their sources.
-fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        text = format!("{text}: {inner}");
-        cause = inner.source();
-    }
-    text
 }
 
 /// Serves on `listener` until `shutdown` resolves, then drains: readiness goes
 /// NOT_SERVING, waiting Begins answer at once, new connections are refused and
 /// in-flight calls get `config.shutdown_grace` to finish.
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
     crate::metrics::handle(); // before anything records a metric
     let store = EtcdStore::connect(&config.store).await?;
     let draining = CancellationToken::new();
@@ -65,13 +58,21 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     health::init(&reporter).await;
-    let readiness =
-        tokio::spawn(health::track_readiness(store, reporter, config.health_check_interval, draining.clone()));
+    // Aborted when the server has stopped.
+    let mut background =
+        vec![tokio::spawn(health::track_readiness(store, reporter, config.health_check_interval, draining.clone()))];
 
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    if let Some(tokens) = &config.auth.tokens {
+        let path = tokens.path.clone();
+        let watch = reload::watch(tokens.current.clone(), vec![path.clone()], config.reload_interval, "tokens file", {
+            move || TokenTable::load(&path)
+        });
+        background.push(tokio::spawn(watch));
+    }
     let coordinator_service = InterceptedService::new(
         CoordinatorServiceServer::new(CoordinatorApi::new(coordinator, config.limits))
             .max_decoding_message_size(config.max_message_bytes),
@@ -84,19 +85,24 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     let metrics_stop = draining.clone();
     tokio::spawn(crate::metrics::serve(metrics_listener, async move { metrics_stop.cancelled().await }));
 
-    let mut builder = Server::builder();
-    let mut plaintext_health = None;
     if let Some(tls) = &config.tls {
-        builder = builder.tls_config(tls.config()).map_err(ServeError::Tls)?;
+        let files = tls.files.clone();
+        let watch = reload::watch(tls.current.clone(), files.paths(), config.reload_interval, "TLS certificate", {
+            move || files.load()
+        });
+        background.push(tokio::spawn(watch));
         let health_listener =
             TcpListener::bind(config.health_listen).await.map_err(|e| ServeError::Health(config.health_listen, e))?;
         info!(address = %config.health_listen, "plaintext health checks");
         // Outlives the drain on purpose: probes must see readiness go NOT_SERVING.
-        plaintext_health = Some(tokio::spawn(
-            Server::builder()
-                .add_service(health_service.clone())
-                .serve_with_incoming(TcpListenerStream::new(health_listener)),
-        ));
+        let plaintext_health = Server::builder()
+            .add_service(health_service.clone())
+            .serve_with_incoming(TcpListenerStream::new(health_listener));
+        background.push(tokio::spawn(async move {
+            if let Err(error) = plaintext_health.await {
+                warn!(%error, "the plaintext health server failed");
+            }
+        }));
     }
 
     info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), metrics = %config.metrics_listen, tls = config.tls.is_some(), "serving");
@@ -108,14 +114,21 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
             draining.cancel();
         }
     };
-    let server = builder
+    let router = Server::builder()
         .layer(GrpcMetricsLayer)
         .layer(ShedLoadLayer::new(config.max_in_flight))
         .layer(OversizeLayer)
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(coordinator_service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain_started);
+        .add_service(coordinator_service);
+    // Two connection types, so two server futures of different types.
+    let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> = match &config.tls {
+        Some(tls) => {
+            let connections = incoming(listener, tls.current.clone(), draining.clone());
+            Box::pin(router.serve_with_incoming_shutdown(connections, drain_started))
+        }
+        None => Box::pin(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain_started)),
+    };
     tokio::pin!(server);
     let grace_over = async {
         draining.cancelled().await;
@@ -125,9 +138,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         result = &mut server => result?,
         _ = grace_over => warn!("grace period over with calls still in flight; exiting anyway"),
     }
-    readiness.abort();
-    if let Some(health) = plaintext_health {
-        health.abort();
+    for task in background {
+        task.abort();
     }
     info!("stopped");
     Ok(())

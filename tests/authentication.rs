@@ -231,19 +231,20 @@ async fn health_answers_on_the_plaintext_port_without_credentials() {
 }
 
 #[tokio::test]
-async fn unreadable_tls_material_stops_the_server_with_the_reason() {
+async fn unusable_tls_material_is_refused_at_startup_naming_the_flag() {
     let etcd = Etcd::start().await;
     let pki = Pki::new("broken");
     let server_cert = pki.server("server");
-    let (cert, not_a_key) = (server_cert.cert.to_str().unwrap(), pki.ca_path());
-    let flags = ["--tls-cert", cert, "--tls-key", not_a_key.to_str().unwrap()];
-    let config = test_config(&etcd, &flags).validate().expect("the files exist");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let run = idempotency_coordinator::server::run(config, listener, std::future::pending());
-    let error = tokio::time::timeout(std::time::Duration::from_secs(10), run)
-        .await
-        .expect("startup gives up, not hangs")
-        .expect_err("a certificate as the key must not serve");
-    let message = error.to_string();
-    assert!(message.contains("--tls-key") && message.contains("private key"), "{message}");
+    let other = pki.server("other");
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let (cert, key, ca) = (path(&server_cert.cert), path(&server_cert.key), path(&pki.ca_path()));
+    let cases = [
+        (["--tls-cert", &cert, "--tls-key", &ca], "--tls-key"),
+        (["--tls-cert", &key, "--tls-key", &key], "--tls-cert"),
+        (["--tls-cert", &cert, "--tls-key", &path(&other.key)], "--tls-key does not fit --tls-cert"),
+    ];
+    for (flags, expected) in cases {
+        let error = test_config(&etcd, &flags).validate().expect_err("unusable TLS material");
+        assert!(error.starts_with(expected), "{flags:?}: {error}");
+    }
 }

@@ -15,7 +15,7 @@ use tonic::{Request, Status};
 
 use crate::error::Error;
 use crate::proto::v1;
-pub use tokens::TokenTable;
+pub use tokens::{TokenTable, TokensFile};
 
 /// How callers prove who they are.
 #[derive(Debug, Clone, Default)]
@@ -24,7 +24,7 @@ pub struct AuthConfig {
     pub client_certificates: bool,
     /// See [`certificate::tenant`].
     pub tenant_uri_prefix: Option<String>,
-    pub tokens: Option<TokenTable>,
+    pub tokens: Option<TokensFile>,
 }
 
 impl AuthConfig {
@@ -88,6 +88,7 @@ fn identify(config: &AuthConfig, metadata: &MetadataMap, certificate: Option<&[u
         None => None,
         Some(value) => {
             let tokens = config.tokens.as_ref().ok_or("bearer tokens are not accepted here (no --tokens-file)")?;
+            let tokens = tokens.current.get();
             let token = value
                 .to_str()
                 .ok()
@@ -155,7 +156,10 @@ mod tests {
         AuthConfig {
             client_certificates,
             tenant_uri_prefix: None,
-            tokens: (!tokens.is_empty()).then(|| TokenTable::parse(&file, |_| Ok(())).unwrap()),
+            tokens: (!tokens.is_empty()).then(|| TokensFile {
+                path: "tokens".into(),
+                current: Arc::new(crate::reload::Reloadable::new(TokenTable::parse(&file, |_| Ok(())).unwrap())),
+            }),
         }
     }
 

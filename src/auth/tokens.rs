@@ -11,8 +11,26 @@
 //! secrets of 128 bits or more, not passwords: nothing is left to brute-force.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
+
+use crate::reload::Reloadable;
+
+/// A tokens file and the table last loaded from it.
+#[derive(Debug, Clone)]
+pub struct TokensFile {
+    pub path: PathBuf,
+    pub current: Arc<Reloadable<TokenTable>>,
+}
+
+impl TokensFile {
+    pub fn load(path: PathBuf) -> Result<Self, String> {
+        let table = TokenTable::load(&path)?;
+        Ok(Self { path, current: Arc::new(Reloadable::new(table)) })
+    }
+}
 
 /// Hashes of accepted tokens and the tenant each one authenticates.
 #[derive(Debug, Clone, Default)]
@@ -55,6 +73,18 @@ impl TokenTable {
         Ok(table)
     }
 
+    /// Reads a tokens file; errors name the flag, the file and the line.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--tokens-file: cannot read {} as UTF-8 text: {e}", path.display()))?;
+        let table = Self::parse(&text, crate::request::check_tenant_name)
+            .map_err(|why| format!("--tokens-file: {}: {why}", path.display()))?;
+        if table.is_empty() {
+            return Err(format!("--tokens-file: {} lists no tokens", path.display()));
+        }
+        Ok(table)
+    }
+
     /// The tenant `token` authenticates, if it is listed.
     pub fn tenant_of(&self, token: &str) -> Option<&str> {
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
@@ -93,6 +123,19 @@ mod tests {
         assert_eq!(table.tenant_of("globex-token"), Some("globex"));
         assert_eq!(table.tenant_of("unknown"), None);
         assert_eq!(table.tenant_of(&hash_token("globex-token")), None, "the hash itself is not a token");
+    }
+
+    #[test]
+    fn files_are_checked_when_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tokens");
+        std::fs::write(&file, "# nothing yet\n").unwrap();
+        assert!(TokenTable::load(&file).unwrap_err().ends_with("lists no tokens"));
+        std::fs::write(&file, format!("acme/x {}\n", hash_token("t"))).unwrap();
+        assert!(TokenTable::load(&file).unwrap_err().contains("line 1: tenant may contain only"));
+        std::fs::write(&file, format!("acme {}\n", hash_token("t"))).unwrap();
+        assert_eq!(TokenTable::load(&file).unwrap().tenant_of("t"), Some("acme"));
+        assert!(TokenTable::load(&dir.path().join("absent")).unwrap_err().starts_with("--tokens-file: cannot read"));
     }
 
     #[test]
