@@ -89,10 +89,13 @@ fn identify(config: &AuthConfig, metadata: &MetadataMap, certificate: Option<&[u
         Some(value) => {
             let tokens = config.tokens.as_ref().ok_or("bearer tokens are not accepted here (no --tokens-file)")?;
             let tokens = tokens.current.get();
+            // The scheme name is case-insensitive (RFC 9110, 11.1).
             let token = value
                 .to_str()
                 .ok()
-                .and_then(|v| v.strip_prefix("Bearer "))
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token)
                 .ok_or("the authorization header must be \"Bearer <token>\"")?;
             Some(tokens.tenant_of(token.trim()).ok_or("unknown bearer token")?.to_owned())
         }
@@ -173,6 +176,9 @@ mod tests {
     fn tokens_name_tenants_and_anything_else_is_refused() {
         let config = config(false, &[("acme", "acme-secret")]);
         assert_eq!(identify(&config, &bearer("acme-secret"), None).unwrap().tenant, "acme");
+        let mut lowercase = MetadataMap::new();
+        lowercase.insert("authorization", "bearer acme-secret".parse().unwrap());
+        assert_eq!(identify(&config, &lowercase, None).unwrap().tenant, "acme", "the scheme is case-insensitive");
         assert_eq!(identify(&config, &bearer("wrong"), None).unwrap_err(), "unknown bearer token");
         assert!(identify(&config, &MetadataMap::new(), None).unwrap_err().starts_with("credentials required"));
         let mut basic = MetadataMap::new();
