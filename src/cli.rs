@@ -58,8 +58,9 @@ impl ClientArgs {
                 tls = tls.identity(Identity::from_pem(read("client-cert", cert)?, read("client-key", key)?));
             }
             endpoint = endpoint.tls_config(tls).map_err(|e| format!("cannot set up TLS: {e}"))?;
-        } else if self.ca_cert.is_some() || self.client_cert.is_some() {
-            return Err("--ca-cert and --client-cert need an https:// --addr".into());
+        } else if self.ca_cert.is_some() || self.client_cert.is_some() || self.bearer_token.is_some() {
+            // Never send a token where anyone on the path can read it.
+            return Err("--ca-cert, --client-cert and --bearer-token need an https:// --addr".into());
         }
         endpoint.connect().await.map_err(|e| format!("cannot connect to {}: {e}", self.addr))
     }

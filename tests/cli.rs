@@ -113,6 +113,9 @@ async fn the_shell_client_speaks_tls_with_a_certificate_or_a_token() {
     let (ok, out, err) = run(&[&["lookup"], &id[..], &by_certificate[..]].concat(), &addr, &[], "").await;
     assert!(ok && out.contains("STATE_IN_PROGRESS"), "the same tenant by certificate: {out}{err}");
 
+    let plaintext = format!("http://{}", server.addr);
+    let (ok, _, err) = run(&[&["lookup"], &id[..]].concat(), &plaintext, &with_token, "").await;
+    assert!(!ok && err.contains("need an https:// --addr"), "a token is never sent in plaintext: {err}");
     let (ok, _, err) = run(&[&["lookup"], &id[..], &["--ca-cert", &ca]].concat(), &addr, &[], "").await;
     assert!(!ok && err.contains("Unauthenticated"), "{err}");
     let (ok, _, err) =
