@@ -3,60 +3,26 @@
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn } = require('node:child_process');
 const fs = require('node:fs');
-const net = require('node:net');
-const os = require('node:os');
 const path = require('node:path');
 const crypto = require('node:crypto');
 const { Coordinator, KeyReusedError, LeaseLostError, PermanentError, ReplayedFailure, UnavailableError } = require('..');
+const { sleep, startCoordinator, untilReady } = require('./harness');
 
 const REPO = path.resolve(__dirname, '..', '..', '..');
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const newKey = () => crypto.randomUUID();
 
-function freePort() {
-  return new Promise((resolve) => {
-    const server = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-let etcd, server, coordinator, dataDir;
+let running, coordinator;
 
 before(async () => {
-  const [clientPort, peerPort, grpcPort] = [await freePort(), await freePort(), await freePort()];
-  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'idem-node-'));
-  etcd = spawn(process.env.ETCD_BIN || 'etcd', [
-    `--data-dir=${dataDir}/etcd`,
-    `--listen-client-urls=http://127.0.0.1:${clientPort}`,
-    `--advertise-client-urls=http://127.0.0.1:${clientPort}`,
-    `--listen-peer-urls=http://127.0.0.1:${peerPort}`,
-    `--initial-advertise-peer-urls=http://127.0.0.1:${peerPort}`,
-    `--initial-cluster=default=http://127.0.0.1:${peerPort}`,
-  ], { stdio: 'ignore' });
-  const binary = process.env.IDEMPOTENCY_BIN || path.join(REPO, 'target', 'debug', 'idempotency-coordinator');
-  server = spawn(binary, ['serve', '--listen', `127.0.0.1:${grpcPort}`, '--etcd-endpoints', `http://127.0.0.1:${clientPort}`, '--metrics-listen', '127.0.0.1:0'], { stdio: 'ignore' });
-  coordinator = new Coordinator(`127.0.0.1:${grpcPort}`, { owner: 'node-test' });
-  for (let i = 0; ; i++) {
-    try {
-      await coordinator.lookup('health.check', 'probe');
-      break;
-    } catch (error) {
-      if (error.reason === 'RECORD_NOT_FOUND') break; // etcd answered
-      if (i > 200) throw error;
-      await sleep(100);
-    }
-  }
+  running = await startCoordinator();
+  coordinator = new Coordinator(`127.0.0.1:${running.port}`, { owner: 'node-test' });
+  await untilReady(coordinator);
 });
 
 after(() => {
   coordinator?.close();
-  server?.kill();
-  etcd?.kill();
-  fs.rmSync(dataDir, { recursive: true, force: true });
+  running?.stop();
 });
 
 test('the side effect runs once and a retry gets the replay', async () => {
