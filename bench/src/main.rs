@@ -6,6 +6,7 @@
 mod drive;
 mod processes;
 mod targets;
+mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,8 +32,8 @@ struct Args {
     /// Completed keys the replay scenario picks from.
     #[arg(long, default_value_t = 1000)]
     replay_keys: usize,
-    /// Which targets to run: coordinator, etcd, redis, postgres.
-    #[arg(long, value_delimiter = ',', default_value = "coordinator,etcd,redis,postgres")]
+    /// Which targets to run: coordinator, coordinator-tls (TLS and bearer-token authentication), etcd, redis, postgres.
+    #[arg(long, value_delimiter = ',', default_value = "coordinator,coordinator-tls,etcd,redis,postgres")]
     targets: Vec<String>,
     /// gRPC connections from the callers to the coordinator.
     #[arg(long, default_value_t = 8)]
@@ -51,9 +52,19 @@ async fn main() -> anyhow::Result<()> {
         let (target, _servers): (Arc<dyn Target>, Vec<Box<dyn std::any::Any>>) = match name.as_str() {
             "coordinator" => {
                 let (etcd, url) = processes::etcd().await?;
-                let addr = start_coordinator(&url).await?;
-                let target = targets::Coordinator::connect(&format!("http://{addr}"), args.connections).await?;
+                let addr = start_coordinator(&url, &[]).await?;
+                let target = targets::Coordinator::connect(&format!("http://{addr}"), args.connections, None, None).await?;
                 (Arc::new(target), vec![Box::new(etcd)])
+            }
+            "coordinator-tls" => {
+                let (etcd, url) = processes::etcd().await?;
+                let material = tls::Material::new()?;
+                let addr = start_coordinator(&url, &material.server_flags()).await?;
+                let url = format!("https://{addr}");
+                let target =
+                    targets::Coordinator::connect(&url, args.connections, Some(material.client()), Some(tls::TOKEN))
+                        .await?;
+                (Arc::new(target), vec![Box::new(etcd), Box::new(material)])
             }
             "etcd" => {
                 let (etcd, url) = processes::etcd().await?;
@@ -78,23 +89,16 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The coordinator on port 0 of loopback, in this process.
-async fn start_coordinator(etcd_url: &str) -> anyhow::Result<std::net::SocketAddr> {
+/// The coordinator on port 0 of loopback, in this process, with `extra` flags.
+async fn start_coordinator(etcd_url: &str, extra: &[String]) -> anyhow::Result<std::net::SocketAddr> {
     #[derive(Parser)]
     struct Serve {
         #[command(flatten)]
         args: idempotency_coordinator::config::ServeArgs,
     }
-    let config = Serve::parse_from([
-        "bench",
-        "--etcd-endpoints",
-        etcd_url,
-        "--max-in-flight",
-        "100000",
-        "--metrics-listen",
-        "127.0.0.1:0",
-    ])
-    .args
+    let flags = ["bench", "--etcd-endpoints", etcd_url, "--max-in-flight", "100000", "--metrics-listen", "127.0.0.1:0"];
+    let config = Serve::parse_from(flags.into_iter().chain(extra.iter().map(String::as_str)))
+        .args
     .validate()
     .map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -11,7 +11,8 @@ use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use idempotency_coordinator::proto::v1::{
     self, begin_response::Outcome, coordinator_service_client::CoordinatorServiceClient,
 };
-use tonic::transport::Channel;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, ClientTlsConfig};
 
 /// How a claim on a key went.
 #[derive(Debug, PartialEq)]
@@ -41,20 +42,41 @@ fn err(e: impl std::fmt::Display) -> String {
 pub struct Coordinator {
     clients: Vec<CoordinatorServiceClient<Channel>>,
     next: AtomicUsize,
+    /// `Bearer <token>` for a server with authentication on.
+    authorization: Option<MetadataValue<Ascii>>,
 }
 
 impl Coordinator {
-    /// `connections` HTTP/2 connections, used in turn.
-    pub async fn connect(url: &str, connections: usize) -> anyhow::Result<Self> {
+    /// `connections` HTTP/2 connections, used in turn; over TLS and with a
+    /// bearer token when given.
+    pub async fn connect(
+        url: &str,
+        connections: usize,
+        tls: Option<ClientTlsConfig>,
+        token: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let mut clients = Vec::new();
         for _ in 0..connections {
-            clients.push(CoordinatorServiceClient::new(Channel::from_shared(url.to_owned())?.connect().await?));
+            let mut endpoint = Channel::from_shared(url.to_owned())?;
+            if let Some(tls) = &tls {
+                endpoint = endpoint.tls_config(tls.clone())?;
+            }
+            clients.push(CoordinatorServiceClient::new(endpoint.connect().await?));
         }
-        Ok(Self { clients, next: AtomicUsize::new(0) })
+        let authorization = token.map(|t| format!("Bearer {t}").parse()).transpose()?;
+        Ok(Self { clients, next: AtomicUsize::new(0), authorization })
     }
 
     fn client(&self) -> CoordinatorServiceClient<Channel> {
         self.clients[self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len()].clone()
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(authorization) = &self.authorization {
+            request.metadata_mut().insert("authorization", authorization.clone());
+        }
+        request
     }
 }
 
@@ -68,7 +90,7 @@ impl Target for Coordinator {
             lease_ttl: Some(prost_types_duration(30)),
             ..Default::default()
         };
-        match self.client().begin(request).await.map_err(err)?.into_inner().outcome {
+        match self.client().begin(self.request(request)).await.map_err(err)?.into_inner().outcome {
             Some(Outcome::Acquired(a)) => Ok(Begun::Acquired(a.fencing_token)),
             Some(Outcome::Completed(_)) => Ok(Begun::Replayed),
             Some(Outcome::InProgress(_)) => Ok(Begun::Busy),
@@ -84,7 +106,7 @@ impl Target for Coordinator {
             result: Some(v1::Result { body: Some(v1::result::Body::ResourceRef("done".into())), ..Default::default() }),
             ..Default::default()
         };
-        self.client().complete(request).await.map(|_| ()).map_err(err)
+        self.client().complete(self.request(request)).await.map(|_| ()).map_err(err)
     }
 
     async fn replay(&self, key: &str) -> Result<(), String> {
