@@ -53,7 +53,8 @@ async fn main() -> anyhow::Result<()> {
             "coordinator" => {
                 let (etcd, url) = processes::etcd().await?;
                 let addr = start_coordinator(&url, &[]).await?;
-                let target = targets::Coordinator::connect(&format!("http://{addr}"), args.connections, None, None).await?;
+                let target =
+                    targets::Coordinator::connect(&format!("http://{addr}"), args.connections, None, None).await?;
                 (Arc::new(target), vec![Box::new(etcd)])
             }
             "coordinator-tls" => {
@@ -99,8 +100,8 @@ async fn start_coordinator(etcd_url: &str, extra: &[String]) -> anyhow::Result<s
     let flags = ["bench", "--etcd-endpoints", etcd_url, "--max-in-flight", "100000", "--metrics-listen", "127.0.0.1:0"];
     let config = Serve::parse_from(flags.into_iter().chain(extra.iter().map(String::as_str)))
         .args
-    .validate()
-    .map_err(anyhow::Error::msg)?;
+        .validate()
+        .map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(idempotency_coordinator::server::run(config, listener, std::future::pending()));
