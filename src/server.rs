@@ -30,7 +30,7 @@ use crate::tls::incoming::incoming;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("cannot set up the etcd client: {0}")]
+    #[error("{0}")]
     Store(#[from] crate::error::Error),
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),

@@ -151,9 +151,11 @@ impl EtcdStore {
             // when etcd says so, rather than failing every call until restart.
             options = options.with_user(user, password).with_auto_token_refresh(true);
         }
-        let client = Client::connect(&config.endpoints, Some(options))
-            .await
-            .map_err(|e| Error::StoreUnavailable(format!("cannot set up the etcd client: {e}")))?;
+        let client = Client::connect(&config.endpoints, Some(options)).await.map_err(|e| {
+            Error::StoreUnavailable(format!(
+                "cannot set up the etcd client (check --etcd-endpoints and the --etcd-* TLS and user flags): {e}"
+            ))
+        })?;
         let counters = std::sync::Arc::new(batch::Counters::default());
         Ok(Self {
             batcher: batch::spawn(client.clone(), config.request_timeout, counters.clone()),
