@@ -13,7 +13,7 @@ use tonic::Code;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 const ACME_TOKEN: &str = "acme-7d1f0c9b2e4a48f6a1c3d5e7f9b0a2c4";
 const GLOBEX_TOKEN: &str = "globex-5a8e3c1f7b9d4e2a6c0f8b1d3e5a7c9f";
@@ -198,28 +198,14 @@ async fn missing_or_bad_credentials_are_unauthenticated() {
 #[tokio::test]
 async fn health_answers_on_the_plaintext_port_without_credentials() {
     let setup = setup().await;
-    let plain = Channel::from_shared(format!("http://127.0.0.1:{}", setup.health_port)).unwrap();
     // The server binds the health port once it has set up its etcd client.
-    let mut ready = false;
-    for _ in 0..50 {
-        if let Ok(channel) = plain.connect().await {
-            let answer = HealthClient::new(channel).check(HealthCheckRequest { service: "readiness".into() }).await;
-            if answer.map(|a| a.into_inner().status).ok()
-                == Some(tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
-            {
-                ready = true;
-                break;
-            }
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(ready, "readiness SERVING on the plaintext health port");
-    let mut health = HealthClient::new(plain.connect().await.unwrap());
+    let plain_url = format!("http://127.0.0.1:{}", setup.health_port);
+    wait_for_health(&plain_url, "readiness", ServingStatus::Serving, std::time::Duration::from_secs(5)).await;
     for service in ["", "liveness", "idempotency.v1.CoordinatorService"] {
-        health.check(HealthCheckRequest { service: service.into() }).await.expect(service);
+        assert_eq!(health(&plain_url, service).await, Some(ServingStatus::Serving), "{service:?}");
     }
     // Only health is there: the coordinator is reachable over TLS alone.
-    let channel = plain.connect().await.unwrap();
+    let channel = Channel::from_shared(plain_url).unwrap().connect().await.unwrap();
     let status = v1::coordinator_service_client::CoordinatorServiceClient::new(channel)
         .lookup(lookup_request("k"))
         .await

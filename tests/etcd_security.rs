@@ -9,6 +9,7 @@ use common::pki::Pki;
 use common::*;
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, Permission, TlsOptions};
 use idempotency_coordinator::proto::v1::begin_response::Outcome;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 const PASSWORD: &str = "coordinator-password-5f2e";
 
@@ -78,19 +79,8 @@ async fn serves_over_tls_with_a_password_and_survives_token_expiry() {
     flags.extend_from_slice(&["--health-check-interval", "30s"]);
     let server = Server::start(&secure.etcd, &flags).await;
     let mut client = server.client().await;
-    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
-    let mut ready = false;
-    for _ in 0..50 {
-        let answer = health.check(tonic_health::pb::HealthCheckRequest { service: "readiness".into() }).await;
-        if answer.map(|a| a.into_inner().status).ok()
-            == Some(tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "readiness SERVING: its etcd read lies under the granted prefix");
+    // Readiness reads a key under the granted prefix, so it must turn SERVING.
+    wait_for_health(&server.url(), "readiness", ServingStatus::Serving, Duration::from_secs(5)).await;
 
     let owner = acquired(begin(&mut client, begin_request("secure-1", "cart", 5)).await);
     client.complete(complete_request("secure-1", owner.fencing_token, "ok")).await.expect("complete");

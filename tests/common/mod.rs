@@ -17,6 +17,7 @@ use idempotency_coordinator::proto::v1::{
 };
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 use tonic_types::StatusExt;
 
 pub type Client = CoordinatorServiceClient<Channel>;
@@ -286,6 +287,23 @@ pub fn extend_request(key: &str, token: u64, ttl_seconds: i64) -> v1::ExtendRequ
 
 pub fn lookup_request(key: &str) -> v1::LookupRequest {
     v1::LookupRequest { namespace: "payments.create".into(), key: key.into(), ..Default::default() }
+}
+
+/// The status `service` reports over plaintext gRPC at `url`, or None while
+/// nothing answers there (a server still starting).
+pub async fn health(url: &str, service: &str) -> Option<ServingStatus> {
+    let channel = Channel::from_shared(url.to_owned()).expect("valid url").connect().await.ok()?;
+    let reply = HealthClient::new(channel).check(HealthCheckRequest { service: service.into() }).await.ok()?;
+    Some(reply.into_inner().status())
+}
+
+/// Waits until `service` at `url` reports `wanted`, failing the test after `within`.
+pub async fn wait_for_health(url: &str, service: &str, wanted: ServingStatus, within: Duration) {
+    let started = std::time::Instant::now();
+    while health(url, service).await != Some(wanted) {
+        assert!(started.elapsed() < within, "{service:?} did not become {wanted:?} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The ErrorInfo reason of a failed call.
