@@ -4,29 +4,15 @@
 //! `grpc_server_handling_seconds` histogram, labelled by service, method and
 //! type.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
-use tower_layer::Layer;
+use tonic::body::Body;
 use tower_service::Service;
 
+use crate::middleware::{Around, ResponseFuture};
+
 #[derive(Clone, Default)]
-pub struct GrpcMetricsLayer;
-
-impl<S> Layer<S> for GrpcMetricsLayer {
-    type Service = GrpcMetrics<S>;
-
-    fn layer(&self, inner: S) -> GrpcMetrics<S> {
-        GrpcMetrics { inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct GrpcMetrics<S> {
-    inner: S,
-}
+pub struct GrpcMetrics;
 
 /// Go's names for gRPC codes, as go-grpc-prometheus reports them.
 fn go_code_name(code: tonic::Code) -> &'static str {
@@ -60,27 +46,19 @@ fn service_and_method(path: &str) -> (String, String) {
     (service, method)
 }
 
-impl<S, ReqBody> Service<http::Request<ReqBody>> for GrpcMetrics<S>
-where
-    S: Service<http::Request<ReqBody>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+impl Around for GrpcMetrics {
+    fn call<S, B>(&self, inner: &mut S, request: http::Request<B>) -> ResponseFuture<S::Error>
+    where
+        S: Service<http::Request<B>, Response = http::Response<Body>>,
+        S::Future: Send + 'static,
+    {
         let (service, method) = service_and_method(request.uri().path());
         // Every RPC of these services is unary, except the health Watch.
         let kind = if method == "Watch" || method == "ServerReflectionInfo" { "server_stream" } else { "unary" };
         let labels = [("grpc_service", service), ("grpc_method", method), ("grpc_type", kind.to_owned())];
         metrics::counter!("grpc_server_started_total", &labels).increment(1);
         let started = Instant::now();
-        let response = self.inner.call(request);
+        let response = inner.call(request);
         Box::pin(async move {
             let response = response.await?;
             // An error is a trailers-only response: its status is in the

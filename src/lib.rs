@@ -20,7 +20,8 @@
 //!   port over TLS; [`reload`] picks up renewed certificates and tokens.
 //! - The process shell: [`config`], [`telemetry`], [`health`], [`metrics`] and
 //!   [`grpc_metrics`] (Prometheus), [`overload`]
-//!   (load shedding), [`shutdown`],
+//!   (load shedding) — steps around each call built on [`middleware`] —
+//!   [`shutdown`],
 //!   and [`server::run`], which tests call with a port-0 listener.
 //! - [`cli`]: the command-line client in the same binary.
 
@@ -36,6 +37,7 @@ pub mod fingerprint;
 pub mod grpc_metrics;
 pub mod health;
 pub mod metrics;
+pub mod middleware;
 pub mod overload;
 pub mod oversize;
 pub mod proto;

@@ -5,67 +5,41 @@
 //! checks are never shed: a probe failing from load would restart a pod that
 //! is merely busy.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use tokio::sync::Semaphore;
-use tower_layer::Layer;
+use tonic::body::Body;
 use tower_service::Service;
 
 use crate::error::Error;
+use crate::middleware::{Around, ResponseFuture};
 
 /// The path prefix of the gRPC health service.
 const HEALTH_PATH: &str = "/grpc.health.v1.Health/";
 
 #[derive(Clone)]
-pub struct ShedLoadLayer {
+pub struct ShedLoad {
     permits: Arc<Semaphore>,
 }
 
-impl ShedLoadLayer {
+impl ShedLoad {
     pub fn new(max_in_flight: usize) -> Self {
         Self { permits: Arc::new(Semaphore::new(max_in_flight)) }
     }
 }
 
-impl<S> Layer<S> for ShedLoadLayer {
-    type Service = ShedLoad<S>;
-
-    fn layer(&self, inner: S) -> ShedLoad<S> {
-        ShedLoad { inner, permits: self.permits.clone() }
-    }
-}
-
-#[derive(Clone)]
-pub struct ShedLoad<S> {
-    inner: S,
-    permits: Arc<Semaphore>,
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-impl<S, ReqBody> Service<http::Request<ReqBody>> for ShedLoad<S>
-where
-    S: Service<http::Request<ReqBody>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<S::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+impl Around for ShedLoad {
+    fn call<S, B>(&self, inner: &mut S, request: http::Request<B>) -> ResponseFuture<S::Error>
+    where
+        S: Service<http::Request<B>, Response = http::Response<Body>>,
+        S::Future: Send + 'static,
+    {
         if request.uri().path().starts_with(HEALTH_PATH) {
-            return Box::pin(self.inner.call(request));
+            return Box::pin(inner.call(request));
         }
         match self.permits.clone().try_acquire_owned() {
             Ok(permit) => {
-                let response = self.inner.call(request);
+                let response = inner.call(request);
                 Box::pin(async move {
                     // Held until the handler has answered.
                     let answer = response.await;

@@ -3,33 +3,17 @@
 //! restates that refusal in the service's contract: INVALID_ARGUMENT, reason
 //! INVALID_REQUEST, naming the one field of each RPC that can be that large.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use tower_layer::Layer;
+use tonic::body::Body;
 use tower_service::Service;
 
 use crate::error::Error;
+use crate::middleware::{Around, ResponseFuture};
 
 /// tonic's message for a request over the decoding limit.
 const TOO_LARGE: &str = "Error, decoded message length too large";
 
 #[derive(Clone, Default)]
-pub struct OversizeLayer;
-
-impl<S> Layer<S> for OversizeLayer {
-    type Service = Oversize<S>;
-
-    fn layer(&self, inner: S) -> Oversize<S> {
-        Oversize { inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct Oversize<S> {
-    inner: S,
-}
+pub struct Oversize;
 
 /// The field that makes a request of this RPC large.
 fn large_field(path: &str) -> &'static str {
@@ -41,22 +25,14 @@ fn large_field(path: &str) -> &'static str {
     }
 }
 
-impl<S, ReqBody> Service<http::Request<ReqBody>> for Oversize<S>
-where
-    S: Service<http::Request<ReqBody>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+impl Around for Oversize {
+    fn call<S, B>(&self, inner: &mut S, request: http::Request<B>) -> ResponseFuture<S::Error>
+    where
+        S: Service<http::Request<B>, Response = http::Response<Body>>,
+        S::Future: Send + 'static,
+    {
         let field = large_field(request.uri().path());
-        let response = self.inner.call(request);
+        let response = inner.call(request);
         Box::pin(async move {
             let response = response.await?;
             // A refusal before the handler is a trailers-only response: its

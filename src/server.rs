@@ -18,10 +18,11 @@ use tracing::{info, warn};
 use crate::auth::{Authenticator, TokenTable};
 use crate::config::Config;
 use crate::coordinator::Coordinator;
-use crate::grpc_metrics::GrpcMetricsLayer;
+use crate::grpc_metrics::GrpcMetrics;
 use crate::health;
-use crate::overload::ShedLoadLayer;
-use crate::oversize::OversizeLayer;
+use crate::middleware::AroundLayer;
+use crate::overload::ShedLoad;
+use crate::oversize::Oversize;
 use crate::proto::{FILE_DESCRIPTOR_SET, v1::coordinator_service_server::CoordinatorServiceServer};
 use crate::reload;
 use crate::service::CoordinatorApi;
@@ -115,9 +116,9 @@ pub async fn run(
         }
     };
     let router = Server::builder()
-        .layer(GrpcMetricsLayer)
-        .layer(ShedLoadLayer::new(config.max_in_flight))
-        .layer(OversizeLayer)
+        .layer(AroundLayer(GrpcMetrics))
+        .layer(AroundLayer(ShedLoad::new(config.max_in_flight)))
+        .layer(AroundLayer(Oversize))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(coordinator_service);
