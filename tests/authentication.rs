@@ -234,3 +234,23 @@ async fn unusable_tls_material_is_refused_at_startup_naming_the_flag() {
         assert!(error.starts_with(expected), "{flags:?}: {error}");
     }
 }
+
+#[tokio::test]
+async fn silent_connections_hold_up_no_other_handshake_and_shutdown_completes() {
+    let setup = setup().await;
+    // Connected but never starting TLS: handshakes run apart, so these wait
+    // out their own timeout without blocking the caller below.
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(tokio::net::TcpStream::connect(setup.server.addr).await.unwrap());
+    }
+    let call = async {
+        let mut client = setup.client(None, Some(&bearer(ACME_TOKEN))).await;
+        client.lookup(lookup_request("k")).await.unwrap_err().code()
+    };
+    let code = tokio::time::timeout(std::time::Duration::from_secs(3), call).await.expect("not held up");
+    assert_eq!(code, Code::NotFound);
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(10), setup.server.shutdown()).await;
+    assert!(stopped.is_ok(), "a TLS server drains and stops with silent connections open");
+    drop(silent);
+}
