@@ -11,6 +11,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use tonic_types::StatusExt;
 
+use crate::proto::convert;
 use crate::proto::v1::{self, begin_response::Outcome, coordinator_service_client::CoordinatorServiceClient};
 
 #[derive(Debug, Args)]
@@ -187,10 +188,6 @@ pub enum ClientCommand {
     },
 }
 
-fn proto_duration(d: Duration) -> prost_types::Duration {
-    prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
-}
-
 /// Runs one client command and prints its answer; Err carries the text to
 /// print for a failed call.
 pub async fn run(args: ClientArgs, command: ClientCommand) -> Result<(), String> {
@@ -225,8 +222,8 @@ pub async fn run(args: ClientArgs, command: ClientCommand) -> Result<(), String>
                     namespace: record.namespace,
                     key: record.key,
                     request: Some(request),
-                    lease_ttl: lease_ttl.map(proto_duration),
-                    wait: wait.map(proto_duration),
+                    lease_ttl: lease_ttl.map(convert::duration),
+                    wait: wait.map(convert::duration),
                     owner,
                     request_id,
                 })
@@ -247,7 +244,7 @@ pub async fn run(args: ClientArgs, command: ClientCommand) -> Result<(), String>
                     key: record.key,
                     fencing_token: token,
                     result: Some(v1::Result { body: Some(body), content_type, status_code }),
-                    retention: retention.map(proto_duration),
+                    retention: retention.map(convert::duration),
                 })
                 .await
                 .map_err(describe_status)?;
@@ -262,7 +259,7 @@ pub async fn run(args: ClientArgs, command: ClientCommand) -> Result<(), String>
                     fencing_token: token,
                     error: Some(v1::Error { code, message, details: vec![] }),
                     retryable,
-                    retention: retention.map(proto_duration),
+                    retention: retention.map(convert::duration),
                 })
                 .await
                 .map_err(describe_status)?;
@@ -275,7 +272,7 @@ pub async fn run(args: ClientArgs, command: ClientCommand) -> Result<(), String>
                     namespace: record.namespace,
                     key: record.key,
                     fencing_token: token,
-                    lease_ttl: lease_ttl.map(proto_duration),
+                    lease_ttl: lease_ttl.map(convert::duration),
                 })
                 .await
                 .map_err(describe_status)?;

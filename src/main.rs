@@ -4,10 +4,10 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use idempotency_coordinator::auth::tokens::{MIN_TOKEN_CHARS, hash_token as hash_token_digest};
 use idempotency_coordinator::cli::{self, ClientArgs, ClientCommand};
-use idempotency_coordinator::config::ServeArgs;
-use idempotency_coordinator::{server, shutdown, telemetry};
+use idempotency_coordinator::shell::auth::tokens::{MIN_TOKEN_CHARS, hash_token as hash_token_digest};
+use idempotency_coordinator::shell::config::ServeArgs;
+use idempotency_coordinator::shell::{server, shutdown, telemetry};
 
 #[derive(Parser)]
 #[command(version, about = "An etcd-backed gRPC idempotency coordinator and its command-line client")]

@@ -7,8 +7,8 @@ mod common;
 
 use common::pki::{Leaf, Pki};
 use common::*;
-use idempotency_coordinator::auth::tokens::hash_token;
 use idempotency_coordinator::proto::v1::{self, begin_response::Outcome};
+use idempotency_coordinator::shell::auth::tokens::hash_token;
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;

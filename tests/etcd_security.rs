@@ -114,7 +114,7 @@ async fn a_wrong_password_stops_the_server_at_startup() {
     flags[last] = wrong.to_str().unwrap();
     let config = test_config(&secure.etcd, &flags).validate().expect("valid flags");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let run = idempotency_coordinator::server::run(config, listener, std::future::pending());
+    let run = idempotency_coordinator::shell::server::run(config, listener, std::future::pending());
     let error = tokio::time::timeout(Duration::from_secs(10), run)
         .await
         .expect("startup gives up, not hangs")

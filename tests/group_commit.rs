@@ -10,12 +10,15 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::Etcd;
-use idempotency_coordinator::config::{Limits, StoreConfig};
-use idempotency_coordinator::coordinator::Coordinator;
-use idempotency_coordinator::error::Error;
-use idempotency_coordinator::proto::v1::{self, begin_response::Outcome};
-use idempotency_coordinator::request::{BeginCommand, CompleteCommand, RecordId};
-use idempotency_coordinator::store::EtcdStore;
+use idempotency_coordinator::core::clock::SystemClock;
+use idempotency_coordinator::core::command::{BeginCommand, CompleteCommand};
+use idempotency_coordinator::core::coordinator::{Coordinator, Settings};
+use idempotency_coordinator::core::error::Error;
+use idempotency_coordinator::core::limits::Limits;
+use idempotency_coordinator::core::outcome::BeginOutcome as Outcome;
+use idempotency_coordinator::core::record::{CallResult, RecordId, ResultBody};
+use idempotency_coordinator::store::etcd::EtcdStore;
+use idempotency_coordinator::store::etcd::config::EtcdConfig;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -31,8 +34,8 @@ fn limits() -> Limits {
     }
 }
 
-async fn coordinator(etcd: &Etcd) -> (Arc<Coordinator>, EtcdStore) {
-    let config = StoreConfig {
+async fn coordinator(etcd: &Etcd) -> (Arc<Coordinator<EtcdStore>>, Arc<EtcdStore>) {
+    let config = EtcdConfig {
         endpoints: vec![etcd.client_url.clone()],
         prefix: "/group-commit/".into(),
         connect_timeout: Duration::from_secs(1),
@@ -40,8 +43,10 @@ async fn coordinator(etcd: &Etcd) -> (Arc<Coordinator>, EtcdStore) {
         tls: None,
         credentials: None,
     };
-    let store = EtcdStore::connect(&config).await.expect("etcd client");
-    (Arc::new(Coordinator::new(store.clone(), limits(), 1 << 20, CancellationToken::new())), store)
+    let store = Arc::new(EtcdStore::connect(&config, Arc::new(SystemClock)).await.expect("etcd client"));
+    let settings = Settings { limits: limits(), replay_cache_bytes: 1 << 20, request_timeout: config.request_timeout };
+    let coordinator = Coordinator::new(store.clone(), Arc::new(SystemClock), settings, CancellationToken::new());
+    (Arc::new(coordinator), store)
 }
 
 fn begin_command(key: &str, fingerprint: u8) -> BeginCommand {
@@ -109,9 +114,10 @@ async fn concurrent_calls_share_transactions_and_keep_their_own_answers() {
         let complete = CompleteCommand {
             id: RecordId { tenant: "default".into(), namespace: "ns".into(), key: key.clone() },
             fencing_token: *token,
-            result: v1::Result {
-                body: Some(v1::result::Body::ResourceRef(format!("done/{key}"))),
-                ..Default::default()
+            result: CallResult {
+                body: ResultBody::ResourceRef(format!("done/{key}")),
+                content_type: String::new(),
+                status_code: 0,
             },
             retention: Duration::from_secs(600),
         };
@@ -131,7 +137,11 @@ async fn replays_cost_no_etcd_request_and_a_local_complete_costs_one() {
     let complete = CompleteCommand {
         id: RecordId { tenant: "default".into(), namespace: "ns".into(), key: "order".into() },
         fencing_token: acquired.fencing_token,
-        result: v1::Result { body: Some(v1::result::Body::Response(b"receipt".to_vec())), ..Default::default() },
+        result: CallResult {
+            body: ResultBody::Response(b"receipt".to_vec()),
+            content_type: String::new(),
+            status_code: 0,
+        },
         retention: Duration::from_secs(600),
     };
     coordinator.complete(complete, deadline()).await.unwrap();
@@ -154,6 +164,6 @@ async fn replays_cost_no_etcd_request_and_a_local_complete_costs_one() {
     assert_eq!(etcd_calls(&other_store), after_first);
 }
 
-async fn coordinator_on(etcd: &Etcd) -> (Arc<Coordinator>, EtcdStore) {
+async fn coordinator_on(etcd: &Etcd) -> (Arc<Coordinator<EtcdStore>>, Arc<EtcdStore>) {
     coordinator(etcd).await
 }

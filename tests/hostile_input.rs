@@ -6,12 +6,13 @@
 mod common;
 
 use common::*;
-use idempotency_coordinator::canonical_json::canonicalize;
-use idempotency_coordinator::config::Limits;
-use idempotency_coordinator::error::Error;
+use idempotency_coordinator::core::canonical_json::canonicalize;
+use idempotency_coordinator::core::error::Error;
+use idempotency_coordinator::core::limits::Limits;
+use idempotency_coordinator::core::record::RecordId;
+use idempotency_coordinator::grpc::request;
 use idempotency_coordinator::proto::v1;
-use idempotency_coordinator::request::{self, RecordId};
-use idempotency_coordinator::store::RecordKeys;
+use idempotency_coordinator::store::etcd::keys::RecordKeys;
 use percent_encoding::percent_decode_str;
 use proptest::prelude::*;
 use tonic::Code;

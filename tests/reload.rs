@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::pki::Pki;
 use common::*;
-use idempotency_coordinator::auth::tokens::hash_token;
 use idempotency_coordinator::proto::v1::coordinator_service_client::CoordinatorServiceClient;
+use idempotency_coordinator::shell::auth::tokens::hash_token;
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};

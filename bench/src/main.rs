@@ -95,7 +95,7 @@ async fn start_coordinator(etcd_url: &str, extra: &[String]) -> anyhow::Result<s
     #[derive(Parser)]
     struct Serve {
         #[command(flatten)]
-        args: idempotency_coordinator::config::ServeArgs,
+        args: idempotency_coordinator::shell::config::ServeArgs,
     }
     let flags = ["bench", "--etcd-endpoints", etcd_url, "--max-in-flight", "100000", "--metrics-listen", "127.0.0.1:0"];
     let config = Serve::parse_from(flags.into_iter().chain(extra.iter().map(String::as_str)))
@@ -104,7 +104,7 @@ async fn start_coordinator(etcd_url: &str, extra: &[String]) -> anyhow::Result<s
         .map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(idempotency_coordinator::server::run(config, listener, std::future::pending()));
+    tokio::spawn(idempotency_coordinator::shell::server::run(config, listener, std::future::pending()));
     Ok(addr)
 }
 

@@ -21,7 +21,7 @@ impl Material {
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join("server.pem"), server.pem())?;
         std::fs::write(dir.path().join("server-key.pem"), server_key.serialize_pem())?;
-        let digest = idempotency_coordinator::auth::tokens::hash_token(TOKEN);
+        let digest = idempotency_coordinator::shell::auth::tokens::hash_token(TOKEN);
         std::fs::write(dir.path().join("tokens"), format!("bench {digest}\n"))?;
         Ok(Self { dir, ca_pem: ca.pem() })
     }

@@ -1,11 +1,6 @@
-//! Persistence in etcd: the key layout, shared leases, the transactions, and
-//! group commit of concurrent transactions.
+//! The implementations of [`crate::core::store::RecordStore`]: [`etcd`], the
+//! store of every deployment, and [`memory`], one process's memory for
+//! local development and tests.
 
-pub mod batch;
 pub mod etcd;
-pub mod keys;
-pub mod leases;
-
-pub use etcd::{EtcdStore, Expect, RecordLease, Snapshot, Versioned, Write, Written, now_ms};
-pub use keys::RecordKeys;
-pub use leases::LeaseWant;
+pub mod memory;

@@ -11,10 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use clap::Parser;
-use idempotency_coordinator::config::ServeArgs;
 use idempotency_coordinator::proto::v1::{
     self, begin_response::Outcome, coordinator_service_client::CoordinatorServiceClient,
 };
+use idempotency_coordinator::shell::config::ServeArgs;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
@@ -135,7 +135,7 @@ impl Server {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            idempotency_coordinator::server::run(config, listener, shutdown).await.expect("server runs");
+            idempotency_coordinator::shell::server::run(config, listener, shutdown).await.expect("server runs");
         });
         Server { addr, stop: Some(stop), task: Some(task) }
     }

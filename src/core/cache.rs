@@ -1,0 +1,186 @@
+//! Two per-replica caches that save store round trips without changing any
+//! answer.
+//!
+//! - [`ReplayCache`]: terminal records (COMPLETED, FAILED) cannot change until
+//!   they expire, so a replica may answer replays from memory. Entries are
+//!   bounded in bytes, never served past the record's expiry, and the request
+//!   fingerprint is still checked against the record's.
+//! - [`AttemptCache`]: the record of each attempt this replica handed out. If
+//!   the same caller completes through this replica, the record to rewrite is
+//!   already known and Complete needs no read first; the write's compare on
+//!   the fencing token still decides, so a stale entry can only cost a retry.
+
+use std::sync::Arc;
+
+use moka::sync::Cache;
+
+use crate::core::error::Error;
+use crate::core::outcome::{BeginOutcome, Completed, Failed};
+use crate::core::record::{Record, RecordId, ResultBody, State};
+
+struct Replay {
+    fingerprint: Vec<u8>,
+    attempt: u32,
+    expires_at_ms: i64,
+    outcome: BeginOutcome,
+}
+
+pub struct ReplayCache {
+    by_record: Option<Cache<RecordId, Arc<Replay>>>,
+}
+
+/// The replay a terminal record gives a Begin.
+pub fn replay_of(record: &Record) -> Option<BeginOutcome> {
+    match record.state {
+        State::Completed => Some(BeginOutcome::Completed(Completed {
+            result: record.result.clone(),
+            attempt: record.attempt,
+            completed_at_ms: record.updated_at_ms,
+        })),
+        State::Failed => Some(BeginOutcome::Failed(Failed {
+            error: record.error.clone(),
+            attempt: record.attempt,
+            failed_at_ms: record.updated_at_ms,
+        })),
+        State::InProgress | State::Released => None,
+    }
+}
+
+/// About how many bytes a cached replay holds.
+fn weight(id: &RecordId, replay: &Arc<Replay>) -> u32 {
+    let body = match &replay.outcome {
+        BeginOutcome::Completed(c) => c.result.as_ref().map(|r| {
+            let body = match &r.body {
+                ResultBody::Response(bytes) => bytes.len(),
+                ResultBody::ResourceRef(reference) => reference.len(),
+            };
+            body + r.content_type.len()
+        }),
+        BeginOutcome::Failed(f) => f.error.as_ref().map(|e| e.code.len() + e.message.len() + e.details.len()),
+        _ => None,
+    };
+    let id_bytes = id.tenant.len() + id.namespace.len() + id.key.len();
+    (id_bytes + body.unwrap_or_default() + 128).try_into().unwrap_or(u32::MAX)
+}
+
+impl ReplayCache {
+    /// A cache holding about `max_bytes` of replays; 0 disables it.
+    pub fn new(max_bytes: u64) -> Self {
+        let by_record = (max_bytes > 0).then(|| Cache::builder().max_capacity(max_bytes).weigher(weight).build());
+        Self { by_record }
+    }
+
+    /// The replay for `id` if cached and not expired at `now_ms`; KeyReused
+    /// if it was made by a request with another fingerprint.
+    pub fn get(&self, id: &RecordId, fingerprint: &[u8], now_ms: i64) -> Option<Result<BeginOutcome, Error>> {
+        let cache = self.by_record.as_ref()?;
+        let replay = cache.get(id)?;
+        if replay.expires_at_ms <= now_ms {
+            cache.invalidate(id);
+            return None;
+        }
+        if replay.fingerprint != fingerprint {
+            return Some(Err(Error::KeyReused { attempt: replay.attempt }));
+        }
+        Some(Ok(replay.outcome.clone()))
+    }
+
+    /// Remembers `record` if it is terminal.
+    pub fn remember(&self, id: &RecordId, record: &Record) {
+        let (Some(cache), Some(outcome)) = (self.by_record.as_ref(), replay_of(record)) else { return };
+        let replay = Replay {
+            fingerprint: record.fingerprint.clone(),
+            attempt: record.attempt,
+            expires_at_ms: record.expires_at_ms,
+            outcome,
+        };
+        cache.insert(id.clone(), Arc::new(replay));
+    }
+}
+
+pub struct AttemptCache {
+    by_record: Cache<RecordId, Arc<(u64, Record)>>,
+}
+
+impl AttemptCache {
+    pub fn new(max_entries: u64) -> Self {
+        Self { by_record: Cache::new(max_entries) }
+    }
+
+    pub fn remember(&self, id: &RecordId, token: u64, record: Record) {
+        self.by_record.insert(id.clone(), Arc::new((token, record)));
+    }
+
+    /// The record as this replica wrote it when it handed out `token`.
+    pub fn get(&self, id: &RecordId, token: u64) -> Option<Record> {
+        let entry = self.by_record.get(id)?;
+        (entry.0 == token).then(|| entry.1.clone())
+    }
+
+    pub fn forget(&self, id: &RecordId) {
+        self.by_record.invalidate(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::record::CallResult;
+
+    fn id() -> RecordId {
+        RecordId { tenant: "t".into(), namespace: "ns".into(), key: "k".into() }
+    }
+
+    fn completed(expires_at_ms: i64) -> Record {
+        Record {
+            state: State::Completed,
+            attempt: 1,
+            owner: String::new(),
+            request_id: String::new(),
+            fingerprint: vec![7; 32],
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            expires_at_ms,
+            finished_token: 1,
+            result: Some(CallResult {
+                body: ResultBody::ResourceRef("r".into()),
+                content_type: String::new(),
+                status_code: 0,
+            }),
+            error: None,
+            recovered: None,
+        }
+    }
+
+    #[test]
+    fn replays_are_served_until_expiry_and_check_the_fingerprint() {
+        let cache = ReplayCache::new(1 << 20);
+        cache.remember(&id(), &completed(1_000));
+        assert!(matches!(cache.get(&id(), &[7; 32], 999), Some(Ok(BeginOutcome::Completed(_)))));
+        assert!(matches!(cache.get(&id(), &[8; 32], 999), Some(Err(Error::KeyReused { attempt: 1 }))));
+        assert!(cache.get(&id(), &[7; 32], 1_000).is_none(), "served at its expiry");
+        assert!(cache.get(&id(), &[7; 32], 0).is_none(), "an expired entry must be gone");
+    }
+
+    #[test]
+    fn only_terminal_records_are_cached_and_zero_bytes_disables() {
+        let cache = ReplayCache::new(1 << 20);
+        let mut in_progress = completed(1_000);
+        in_progress.state = State::InProgress;
+        cache.remember(&id(), &in_progress);
+        assert!(cache.get(&id(), &[7; 32], 0).is_none());
+        let disabled = ReplayCache::new(0);
+        disabled.remember(&id(), &completed(1_000));
+        assert!(disabled.get(&id(), &[7; 32], 0).is_none());
+    }
+
+    #[test]
+    fn attempts_are_found_only_with_their_token() {
+        let cache = AttemptCache::new(10);
+        cache.remember(&id(), 42, completed(1));
+        assert!(cache.get(&id(), 42).is_some());
+        assert!(cache.get(&id(), 41).is_none());
+        cache.forget(&id());
+        assert!(cache.get(&id(), 42).is_none());
+    }
+}

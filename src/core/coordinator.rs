@@ -1,0 +1,256 @@
+//! The apply loops: each call decides on what the store holds
+//! ([`crate::core::decide`]), writes under the condition that nothing changed,
+//! and decides again whenever the write loses a race. Waiting Begins watch
+//! the record rather than poll it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::core::cache::{AttemptCache, ReplayCache};
+use crate::core::clock::Clock;
+use crate::core::command::{BeginCommand, CompleteCommand, ExtendCommand, FailCommand};
+use crate::core::decide::{self, BeginDecision, Finish};
+use crate::core::error::Error;
+use crate::core::limits::Limits;
+use crate::core::outcome::{Acquired, BeginOutcome, RecordView};
+use crate::core::record::{RecordId, Snapshot, Versioned};
+use crate::core::store::{RecordStore, Written};
+
+/// How many attempts handed out by this replica are remembered for a
+/// read-free Complete (a few hundred bytes each).
+const ATTEMPT_CACHE_ENTRIES: u64 = 100_000;
+
+/// What a coordinator is configured with, beside its store and clock.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub limits: Limits,
+    /// Memory for replays served without a store read (0: none).
+    pub replay_cache_bytes: u64,
+    /// The longest one operation may spend on store calls (lost races
+    /// re-decided, transient errors retried), on top of a Begin's wait.
+    pub request_timeout: Duration,
+}
+
+pub struct Coordinator<S> {
+    store: Arc<S>,
+    clock: Arc<dyn Clock>,
+    settings: Settings,
+    replays: ReplayCache,
+    attempts: AttemptCache,
+    /// Cancelled when the server starts draining, so that waiting Begins
+    /// answer with what they know instead of holding up the shutdown.
+    draining: CancellationToken,
+}
+
+impl<S: RecordStore> Coordinator<S> {
+    pub fn new(store: Arc<S>, clock: Arc<dyn Clock>, settings: Settings, draining: CancellationToken) -> Self {
+        Self {
+            store,
+            clock,
+            replays: ReplayCache::new(settings.replay_cache_bytes),
+            attempts: AttemptCache::new(ATTEMPT_CACHE_ENTRIES),
+            settings,
+            draining,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+
+    /// When an operation that may spend `waiting` on purpose must be over:
+    /// the caller's deadline, capped so that a loop of store calls can never
+    /// outlast one request timeout plus the wait.
+    fn operation_deadline(&self, deadline: Instant, waiting: Duration) -> Instant {
+        deadline.min(Instant::now() + waiting + self.settings.request_timeout)
+    }
+
+    /// The record and lock to decide on: this replica's own record of the
+    /// attempt holding `token` if it has one (the write's compare on the token
+    /// still decides), otherwise a read.
+    async fn snapshot_for_token(&self, id: &RecordId, token: u64, deadline: Instant) -> Result<Snapshot, Error> {
+        match self.attempts.get(id, token) {
+            Some(value) => Ok(Snapshot {
+                revision: token as i64,
+                record: Some(Versioned { value, revision: token as i64 }),
+                lock: None,
+            }),
+            None => self.store.read(id, deadline).await,
+        }
+    }
+
+    pub async fn begin(&self, command: &BeginCommand, deadline: Instant) -> Result<BeginOutcome, Error> {
+        let deadline = self.operation_deadline(deadline, command.wait);
+        let id = &command.id;
+        if let Some(replay) = self.replays.get(id, &command.fingerprint, self.clock.now_ms()) {
+            return replay;
+        }
+        // Without a caller-sent request_id, make one: our own retries of an
+        // ambiguous write then recognise the attempt they created.
+        let request_id =
+            if command.request_id.is_empty() { uuid::Uuid::new_v4().to_string() } else { command.request_id.clone() };
+        let wait_until = deadline.min(Instant::now() + command.wait);
+        let mut waited = false;
+        // Most keys are new: try to create the record before reading it; a
+        // conflict answers with what is there instead.
+        let mut snapshot = Snapshot::default();
+        loop {
+            let now = self.clock.now_ms();
+            let (expect, attempt) = match decide::decide_begin(&snapshot, command, &request_id, now)? {
+                BeginDecision::Start { expect, attempt } => (expect, attempt),
+                BeginDecision::Answer(outcome) => {
+                    if let Some(record) = &snapshot.record {
+                        self.replays.remember(id, &record.value);
+                    }
+                    return Ok(outcome);
+                }
+                BeginDecision::Busy(in_progress) => {
+                    if Instant::now() >= wait_until || self.draining.is_cancelled() {
+                        return Ok(BeginOutcome::InProgress(in_progress));
+                    }
+                    if !waited {
+                        metrics::counter!(WAITS).increment(1);
+                        waited = true;
+                    }
+                    if !self.wait_for_change(id, &snapshot, wait_until).await? {
+                        // Nothing changed: what we know is still the answer,
+                        // and the deadline leaves no time to read again.
+                        return Ok(BeginOutcome::InProgress(in_progress));
+                    }
+                    snapshot = self.store.read(id, deadline).await?;
+                    continue;
+                }
+            };
+            if attempt.attempt > 1 {
+                debug!(attempt = attempt.attempt, "starting a new attempt over the record");
+            }
+            let (attempt_number, recovered) = (attempt.attempt, attempt.recovered.clone());
+            let (write, lease_deadline) = decide::start_attempt(
+                expect,
+                attempt,
+                command,
+                &request_id,
+                now,
+                self.settings.limits.default_retention,
+            );
+            match self.store.write(id, &write, deadline).await? {
+                Written::Committed { revision } => {
+                    if let Some((record, _)) = write.record {
+                        self.attempts.remember(id, revision as u64, record);
+                    }
+                    return Ok(BeginOutcome::Acquired(Acquired {
+                        fencing_token: revision as u64,
+                        attempt: attempt_number,
+                        lease_expires_at_ms: lease_deadline,
+                        recovered,
+                    }));
+                }
+                Written::Conflict(latest) => snapshot = *latest,
+            }
+        }
+    }
+
+    /// Waits until the record or its lock changes or its lock's deadline
+    /// passes (true: decide again), or until `until` or a drain (false:
+    /// nothing changed). A watch that breaks counts as a change, so the caller
+    /// re-reads.
+    async fn wait_for_change(&self, id: &RecordId, snapshot: &Snapshot, until: Instant) -> Result<bool, Error> {
+        let lock_deadline = snapshot.lock.as_ref().map(|l| l.value.deadline_ms).unwrap_or_default();
+        let lapse_at = Instant::now() + Duration::from_millis((lock_deadline - self.clock.now_ms()).max(0) as u64 + 1);
+        let wake_at = until.min(lapse_at);
+        let lapses_first = lapse_at < until;
+        let mut changes = match self.store.watch(id, snapshot.revision, wake_at).await {
+            Ok(changes) => changes,
+            Err(_) if Instant::now() >= wake_at => return Ok(lapses_first),
+            Err(error) => return Err(error),
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake_at) => Ok(lapses_first),
+            _ = self.draining.cancelled() => Ok(false),
+            change = changes.next() => {
+                if let Some(Err(error)) = change {
+                    debug!(%error, "watch broke; re-reading");
+                    // Do not spin if the store keeps breaking the stream.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    pub async fn complete(&self, command: CompleteCommand, deadline: Instant) -> Result<RecordView, Error> {
+        let finish = Finish::Complete { result: command.result, retention: command.retention };
+        self.finish(&command.id, command.fencing_token, finish, deadline).await
+    }
+
+    pub async fn fail(&self, command: FailCommand, deadline: Instant) -> Result<RecordView, Error> {
+        let finish = if command.retryable {
+            Finish::Release { error: command.error }
+        } else {
+            Finish::Fail { error: command.error, retention: command.retention }
+        };
+        self.finish(&command.id, command.fencing_token, finish, deadline).await
+    }
+
+    async fn finish(&self, id: &RecordId, token: u64, finish: Finish, deadline: Instant) -> Result<RecordView, Error> {
+        let deadline = self.operation_deadline(deadline, Duration::ZERO);
+        let mut snapshot = self.snapshot_for_token(id, token, deadline).await?;
+        loop {
+            let now = self.clock.now_ms();
+            let current = decide::live_record(&snapshot, now)?;
+            if !decide::owns(current, token) {
+                // A repeat of the call that finished the record gets the record.
+                return match decide::not_owner(&current.value, token, |record| finish.matches(record)) {
+                    Some(error) => Err(error),
+                    None => Ok(decide::record_view(current, None)),
+                };
+            }
+            let write = finish.write(&current.value, token, now);
+            match self.store.write(id, &write, deadline).await? {
+                Written::Committed { revision } => {
+                    let (record, _) = write.record.expect("a finish writes the record");
+                    self.attempts.forget(id);
+                    self.replays.remember(id, &record);
+                    return Ok(decide::record_view(&Versioned { value: record, revision }, None));
+                }
+                Written::Conflict(latest) => snapshot = *latest,
+            }
+        }
+    }
+
+    /// Moves the lease of the attempt holding the token; the new deadline.
+    pub async fn extend(&self, command: ExtendCommand, deadline: Instant) -> Result<i64, Error> {
+        let deadline = self.operation_deadline(deadline, Duration::ZERO);
+        let mut snapshot = self.snapshot_for_token(&command.id, command.fencing_token, deadline).await?;
+        loop {
+            let now = self.clock.now_ms();
+            let current = decide::live_record(&snapshot, now)?;
+            if !decide::owns(current, command.fencing_token) {
+                // Nothing is "the same Extend" once the attempt has finished.
+                let error = decide::not_owner(&current.value, command.fencing_token, |_| false);
+                return Err(error.unwrap_or(Error::LeaseLost { current_attempt: current.value.attempt }));
+            }
+            let (write, lease_deadline) =
+                decide::extend(&current.value, command.fencing_token, command.lease_ttl, now)?;
+            match self.store.write(&command.id, &write, deadline).await? {
+                Written::Committed { .. } => return Ok(lease_deadline),
+                Written::Conflict(latest) => snapshot = *latest,
+            }
+        }
+    }
+
+    pub async fn lookup(&self, id: &RecordId, deadline: Instant) -> Result<RecordView, Error> {
+        let deadline = self.operation_deadline(deadline, Duration::ZERO);
+        let snapshot = self.store.read(id, deadline).await?;
+        let current = decide::live_record(&snapshot, self.clock.now_ms())?;
+        Ok(decide::record_view(current, snapshot.lock.as_ref()))
+    }
+}
+
+/// Begins that waited for another owner (a Prometheus counter).
+pub const WAITS: &str = "idempotency_waits_total";

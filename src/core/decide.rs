@@ -1,0 +1,457 @@
+//! The decisions of DESIGN.md as pure functions of what the store holds and
+//! the time: what a Begin does, whether a token owns a record, how a
+//! Complete, Fail or Extend changes it, and what a record looks like to
+//! callers. [`crate::core::coordinator`] applies them.
+//!
+//! Invariant: an in-progress record is never rewritten, so the revision that
+//! wrote it is the fencing token of its attempt, and "the record still has
+//! that revision" is the one ownership check for Complete, Fail and Extend.
+//! Every takeover rewrites the record, which makes every older token stale.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use rand::Rng;
+
+use crate::core::command::BeginCommand;
+use crate::core::error::Error;
+use crate::core::outcome::{Acquired, BeginOutcome, InProgress, PublicState, RecordView};
+use crate::core::record::{CallError, CallResult, Lock, Record, Recovery, RecoveryReason, Snapshot, State, Versioned};
+use crate::core::store::{Expect, LeaseWant, LockChange, RecordLease, Write};
+
+/// How far past its deadline an attempt's lock lease may run. Only cleanup
+/// depends on it: takeover follows the deadline stored in the lock.
+const LOCK_LEASE_SLACK: Duration = Duration::from_secs(2);
+
+/// The longest `retry_after` suggested to a caller that found the record busy.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The shortest `retry_after`, so that busy callers do not spin.
+const MIN_RETRY_AFTER: Duration = Duration::from_millis(50);
+
+/// What a Begin should do, given what the store holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BeginDecision {
+    /// Start an attempt with a write that expects the store unchanged.
+    Start { expect: Expect, attempt: AttemptStart },
+    /// Answer with this outcome: a replay, or the caller's own live attempt.
+    Answer(BeginOutcome),
+    /// Another owner holds a live lease.
+    Busy(InProgress),
+}
+
+/// What a new attempt inherits from the record it starts on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptStart {
+    pub attempt: u32,
+    pub created_at_ms: i64,
+    pub recovered: Option<Recovery>,
+}
+
+pub fn decide_begin(
+    snapshot: &Snapshot,
+    command: &BeginCommand,
+    request_id: &str,
+    now: i64,
+) -> Result<BeginDecision, Error> {
+    let Some(current) = snapshot.record.as_ref() else {
+        let attempt = AttemptStart { attempt: 1, created_at_ms: now, recovered: None };
+        return Ok(BeginDecision::Start { expect: Expect::Absent, attempt });
+    };
+    let record = &current.value;
+    // Replacing the record needs it and its lock exactly as we saw them.
+    let expect = Expect::Unchanged {
+        record_revision: current.revision,
+        lock_revision: snapshot.lock.as_ref().map(|l| l.revision),
+    };
+    if record.expires_at_ms <= now {
+        // Expired but not deleted yet: a new request.
+        let attempt = AttemptStart { attempt: 1, created_at_ms: now, recovered: None };
+        return Ok(BeginDecision::Start { expect, attempt });
+    }
+    if record.fingerprint != command.fingerprint {
+        return Err(Error::KeyReused { attempt: record.attempt });
+    }
+    let take_over = |reason: RecoveryReason, last_error: Option<CallError>| BeginDecision::Start {
+        expect,
+        attempt: AttemptStart {
+            attempt: record.attempt + 1,
+            created_at_ms: record.created_at_ms,
+            recovered: Some(Recovery {
+                reason,
+                previous_attempt: record.attempt,
+                previous_owner: record.owner.clone(),
+                last_error,
+            }),
+        },
+    };
+    Ok(match record.state {
+        State::Completed | State::Failed => {
+            BeginDecision::Answer(crate::core::cache::replay_of(record).expect("terminal records have a replay"))
+        }
+        State::Released => take_over(RecoveryReason::Released, record.error.clone()),
+        State::InProgress => match live_deadline(snapshot, now) {
+            None => take_over(RecoveryReason::Abandoned, None),
+            Some(deadline) if record.request_id == request_id => {
+                BeginDecision::Answer(BeginOutcome::Acquired(Acquired {
+                    fencing_token: current.revision as u64,
+                    attempt: record.attempt,
+                    lease_expires_at_ms: deadline,
+                    recovered: record.recovered.clone(),
+                }))
+            }
+            Some(deadline) => BeginDecision::Busy(InProgress {
+                owner: record.owner.clone(),
+                attempt: record.attempt,
+                lease_expires_at_ms: deadline,
+                retry_after: Duration::from_millis((deadline - now) as u64).clamp(MIN_RETRY_AFTER, MAX_RETRY_AFTER),
+            }),
+        },
+    })
+}
+
+/// The deadline of the lock, if it has not passed.
+fn live_deadline(snapshot: &Snapshot, now: i64) -> Option<i64> {
+    snapshot.lock.as_ref().map(|l| l.value.deadline_ms).filter(|&deadline| deadline > now)
+}
+
+/// The write that starts `attempt` for `command`, and the attempt's deadline.
+pub fn start_attempt(
+    expect: Expect,
+    attempt: AttemptStart,
+    command: &BeginCommand,
+    request_id: &str,
+    now: i64,
+    default_retention: Duration,
+) -> (Write, i64) {
+    let deadline = now + command.lease_ttl.as_millis() as i64;
+    let record = Record {
+        state: State::InProgress,
+        attempt: attempt.attempt,
+        owner: command.owner.clone(),
+        request_id: request_id.to_owned(),
+        fingerprint: command.fingerprint.to_vec(),
+        created_at_ms: attempt.created_at_ms,
+        updated_at_ms: now,
+        // An abandoned attempt's record is kept as long as a finished one.
+        expires_at_ms: deadline + default_retention.as_millis() as i64,
+        finished_token: 0,
+        result: None,
+        error: None,
+        recovered: attempt.recovered,
+    };
+    let lease = RecordLease::Until(retention_lease(record.expires_at_ms, default_retention));
+    let write = Write { expect, record: Some((record, lease)), lock: lock_until(deadline) };
+    (write, deadline)
+}
+
+fn lock_until(deadline_ms: i64) -> LockChange {
+    LockChange::Put { lock: Lock { deadline_ms }, lease: LeaseWant { until_ms: deadline_ms, slack: LOCK_LEASE_SLACK } }
+}
+
+/// How a Complete or Fail ends an attempt.
+#[derive(Debug, Clone)]
+pub enum Finish {
+    Complete { result: CallResult, retention: Duration },
+    Fail { error: CallError, retention: Duration },
+    Release { error: CallError },
+}
+
+impl Finish {
+    fn state(&self) -> State {
+        match self {
+            Finish::Complete { .. } => State::Completed,
+            Finish::Fail { .. } => State::Failed,
+            Finish::Release { .. } => State::Released,
+        }
+    }
+
+    /// Whether `record`, finished by the same token, is what this call would
+    /// have written (so a repeated call is answered with it).
+    pub fn matches(&self, record: &Record) -> bool {
+        record.state == self.state()
+            && match self {
+                Finish::Complete { result, .. } => record.result.as_ref() == Some(result),
+                Finish::Fail { error, .. } | Finish::Release { error } => record.error.as_ref() == Some(error),
+            }
+    }
+
+    /// The write that finishes `current`, the attempt holding `token`.
+    pub fn write(&self, current: &Record, token: u64, now: i64) -> Write {
+        let mut record = Record { state: self.state(), updated_at_ms: now, finished_token: token, ..current.clone() };
+        let lease = match self {
+            Finish::Complete { result, retention } => {
+                record.result = Some(result.clone());
+                record.expires_at_ms = spread_expiry(now, *retention);
+                RecordLease::Until(retention_lease(record.expires_at_ms, *retention))
+            }
+            Finish::Fail { error, retention } => {
+                record.error = Some(error.clone());
+                record.expires_at_ms = spread_expiry(now, *retention);
+                RecordLease::Until(retention_lease(record.expires_at_ms, *retention))
+            }
+            // A released record keeps the expiry (and lease) of the attempt
+            // it ended: it is abandoned unless someone takes over.
+            Finish::Release { error } => {
+                record.error = Some(error.clone());
+                RecordLease::Keep
+            }
+        };
+        Write { expect: Expect::Token(token), record: Some((record, lease)), lock: LockChange::Delete }
+    }
+}
+
+/// The write that moves the lock of the attempt holding `token` to a
+/// deadline `lease_ttl` from now, and that deadline.
+pub fn extend(current: &Record, token: u64, lease_ttl: Duration, now: i64) -> Result<(Write, i64), Error> {
+    let deadline = now + lease_ttl.as_millis() as i64;
+    if deadline > current.expires_at_ms {
+        let expiry = UNIX_EPOCH + Duration::from_millis(current.expires_at_ms.max(0) as u64);
+        return Err(Error::invalid(
+            "lease_ttl",
+            format!(
+                "would run the lease past the record's expiry at {}; an attempt must finish within the retention period",
+                humantime::format_rfc3339_millis(expiry)
+            ),
+        ));
+    }
+    Ok((Write { expect: Expect::Token(token), record: None, lock: lock_until(deadline) }, deadline))
+}
+
+/// The record, unless it is missing or past its expiry (a store deletes
+/// expired records a little after their expiry; callers must not see the
+/// difference).
+pub fn live_record(snapshot: &Snapshot, now: i64) -> Result<&Versioned<Record>, Error> {
+    snapshot.record.as_ref().filter(|r| r.value.expires_at_ms > now).ok_or(Error::NotFound)
+}
+
+/// Whether `token` is the attempt in progress on `record`. A lapsed lease does
+/// not matter: if nobody took over, the late owner's word is the truth.
+pub fn owns(record: &Versioned<Record>, token: u64) -> bool {
+    record.value.state == State::InProgress && record.revision as u64 == token
+}
+
+/// Why the holder of `token` may not finish `record`: `LeaseLost` if another
+/// attempt owns or finished it, `AlreadyFinished` if this token finished it
+/// differently, and `None` if `same` says the call repeats that finish.
+pub fn not_owner(record: &Record, token: u64, same: impl Fn(&Record) -> bool) -> Option<Error> {
+    let finished_by_token = record.state != State::InProgress && record.finished_token == token;
+    if !finished_by_token {
+        return Some(Error::LeaseLost { current_attempt: record.attempt });
+    }
+    if same(record) {
+        None
+    } else {
+        Some(Error::AlreadyFinished { attempt: record.attempt, state: record.state.name() })
+    }
+}
+
+/// The public view of a record, with the deadline of its lock if it has one.
+pub fn record_view(record: &Versioned<Record>, lock: Option<&Versioned<Lock>>) -> RecordView {
+    let stored = &record.value;
+    let (state, fencing_token) = match stored.state {
+        State::Completed => (PublicState::Completed, stored.finished_token),
+        State::Failed => (PublicState::Failed, stored.finished_token),
+        State::Released => (PublicState::InProgress, stored.finished_token),
+        State::InProgress => (PublicState::InProgress, record.revision as u64),
+    };
+    RecordView {
+        state,
+        attempt: stored.attempt,
+        owner: stored.owner.clone(),
+        fencing_token,
+        lease_expires_at_ms: lock.filter(|_| stored.state == State::InProgress).map(|l| l.value.deadline_ms),
+        fingerprint: stored.fingerprint.clone(),
+        created_at_ms: stored.created_at_ms,
+        updated_at_ms: stored.updated_at_ms,
+        expires_at_ms: stored.expires_at_ms,
+        result: stored.result.clone(),
+        error: stored.error.clone(),
+    }
+}
+
+/// The end of a retention period that starts now, moved later by up to 2%
+/// (at most 10 minutes) so that records finished together do not all expire
+/// in the same instant.
+fn spread_expiry(now: i64, retention: Duration) -> i64 {
+    let spread = (retention.as_millis() as i64 / 50).min(600_000);
+    now + retention.as_millis() as i64 + rand::rng().random_range(0..=spread)
+}
+
+/// Records expiring within a 1% window (2 s to 60 s) share one store lease.
+fn retention_lease(expires_at_ms: i64, retention: Duration) -> LeaseWant {
+    LeaseWant {
+        until_ms: expires_at_ms,
+        slack: (retention / 100).clamp(Duration::from_secs(2), Duration::from_secs(60)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::record::RecordId;
+
+    const NOW: i64 = 1_000_000;
+
+    fn command(fingerprint: u8) -> BeginCommand {
+        BeginCommand {
+            id: RecordId { tenant: "t".into(), namespace: "ns".into(), key: "k".into() },
+            fingerprint: [fingerprint; 32],
+            lease_ttl: Duration::from_secs(5),
+            wait: Duration::ZERO,
+            owner: "me".into(),
+            request_id: String::new(),
+        }
+    }
+
+    fn record(state: State) -> Record {
+        Record {
+            state,
+            attempt: 2,
+            owner: "worker-a".into(),
+            request_id: "req-a".into(),
+            fingerprint: vec![1; 32],
+            created_at_ms: NOW - 10_000,
+            updated_at_ms: NOW - 1_000,
+            expires_at_ms: NOW + 60_000,
+            finished_token: 0,
+            result: None,
+            error: Some(CallError { code: "timeout".into(), ..Default::default() }),
+            recovered: None,
+        }
+    }
+
+    fn snapshot(state: State, lock_deadline: Option<i64>) -> Snapshot {
+        Snapshot {
+            revision: 50,
+            record: Some(Versioned { value: record(state), revision: 42 }),
+            lock: lock_deadline.map(|deadline_ms| Versioned { value: Lock { deadline_ms }, revision: 43 }),
+        }
+    }
+
+    fn decide(snapshot: &Snapshot, fingerprint: u8, request_id: &str) -> Result<BeginDecision, Error> {
+        decide_begin(snapshot, &command(fingerprint), request_id, NOW)
+    }
+
+    /// The attempt a decision starts, and what it expects of the store.
+    fn started(decision: BeginDecision) -> (Expect, AttemptStart) {
+        match decision {
+            BeginDecision::Start { expect, attempt } => (expect, attempt),
+            other => panic!("expected a new attempt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_record_means_create() {
+        let (expect, attempt) = started(decide(&Snapshot::default(), 1, "r").unwrap());
+        assert_eq!(expect, Expect::Absent);
+        assert_eq!(attempt, AttemptStart { attempt: 1, created_at_ms: NOW, recovered: None });
+    }
+
+    #[test]
+    fn a_live_lock_is_busy_for_others_and_reacquired_by_its_request_id() {
+        let busy = snapshot(State::InProgress, Some(NOW + 3_000));
+        match decide(&busy, 1, "someone-else").unwrap() {
+            BeginDecision::Busy(in_progress) => {
+                assert_eq!((in_progress.owner.as_str(), in_progress.attempt), ("worker-a", 2));
+                assert_eq!(in_progress.retry_after, MAX_RETRY_AFTER);
+            }
+            other => panic!("expected Busy, got {other:?}"),
+        }
+        match decide(&busy, 1, "req-a").unwrap() {
+            BeginDecision::Answer(BeginOutcome::Acquired(acquired)) => assert_eq!(acquired.fencing_token, 42),
+            other => panic!("expected the same acquisition, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_lapsed_or_missing_lock_is_taken_over_as_abandoned() {
+        for lock in [None, Some(NOW), Some(NOW - 1)] {
+            let (expect, attempt) = started(decide(&snapshot(State::InProgress, lock), 1, "req-b").unwrap());
+            assert_eq!(
+                expect,
+                Expect::Unchanged { record_revision: 42, lock_revision: lock.map(|_| 43) },
+                "a takeover must lose to any change since the read"
+            );
+            let recovery = attempt.recovered.expect("a takeover says what it recovered from");
+            assert_eq!(attempt.attempt, 3);
+            assert_eq!(recovery.reason, RecoveryReason::Abandoned);
+            assert_eq!((recovery.previous_attempt, recovery.previous_owner.as_str()), (2, "worker-a"));
+            assert_eq!(recovery.last_error, None);
+        }
+    }
+
+    #[test]
+    fn a_released_record_is_taken_over_with_its_error() {
+        let (_, attempt) = started(decide(&snapshot(State::Released, None), 1, "req-b").unwrap());
+        let recovery = attempt.recovered.expect("recovered");
+        assert_eq!((attempt.attempt, attempt.created_at_ms), (3, NOW - 10_000));
+        assert_eq!(recovery.reason, RecoveryReason::Released);
+        assert_eq!(recovery.last_error.map(|e| e.code), Some("timeout".to_string()));
+    }
+
+    #[test]
+    fn terminal_records_replay() {
+        assert!(matches!(
+            decide(&snapshot(State::Completed, None), 1, "x"),
+            Ok(BeginDecision::Answer(BeginOutcome::Completed(_)))
+        ));
+        assert!(matches!(
+            decide(&snapshot(State::Failed, None), 1, "x"),
+            Ok(BeginDecision::Answer(BeginOutcome::Failed(_)))
+        ));
+    }
+
+    #[test]
+    fn a_different_fingerprint_is_refused_in_every_state() {
+        for state in [State::InProgress, State::Completed, State::Failed, State::Released] {
+            for lock in [None, Some(NOW + 3_000)] {
+                assert!(
+                    matches!(decide(&snapshot(state, lock), 9, "req-a"), Err(Error::KeyReused { attempt: 2 })),
+                    "{state:?} with lock {lock:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_expired_record_is_new_again_whatever_its_fingerprint() {
+        let mut expired = snapshot(State::Completed, None);
+        expired.record.as_mut().unwrap().value.expires_at_ms = NOW;
+        let (_, attempt) = started(decide(&expired, 9, "x").unwrap());
+        assert_eq!(attempt, AttemptStart { attempt: 1, created_at_ms: NOW, recovered: None });
+    }
+
+    #[test]
+    fn only_the_current_attempt_owns_the_record() {
+        let current = Versioned { value: record(State::InProgress), revision: 42 };
+        assert!(owns(&current, 42));
+        assert!(!owns(&current, 41));
+        let finished = Versioned { value: record(State::Completed), revision: 42 };
+        assert!(!owns(&finished, 42));
+    }
+
+    #[test]
+    fn repeating_a_finish_is_recognised_and_a_different_one_is_not() {
+        let mut completed = record(State::Completed);
+        completed.finished_token = 42;
+        assert!(not_owner(&completed, 42, |_| true).is_none());
+        assert!(matches!(not_owner(&completed, 42, |_| false), Some(Error::AlreadyFinished { .. })));
+        assert!(matches!(not_owner(&completed, 41, |_| true), Some(Error::LeaseLost { current_attempt: 2 })));
+    }
+
+    #[test]
+    fn an_extend_may_not_outlast_the_record() {
+        let current = record(State::InProgress);
+        assert!(extend(&current, 42, Duration::from_secs(60), NOW).is_ok());
+        let refused = extend(&current, 42, Duration::from_secs(61), NOW).unwrap_err();
+        assert!(refused.to_string().contains("lease_ttl"), "{refused}");
+    }
+
+    #[test]
+    fn expiry_is_spread_but_never_early() {
+        let day = Duration::from_secs(86_400);
+        let expiries: std::collections::HashSet<i64> = (0..100).map(|_| spread_expiry(NOW, day)).collect();
+        assert!(expiries.len() > 90, "only {} distinct expiries", expiries.len());
+        assert!(expiries.iter().all(|e| (NOW + 86_400_000..=NOW + 86_400_000 + 600_000).contains(e)));
+    }
+}

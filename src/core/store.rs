@@ -1,0 +1,116 @@
+//! What the coordinator needs from a store, and no more: read a record and
+//! its lock with their revisions, write them under a condition, watch one
+//! record for changes, and say whether the store answers. Implementations
+//! live in [`crate::store`]; every one passes the same conformance suite
+//! (`tests/conformance`).
+//!
+//! The contract every implementation keeps:
+//! - Revisions grow strictly with every write, store-wide; a record's
+//!   revision is the fencing token of the attempt that wrote it.
+//! - A write either happens entirely, when its [`Expect`] holds, or not at
+//!   all, and then answers with what the store holds instead.
+//! - A value written with a lease disappears no earlier than the lease's
+//!   `until_ms` and at most its `slack` later; its absence is then a change
+//!   that watches see (or may learn of by the stream ending).
+//! - Retrying a call whose outcome was unknown is safe: the coordinator
+//!   recognises its own earlier write on a second look.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_stream::Stream;
+
+use crate::core::error::Error;
+use crate::core::record::{Lock, Record, RecordId, Snapshot};
+
+/// How long a value must live: it must not vanish before `until_ms` (Unix ms)
+/// and may outlive it by at most `slack`, which lets values that end at about
+/// the same time share one store lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseWant {
+    pub until_ms: i64,
+    pub slack: Duration,
+}
+
+/// What a record and its lock must look like for a write to go ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// There is no record.
+    Absent,
+    /// The record and its lock are exactly as at these revisions (`None`:
+    /// no lock).
+    Unchanged { record_revision: i64, lock_revision: Option<i64> },
+    /// The record has not changed since the attempt holding this token
+    /// began.
+    Token(u64),
+}
+
+/// How long a written record lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordLease {
+    Until(LeaseWant),
+    /// As long as the record already lives.
+    Keep,
+}
+
+/// What a write does to the lock.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LockChange {
+    /// Leave it as it is.
+    Keep,
+    /// Put this lock, living as `lease` says.
+    Put {
+        lock: Lock,
+        lease: LeaseWant,
+    },
+    Delete,
+}
+
+/// One conditional write: what to expect, then what to change.
+#[derive(Debug, Clone)]
+pub struct Write {
+    pub expect: Expect,
+    /// `None` leaves the record as it is.
+    pub record: Option<(Record, RecordLease)>,
+    pub lock: LockChange,
+}
+
+/// The outcome of a conditional write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Written {
+    /// The write happened at this revision.
+    Committed { revision: i64 },
+    /// The condition did not hold; this is what the store holds instead.
+    Conflict(Box<Snapshot>),
+}
+
+/// The revisions at which a watched record or its lock changed. The stream
+/// ending, or an error, means changes may have been missed: read again.
+pub type Changes = Pin<Box<dyn Stream<Item = Result<i64, Error>> + Send>>;
+
+pub trait RecordStore: Send + Sync + 'static {
+    /// The record and its lock, linearizably: a read after any committed
+    /// write, on any replica, sees it.
+    fn read(&self, id: &RecordId, deadline: Instant) -> impl Future<Output = Result<Snapshot, Error>> + Send;
+
+    /// Performs `write` if its expectation holds.
+    fn write(
+        &self,
+        id: &RecordId,
+        write: &Write,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Written, Error>> + Send;
+
+    /// Changes to the record or its lock after `after_revision`.
+    fn watch(
+        &self,
+        id: &RecordId,
+        after_revision: i64,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Changes, Error>> + Send;
+
+    /// Whether the store answers within `within`: the readiness check.
+    fn ping(&self, within: Duration) -> impl Future<Output = Result<(), Error>> + Send;
+}

@@ -1,0 +1,60 @@
+//! gRPC health as DESIGN.md specifies: liveness ("" and "liveness") says the
+//! process runs and never depends on etcd, or an etcd blip would restart every
+//! pod; readiness ("readiness" and the coordinator's service name) is SERVING
+//! only while the store answers (for etcd, a quorum read) and the process is
+//! not draining.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tracing::{info, warn};
+
+use crate::core::store::RecordStore;
+
+pub const LIVENESS: &str = "liveness";
+pub const READINESS: &str = "readiness";
+pub const COORDINATOR_SERVICE: &str = "idempotency.v1.CoordinatorService";
+
+/// Sets the initial statuses: alive, not yet ready.
+pub async fn init(reporter: &HealthReporter) {
+    reporter.set_service_status("", ServingStatus::Serving).await;
+    reporter.set_service_status(LIVENESS, ServingStatus::Serving).await;
+    set_readiness(reporter, ServingStatus::NotServing).await;
+}
+
+async fn set_readiness(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status(READINESS, status).await;
+    reporter.set_service_status(COORDINATOR_SERVICE, status).await;
+}
+
+/// Checks the store every `interval` and reports readiness, until
+/// `draining`; then reports NOT_SERVING for good.
+pub async fn track_readiness<S: RecordStore>(
+    store: Arc<S>,
+    reporter: HealthReporter,
+    interval: Duration,
+    draining: CancellationToken,
+) {
+    let mut ready = false;
+    loop {
+        let check = tokio::select! {
+            result = store.ping(interval.max(Duration::from_secs(1))) => result,
+            _ = draining.cancelled() => break,
+        };
+        match (&check, ready) {
+            (Ok(()), false) => info!("store reachable: ready"),
+            (Err(error), true) => warn!(%error, "store unreachable: not ready"),
+            _ => {}
+        }
+        ready = check.is_ok();
+        set_readiness(&reporter, if ready { ServingStatus::Serving } else { ServingStatus::NotServing }).await;
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = draining.cancelled() => break,
+        }
+    }
+    set_readiness(&reporter, ServingStatus::NotServing).await;
+}

@@ -1,0 +1,57 @@
+//! How to reach etcd: endpoints, key prefix, timeouts, TLS and credentials.
+
+use std::fmt;
+use std::time::Duration;
+
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+
+#[derive(Debug, Clone)]
+pub struct EtcdConfig {
+    pub endpoints: Vec<String>,
+    /// Prefix of every key this service writes.
+    pub prefix: String,
+    pub connect_timeout: Duration,
+    /// Time allowed for one etcd request, retries included.
+    pub request_timeout: Duration,
+    /// Set for https:// endpoints.
+    pub tls: Option<EtcdTls>,
+    /// etcd user and password.
+    pub credentials: Option<(String, Secret)>,
+}
+
+/// Bytes that must never reach a log line (private keys, passwords).
+#[derive(Clone, Default)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// How the etcd client verifies etcd and, optionally, identifies itself.
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    pub ca: Vec<u8>,
+    pub client: Option<(Vec<u8>, Secret)>,
+}
+
+impl EtcdTls {
+    pub fn options(&self) -> ClientTlsConfig {
+        let options = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca));
+        match &self.client {
+            Some((certificate, key)) => options.identity(Identity::from_pem(certificate, key.expose())),
+            None => options,
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Shared etcd leases.
+//!
+//! Granting a lease is an etcd round trip and a raft proposal. Records whose
+//! leases should end at about the same time can share one lease (as the
+//! Kubernetes API server does for events), so a Begin normally finds its lease
+//! here instead of granting one. A lease is handed out only if it ends no
+//! earlier than wanted and at most `slack` later; the record's own deadline,
+//! not its lease, is what the coordinator tells callers and enforces.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use crate::core::limits::MIN_LEASE_TTL;
+use crate::core::store::LeaseWant;
+
+/// The TTL to grant at `now_ms` for a lease that lands inside `want`'s
+/// window: aimed at its middle, in the whole seconds etcd deals in.
+pub fn grant_ttl_secs(want: LeaseWant, now_ms: i64) -> i64 {
+    let aim = want.until_ms + want.slack.as_millis() as i64 / 2 - now_ms;
+    ((aim + 999) / 1000).max(MIN_LEASE_TTL.as_secs() as i64)
+}
+
+/// Leases granted by this replica, by the Unix ms before which etcd cannot
+/// have expired them (measured from just before the grant was sent).
+#[derive(Debug, Default)]
+pub struct LeasePool {
+    // A std Mutex, not a tokio one: nothing awaits while it is held.
+    by_expiry: Mutex<BTreeMap<i64, i64>>,
+}
+
+impl LeasePool {
+    /// A pooled lease that satisfies `want`, if any.
+    pub fn find(&self, want: LeaseWant, now_ms: i64) -> Option<i64> {
+        let mut leases = self.by_expiry.lock().expect("lease pool lock poisoned");
+        // Leases that have ended are useless; forget them as we go.
+        let live = leases.split_off(&now_ms);
+        *leases = live;
+        let latest = want.until_ms + want.slack.as_millis() as i64;
+        leases.range(want.until_ms..=latest).next().map(|(_, id)| *id)
+    }
+
+    pub fn insert(&self, expires_at_ms: i64, lease_id: i64) {
+        self.by_expiry.lock().expect("lease pool lock poisoned").insert(expires_at_ms, lease_id);
+    }
+
+    /// Forgets every lease, e.g. after etcd said one no longer exists (its
+    /// data was restored from a backup, or the lease was revoked by hand).
+    pub fn clear(&self) {
+        self.by_expiry.lock().expect("lease pool lock poisoned").clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const SLACK: Duration = Duration::from_secs(2);
+
+    #[test]
+    fn a_lease_is_reused_only_inside_its_window() {
+        let pool = LeasePool::default();
+        pool.insert(10_500, 7);
+        let want = |until_ms| LeaseWant { until_ms, slack: SLACK };
+        assert_eq!(pool.find(want(10_000), 0), Some(7));
+        assert_eq!(pool.find(want(8_500), 0), Some(7));
+        // Would end too early.
+        assert_eq!(pool.find(want(10_501), 0), None);
+        // Would outlive the wanted time by more than the slack.
+        assert_eq!(pool.find(want(8_499), 0), None);
+    }
+
+    #[test]
+    fn ended_leases_are_dropped() {
+        let pool = LeasePool::default();
+        pool.insert(1_000, 1);
+        assert_eq!(pool.find(LeaseWant { until_ms: 900, slack: SLACK }, 2_000), None);
+        assert!(pool.by_expiry.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn grants_land_inside_the_window() {
+        for (until_ms, now_ms) in [(5_000, 0), (5_001, 0), (86_400_000, 123), (2_100, 2_000)] {
+            let want = LeaseWant { until_ms, slack: SLACK };
+            let expiry = now_ms + grant_ttl_secs(want, now_ms) * 1000;
+            assert!(expiry >= until_ms, "{expiry} ends before {until_ms}");
+            assert!(
+                expiry <= until_ms + SLACK.as_millis() as i64 || until_ms - now_ms < 2_000,
+                "{expiry} too late for {until_ms}"
+            );
+        }
+    }
+}

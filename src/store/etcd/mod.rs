@@ -1,0 +1,263 @@
+//! The etcd store: every read and conditional write the coordinator needs as
+//! one etcd transaction, committed in groups ([`batch`]), on shared leases
+//! ([`leases`]), under the key layout of [`keys`], in the stored format of
+//! [`format`].
+//!
+//! Each write is a transaction whose else-branch reads the record and its lock,
+//! so a write that loses a race returns the state it lost to in the same round
+//! trip. The fencing token is the etcd revision that wrote the record.
+//! `etcd-client` neither retries nor reconnects streams by itself: every call
+//! here is retried on transient errors ([`failure`]) until the caller's
+//! deadline or the configured request timeout, whichever is sooner. Retrying a
+//! write is safe because every write the coordinator makes is recognisable on
+//! a second look (request ids for Begin, fencing tokens for the rest).
+
+pub mod batch;
+pub mod config;
+pub mod failure;
+pub mod format;
+pub mod keys;
+pub mod leases;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, timeout_at};
+use tokio_stream::StreamExt;
+use tracing::debug;
+
+use crate::core::clock::Clock;
+use crate::core::error::Error;
+use crate::core::record::{RecordId, Snapshot};
+use crate::core::store::{Changes, Expect, LeaseWant, LockChange, RecordLease, RecordStore, Write, Written};
+use config::EtcdConfig;
+use failure::{Backoff, Failure, classify, timed_out};
+use keys::RecordKeys;
+use leases::LeasePool;
+
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    prefix: String,
+    request_timeout: Duration,
+    clock: Arc<dyn Clock>,
+    leases: Arc<LeasePool>,
+    /// Where reads and conditional writes go to be committed in groups.
+    batcher: mpsc::Sender<batch::Call>,
+    counters: Arc<batch::Counters>,
+}
+
+impl EtcdStore {
+    /// Connects lazily: the process starts (and reports itself alive) even
+    /// while etcd is down, and requests fail with STORE_UNAVAILABLE until it
+    /// is back.
+    pub async fn connect(config: &EtcdConfig, clock: Arc<dyn Clock>) -> Result<Self, Error> {
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(config.connect_timeout)
+            .with_timeout(config.request_timeout)
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            .with_keep_alive_while_idle(true)
+            // Without this a member cut off from the leader answers reads
+            // and stalls writes instead of failing fast.
+            .with_require_leader(true);
+        if let Some(tls) = &config.tls {
+            options = options.with_tls(tls.options());
+        }
+        if let Some((user, password)) = &config.credentials {
+            let password = String::from_utf8_lossy(password.expose()).into_owned();
+            // etcd auth tokens expire (after 5 idle minutes by default, and on
+            // any auth change with JWT tokens): re-authenticate and retry once
+            // when etcd says so, rather than failing every call until restart.
+            options = options.with_user(user, password).with_auto_token_refresh(true);
+        }
+        let client = Client::connect(&config.endpoints, Some(options)).await.map_err(|e| {
+            Error::StoreUnavailable(format!(
+                "cannot set up the etcd client (check --etcd-endpoints and the --etcd-* TLS and user flags): {e}"
+            ))
+        })?;
+        let counters = Arc::new(batch::Counters::default());
+        Ok(Self {
+            batcher: batch::spawn(client.clone(), config.request_timeout, counters.clone()),
+            counters,
+            client,
+            prefix: config.prefix.clone(),
+            request_timeout: config.request_timeout,
+            clock,
+            leases: Default::default(),
+        })
+    }
+
+    /// What group commit has sent so far.
+    pub fn counters(&self) -> &batch::Counters {
+        &self.counters
+    }
+
+    /// Hands one call to the batcher and waits for its share of the answer.
+    async fn submit(
+        &self,
+        keys: &RecordKeys,
+        txn: Txn,
+        bytes: usize,
+        deadline: Instant,
+    ) -> Result<batch::Answer, Failure> {
+        let (reply, answer) = oneshot::channel();
+        let call = batch::Call { scope: keys.scope.clone(), txn, bytes, reply };
+        let exchange = async {
+            self.batcher.send(call).await.map_err(|_| Failure::Permanent("the batcher has stopped".into()))?;
+            answer.await.map_err(|_| Failure::Permanent("the batcher dropped a call".into()))?
+        };
+        timeout_at(deadline, exchange)
+            .await
+            .unwrap_or_else(|_| Err(Failure::Transient("etcd did not answer in time".into())))
+    }
+
+    /// The transaction of `write`, and the bytes it counts against a batch's
+    /// size limit.
+    async fn build_txn(&self, keys: &RecordKeys, write: &Write) -> Result<(Txn, usize), etcd_client::Error> {
+        let compares = match write.expect {
+            Expect::Absent => vec![Compare::version(keys.record.as_str(), CompareOp::Equal, 0)],
+            Expect::Unchanged { record_revision, lock_revision } => vec![
+                Compare::mod_revision(keys.record.as_str(), CompareOp::Equal, record_revision),
+                match lock_revision {
+                    Some(revision) => Compare::mod_revision(keys.lock.as_str(), CompareOp::Equal, revision),
+                    None => Compare::version(keys.lock.as_str(), CompareOp::Equal, 0),
+                },
+            ],
+            Expect::Token(token) => {
+                vec![Compare::mod_revision(keys.record.as_str(), CompareOp::Equal, token as i64)]
+            }
+        };
+        let mut then = Vec::new();
+        let mut bytes = 256;
+        if let Some((record, lease)) = &write.record {
+            let options = match lease {
+                RecordLease::Until(want) => PutOptions::new().with_lease(self.lease(*want).await?),
+                RecordLease::Keep => PutOptions::new().with_ignore_lease(),
+            };
+            let value = format::encode_record(record);
+            bytes += value.len();
+            then.push(TxnOp::put(keys.record.as_str(), value, Some(options)));
+        }
+        match &write.lock {
+            LockChange::Keep => {}
+            LockChange::Put { lock, lease } => {
+                let options = PutOptions::new().with_lease(self.lease(*lease).await?);
+                then.push(TxnOp::put(keys.lock.as_str(), format::encode_lock(lock), Some(options)));
+            }
+            LockChange::Delete => then.push(TxnOp::delete(keys.lock.as_str(), None::<DeleteOptions>)),
+        }
+        Ok((Txn::new().when(compares).and_then(then).or_else(read_ops(keys)), bytes))
+    }
+
+    /// A lease ending inside `want`'s window: pooled, or granted now.
+    async fn lease(&self, want: LeaseWant) -> Result<i64, etcd_client::Error> {
+        let now = self.clock.now_ms();
+        if let Some(id) = self.leases.find(want, now) {
+            return Ok(id);
+        }
+        let ttl = leases::grant_ttl_secs(want, now);
+        let granted = self.client.clone().lease_grant(ttl, None).await?;
+        debug!(lease = granted.id(), ttl, "granted a shared lease");
+        self.leases.insert(now + granted.ttl() * 1000, granted.id());
+        Ok(granted.id())
+    }
+
+    /// The caller's deadline, capped at one request timeout from now.
+    fn bound(&self, deadline: Instant) -> Instant {
+        deadline.min(Instant::now() + self.request_timeout)
+    }
+}
+
+impl RecordStore for EtcdStore {
+    async fn read(&self, id: &RecordId, deadline: Instant) -> Result<Snapshot, Error> {
+        let keys = RecordKeys::new(&self.prefix, id);
+        let deadline = self.bound(deadline);
+        let mut backoff = Backoff::new();
+        loop {
+            let txn = Txn::new().and_then(read_ops(&keys));
+            match self.submit(&keys, txn, 0, deadline).await {
+                Ok(answer) => return snapshot_of(&answer.responses, answer.revision),
+                Err(failure) => backoff.after(failure, deadline, &self.leases).await?,
+            }
+        }
+    }
+
+    async fn write(&self, id: &RecordId, write: &Write, deadline: Instant) -> Result<Written, Error> {
+        let keys = RecordKeys::new(&self.prefix, id);
+        let deadline = self.bound(deadline);
+        let mut backoff = Backoff::new();
+        loop {
+            let (txn, bytes) = match timeout_at(deadline, self.build_txn(&keys, write)).await {
+                Err(_) => return Err(timed_out()),
+                Ok(Err(e)) => {
+                    backoff.after(classify(e), deadline, &self.leases).await?;
+                    continue;
+                }
+                Ok(Ok(built)) => built,
+            };
+            match self.submit(&keys, txn, bytes, deadline).await {
+                Ok(answer) if answer.succeeded => return Ok(Written::Committed { revision: answer.revision }),
+                Ok(answer) => {
+                    return Ok(Written::Conflict(Box::new(snapshot_of(&answer.responses, answer.revision)?)));
+                }
+                Err(failure) => backoff.after(failure, deadline, &self.leases).await?,
+            }
+        }
+    }
+
+    /// A watch on every key of one record.
+    async fn watch(&self, id: &RecordId, after_revision: i64, deadline: Instant) -> Result<Changes, Error> {
+        let keys = RecordKeys::new(&self.prefix, id);
+        let options = WatchOptions::new().with_prefix().with_start_revision(after_revision + 1);
+        let stream = match timeout_at(self.bound(deadline), self.client.clone().watch(keys.scope, Some(options))).await
+        {
+            Err(_) => return Err(timed_out()),
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(Error::StoreUnavailable(format!("cannot watch: {e}"))),
+        };
+        // Responses without events (the watch's creation, progress notes)
+        // are no change; a cancelled watch ends the stream.
+        let changes = stream
+            .filter_map(|message| match message {
+                Ok(response) if response.canceled() => Some(None),
+                Ok(response) if response.events().is_empty() => None,
+                Ok(response) => Some(Some(Ok(response.header().map(|h| h.revision()).unwrap_or_default()))),
+                Err(e) => Some(Some(Err(Error::StoreUnavailable(format!("the watch broke: {e}"))))),
+            })
+            .map_while(|change| change);
+        Ok(Box::pin(changes))
+    }
+
+    /// A linearizable read that needs an etcd quorum.
+    async fn ping(&self, within: Duration) -> Result<(), Error> {
+        let key = format!("{}health", self.prefix);
+        match tokio::time::timeout(within, self.client.clone().get(key, None)).await {
+            Err(_) => Err(timed_out()),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(Error::StoreUnavailable(e.to_string())),
+        }
+    }
+}
+
+fn read_ops(keys: &RecordKeys) -> Vec<TxnOp> {
+    vec![TxnOp::get(keys.record.as_str(), None), TxnOp::get(keys.lock.as_str(), None)]
+}
+
+/// Parses the two gets of `read_ops` out of a transaction response.
+fn snapshot_of(responses: &[TxnOpResponse], revision: i64) -> Result<Snapshot, Error> {
+    let mut kvs = responses.iter().map(|r| match r {
+        TxnOpResponse::Get(get) => Ok(get.kvs().first()),
+        other => Err(Error::Internal(format!("expected a get in the transaction response, got {other:?}"))),
+    });
+    let record = kvs.next().transpose()?.flatten();
+    let lock = kvs.next().transpose()?.flatten();
+    Ok(Snapshot {
+        revision,
+        record: record.map(|kv| format::decode_record(kv.key(), kv.value(), kv.mod_revision())).transpose()?,
+        lock: lock.map(|kv| format::decode_lock(kv.key(), kv.value(), kv.mod_revision())).transpose()?,
+    })
+}

@@ -1,0 +1,187 @@
+//! A store in one process's memory, with the semantics of the etcd store:
+//! store-wide revisions that grow with every change (so fencing tokens grow
+//! per record), values that vanish when their lease runs out by the
+//! [`Clock`], and watches.
+//!
+//! For local development, client tests and the conformance suite: records
+//! are lost when the process exits and are not shared between replicas.
+//! Expired values are removed on the next call to the store, as etcd removes
+//! them when its leader gets to the lease; a watch therefore learns of an
+//! expiry late, which is why a waiting Begin also wakes at the lock's
+//! deadline by itself.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::WatchStream;
+
+use crate::core::clock::Clock;
+use crate::core::error::Error;
+use crate::core::record::{Lock, Record, RecordId, Snapshot, Versioned};
+use crate::core::store::{Changes, Expect, LockChange, RecordLease, RecordStore, Write, Written};
+
+pub struct MemoryStore {
+    clock: Arc<dyn Clock>,
+    // A std Mutex, not a tokio one: nothing awaits while it is held.
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The revision of the latest change, store-wide.
+    revision: i64,
+    entries: HashMap<RecordId, Entry>,
+    /// When each stored value runs out, soonest first.
+    expiries: BTreeSet<(i64, Part, RecordId)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Part {
+    Record,
+    Lock,
+}
+
+/// One record's values, and the revision of its latest change for watchers.
+struct Entry {
+    record: Option<Stored<Record>>,
+    lock: Option<Stored<Lock>>,
+    changed: watch::Sender<i64>,
+}
+
+struct Stored<T> {
+    value: Versioned<T>,
+    expires_at_ms: i64,
+}
+
+impl MemoryStore {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self { clock, state: Mutex::default() }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        let mut state = self.state.lock().expect("memory store lock poisoned");
+        state.expire(self.clock.now_ms());
+        state
+    }
+}
+
+impl State {
+    /// Removes every value whose lease has run out by `now_ms`, each removal
+    /// a change at a revision of its own.
+    fn expire(&mut self, now_ms: i64) {
+        while let Some((at, part, id)) = self.expiries.first().cloned() {
+            if at > now_ms {
+                return;
+            }
+            self.expiries.pop_first();
+            self.revision += 1;
+            let revision = self.revision;
+            let Some(entry) = self.entries.get_mut(&id) else { continue };
+            match part {
+                Part::Record => entry.record = None,
+                Part::Lock => entry.lock = None,
+            }
+            entry.changed.send_replace(revision);
+            if entry.record.is_none() && entry.lock.is_none() {
+                // Dropping the sender ends the watches, which then re-read.
+                self.entries.remove(&id);
+            }
+        }
+    }
+
+    fn snapshot(&self, id: &RecordId) -> Snapshot {
+        let entry = self.entries.get(id);
+        Snapshot {
+            revision: self.revision,
+            record: entry.and_then(|e| e.record.as_ref()).map(|s| s.value.clone()),
+            lock: entry.and_then(|e| e.lock.as_ref()).map(|s| s.value.clone()),
+        }
+    }
+
+    fn holds(&self, id: &RecordId, expect: Expect) -> bool {
+        let entry = self.entries.get(id);
+        let record_revision = entry.and_then(|e| e.record.as_ref()).map(|s| s.value.revision);
+        let lock_revision = entry.and_then(|e| e.lock.as_ref()).map(|s| s.value.revision);
+        match expect {
+            Expect::Absent => record_revision.is_none(),
+            Expect::Unchanged { record_revision: expected_record, lock_revision: expected_lock } => {
+                record_revision.unwrap_or(0) == expected_record && lock_revision == expected_lock
+            }
+            Expect::Token(token) => record_revision == Some(token as i64),
+        }
+    }
+
+    fn apply(&mut self, id: &RecordId, write: &Write) -> i64 {
+        self.revision += 1;
+        let revision = self.revision;
+        let entry = self.entries.entry(id.clone()).or_insert_with(|| Entry {
+            record: None,
+            lock: None,
+            changed: watch::Sender::new(revision),
+        });
+        if let Some((record, lease)) = &write.record {
+            let old_expiry = entry.record.as_ref().map(|s| s.expires_at_ms);
+            let expires_at_ms = match lease {
+                RecordLease::Until(want) => want.until_ms,
+                RecordLease::Keep => old_expiry.expect("a record keeping its lease exists"),
+            };
+            entry.record = Some(Stored { value: Versioned { value: record.clone(), revision }, expires_at_ms });
+            if let Some(old) = old_expiry {
+                self.expiries.remove(&(old, Part::Record, id.clone()));
+            }
+            self.expiries.insert((expires_at_ms, Part::Record, id.clone()));
+        }
+        let old_lock_expiry = entry.lock.as_ref().map(|s| s.expires_at_ms);
+        match &write.lock {
+            LockChange::Keep => {}
+            LockChange::Put { lock, lease } => {
+                entry.lock =
+                    Some(Stored { value: Versioned { value: *lock, revision }, expires_at_ms: lease.until_ms });
+                if let Some(old) = old_lock_expiry {
+                    self.expiries.remove(&(old, Part::Lock, id.clone()));
+                }
+                self.expiries.insert((lease.until_ms, Part::Lock, id.clone()));
+            }
+            LockChange::Delete => {
+                entry.lock = None;
+                if let Some(old) = old_lock_expiry {
+                    self.expiries.remove(&(old, Part::Lock, id.clone()));
+                }
+            }
+        }
+        entry.changed.send_replace(revision);
+        revision
+    }
+}
+
+impl RecordStore for MemoryStore {
+    async fn read(&self, id: &RecordId, _deadline: Instant) -> Result<Snapshot, Error> {
+        Ok(self.state().snapshot(id))
+    }
+
+    async fn write(&self, id: &RecordId, write: &Write, _deadline: Instant) -> Result<Written, Error> {
+        let mut state = self.state();
+        if !state.holds(id, write.expect) {
+            return Ok(Written::Conflict(Box::new(state.snapshot(id))));
+        }
+        Ok(Written::Committed { revision: state.apply(id, write) })
+    }
+
+    async fn watch(&self, id: &RecordId, after_revision: i64, _deadline: Instant) -> Result<Changes, Error> {
+        let state = self.state();
+        let Some(entry) = state.entries.get(id) else {
+            // Nothing stored: whatever was there has gone since.
+            return Ok(Box::pin(tokio_stream::iter([Ok(state.revision)])));
+        };
+        let changes = WatchStream::new(entry.changed.subscribe()).filter(move |r| *r > after_revision).map(Ok);
+        Ok(Box::pin(changes))
+    }
+
+    async fn ping(&self, _within: Duration) -> Result<(), Error> {
+        Ok(())
+    }
+}
