@@ -174,7 +174,10 @@ pub async fn a_stale_owner_is_refused_even_by_the_replica_that_knew_its_attempt<
     lease_lost(h.extend("paused-owner", paused.fencing_token, 5).await, 2);
     lease_lost(h.fail("paused-owner", paused.fencing_token, "late", true).await, 2);
     let record = h.lookup("paused-owner").await.unwrap();
-    assert_eq!((record.state, record.attempt, record.fencing_token), (PublicState::InProgress, 2, new_owner.fencing_token));
+    assert_eq!(
+        (record.state, record.attempt, record.fencing_token),
+        (PublicState::InProgress, 2, new_owner.fencing_token)
+    );
     other.complete(complete("paused-owner", new_owner.fencing_token, "ok"), deadline()).await.unwrap();
 }
 
@@ -317,7 +320,8 @@ pub async fn namespaces_and_tenants_are_separate_records<S: RecordStore>(h: &Har
     // Same key and namespace, other tenant: its own record, even with another fingerprint.
     let globex = h.acquire(&scoped("globex", "payments.create", "another cart")).await;
 
-    let in_tenant = |tenant: &str| RecordId { tenant: tenant.into(), namespace: NAMESPACE.into(), key: "shared-key".into() };
+    let in_tenant =
+        |tenant: &str| RecordId { tenant: tenant.into(), namespace: NAMESPACE.into(), key: "shared-key".into() };
     assert!(matches!(h.coordinator.lookup(&in_tenant("initech"), deadline()).await, Err(Error::NotFound)));
     // A token of one tenant's record finishes nothing of another's.
     let mut steal = complete("shared-key", globex.fencing_token, "stolen");
