@@ -10,7 +10,7 @@ use tracing::{Span, field, info, instrument, warn};
 use crate::core::coordinator::Coordinator;
 use crate::core::error::Error;
 use crate::core::limits::Limits;
-use crate::core::outcome::{BeginOutcome, RecordView};
+use crate::core::outcome::{Acquired, BeginOutcome, RecordView};
 use crate::core::record::RecoveryReason;
 use crate::core::store::RecordStore;
 use crate::grpc::metadata::{deadline, trace_id};
@@ -64,14 +64,12 @@ fn outcome_name(outcome: &BeginOutcome) -> &'static str {
 }
 
 fn record_begin_metrics(outcome: &BeginOutcome) {
-    if let BeginOutcome::Acquired(acquired) = outcome {
-        if let Some(recovered) = &acquired.recovered {
-            let reason = match recovered.reason {
-                RecoveryReason::Released => "released",
-                RecoveryReason::Abandoned => "abandoned",
-            };
-            metrics::counter!(TAKEOVERS, "reason" => reason).increment(1);
-        }
+    if let BeginOutcome::Acquired(Acquired { recovered: Some(recovered), .. }) = outcome {
+        let reason = match recovered.reason {
+            RecoveryReason::Released => "released",
+            RecoveryReason::Abandoned => "abandoned",
+        };
+        metrics::counter!(TAKEOVERS, "reason" => reason).increment(1);
     }
     // Recovered or not, an acquisition counts as acquired.
     let name = match outcome {

@@ -2,7 +2,7 @@
 //! answers with these, and the etcd store's format embeds the same messages.
 //! Time conversions go through `prost-types`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use crate::core::outcome::{BeginOutcome, PublicState, RecordView};
 use crate::core::record::{CallError, CallResult, Recovery, RecoveryReason, ResultBody};
@@ -13,13 +13,6 @@ pub fn timestamp(unix_ms: i64) -> prost_types::Timestamp {
     let offset = Duration::from_millis(unix_ms.unsigned_abs());
     let at = if unix_ms >= 0 { UNIX_EPOCH + offset } else { UNIX_EPOCH - offset };
     prost_types::Timestamp::from(at)
-}
-
-/// A protobuf Timestamp in Unix milliseconds; None before the epoch or
-/// malformed.
-pub fn unix_ms(timestamp: &prost_types::Timestamp) -> Option<i64> {
-    let at = SystemTime::try_from(*timestamp).ok()?;
-    at.duration_since(UNIX_EPOCH).ok().map(|d| d.as_millis() as i64)
 }
 
 /// A std Duration as a protobuf Duration (saturating far beyond any setting).
@@ -144,7 +137,6 @@ mod tests {
     fn timestamps_convert_exactly() {
         assert_eq!(timestamp(1_500), prost_types::Timestamp { seconds: 1, nanos: 500_000_000 });
         assert_eq!(timestamp(-1), prost_types::Timestamp { seconds: -1, nanos: 999_000_000 });
-        assert_eq!(unix_ms(&timestamp(1_234_567)), Some(1_234_567));
     }
 
     #[test]

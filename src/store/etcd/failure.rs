@@ -49,11 +49,13 @@ pub struct Backoff {
     delay: Duration,
 }
 
-impl Backoff {
-    pub fn new() -> Self {
+impl Default for Backoff {
+    fn default() -> Self {
         Self { delay: Duration::from_millis(25) }
     }
+}
 
+impl Backoff {
     /// Sleeps before the next try, or returns the error if there is no time
     /// (or no point) left.
     pub async fn after(&mut self, failure: Failure, deadline: Instant, leases: &LeasePool) -> Result<(), Error> {

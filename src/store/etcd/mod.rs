@@ -176,7 +176,7 @@ impl RecordStore for EtcdStore {
     async fn read(&self, id: &RecordId, deadline: Instant) -> Result<Snapshot, Error> {
         let keys = RecordKeys::new(&self.prefix, id);
         let deadline = self.bound(deadline);
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::default();
         loop {
             let txn = Txn::new().and_then(read_ops(&keys));
             match self.submit(&keys, txn, 0, deadline).await {
@@ -189,7 +189,7 @@ impl RecordStore for EtcdStore {
     async fn write(&self, id: &RecordId, write: &Write, deadline: Instant) -> Result<Written, Error> {
         let keys = RecordKeys::new(&self.prefix, id);
         let deadline = self.bound(deadline);
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::default();
         loop {
             let (txn, bytes) = match timeout_at(deadline, self.build_txn(&keys, write)).await {
                 Err(_) => return Err(timed_out()),
