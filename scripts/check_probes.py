@@ -1,5 +1,5 @@
 """Checks a rendered Kustomize output (scripts/render_kustomize.py) against
-the server: the probes name health services it serves (src/health.rs), on
+the server: the probes name health services it serves (src/shell/health.rs), on
 the port that serves them — the gRPC port, or the plaintext health port when
 the ConfigMap turns TLS on — and the metrics and TLS settings agree with the
 container's ports and mounts.
@@ -14,10 +14,10 @@ import sys
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-health = (ROOT / "src" / "health.rs").read_text()
+health = (ROOT / "src" / "shell" / "health.rs").read_text()
 served = {""} | set(re.findall(r'pub const \w+: &str = "([^"]+)";', health))
 server_defaults = dict(
-    re.findall(r'env = "(IDEMPOTENCY_\w+)", default_value = "([^"]+)"', (ROOT / "src" / "config.rs").read_text())
+    re.findall(r'env = "(IDEMPOTENCY_\w+)", default_value = "([^"]+)"', (ROOT / "src" / "shell" / "config.rs").read_text())
 )
 
 
@@ -72,6 +72,6 @@ for rendered in sys.argv[1:]:
     for problem in problems:
         print(f"deploy: {rendered}: {problem}")
     mode = "TLS, probes on the health port" if tls else "plaintext"
-    print(f"deploy: {rendered} ({mode}): probes and ports checked against src/health.rs: {len(problems)} problems")
+    print(f"deploy: {rendered} ({mode}): probes and ports checked against src/shell/health.rs: {len(problems)} problems")
     failed |= bool(problems)
 sys.exit(1 if failed else 0)
