@@ -18,7 +18,6 @@ use idempotency_coordinator::core::limits::Limits;
 use idempotency_coordinator::core::outcome::BeginOutcome as Outcome;
 use idempotency_coordinator::core::record::{CallResult, RecordId, ResultBody};
 use idempotency_coordinator::store::etcd::EtcdStore;
-use idempotency_coordinator::store::etcd::config::EtcdConfig;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -35,14 +34,7 @@ fn limits() -> Limits {
 }
 
 async fn coordinator(etcd: &Etcd) -> (Arc<Coordinator<EtcdStore>>, Arc<EtcdStore>) {
-    let config = EtcdConfig {
-        endpoints: vec![etcd.client_url.clone()],
-        prefix: "/group-commit/".into(),
-        connect_timeout: Duration::from_secs(1),
-        request_timeout: Duration::from_secs(10),
-        tls: None,
-        credentials: None,
-    };
+    let config = common::etcd_config(etcd, "/group-commit/");
     let store = Arc::new(EtcdStore::connect(&config, Arc::new(SystemClock)).await.expect("etcd client"));
     let settings = Settings { limits: limits(), replay_cache_bytes: 1 << 20, request_timeout: config.request_timeout };
     let coordinator = Coordinator::new(store.clone(), Arc::new(SystemClock), settings, CancellationToken::new());

@@ -4,11 +4,9 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::*;
 use idempotency_coordinator::proto::v1::coordinator_service_client::CoordinatorServiceClient;
-use tonic::transport::Channel;
 
 #[tokio::test]
 async fn json_logs_carry_the_trace_id_and_no_key_or_payload() {
@@ -22,14 +20,7 @@ async fn json_logs_carry_the_trace_id_and_no_key_or_payload() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("the server binary starts");
-    let started = Instant::now();
-    let channel = loop {
-        if let Ok(channel) = Channel::from_shared(url.clone()).unwrap().connect().await {
-            break channel;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "the server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let channel = connect_when_up(&url).await;
     let mut client = CoordinatorServiceClient::new(channel);
     let mut request = tonic::Request::new(begin_request("secret-key-0a1b", "secret-payload-9z", 5));
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";

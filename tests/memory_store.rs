@@ -5,12 +5,11 @@
 mod common;
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use idempotency_coordinator::proto::v1::begin_response::Outcome;
 use idempotency_coordinator::proto::v1::coordinator_service_client::CoordinatorServiceClient;
-use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 /// The binary on `port` with the memory store, and a client once it answers.
@@ -25,14 +24,7 @@ async fn serve_in_memory(port: u16) -> (Child, Client) {
         .spawn()
         .expect("the server binary starts");
     let url = format!("http://127.0.0.1:{port}");
-    let started = Instant::now();
-    let channel = loop {
-        if let Ok(channel) = Channel::from_shared(url.clone()).unwrap().connect().await {
-            break channel;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "the server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let channel = connect_when_up(&url).await;
     wait_for_health(&url, "readiness", ServingStatus::Serving, Duration::from_secs(5)).await;
     (process, CoordinatorServiceClient::new(channel))
 }

@@ -9,9 +9,11 @@
 //!   revision is the fencing token of the attempt that wrote it.
 //! - A write either happens entirely, when its [`Expect`] holds, or not at
 //!   all, and then answers with what the store holds instead.
-//! - A value written with a lease disappears no earlier than the lease's
-//!   `until_ms` and at most its `slack` later; its absence is then a change
-//!   that watches see (or may learn of by the stream ending).
+//! - A value written with a lease is there for every read until the lease's
+//!   `until_ms` and gone for reads after `until_ms + slack`. Its removal is a
+//!   change that watches see, possibly late (etcd's leader revokes leases
+//!   when it gets to them), so the core never waits on a watch alone for a
+//!   deadline to pass.
 //! - Retrying a call whose outcome was unknown is safe: the coordinator
 //!   recognises its own earlier write on a second look.
 

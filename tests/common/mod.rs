@@ -117,6 +117,31 @@ fn etcd_binary() -> PathBuf {
     std::env::var_os("ETCD_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("etcd"))
 }
 
+/// How the etcd store reaches `etcd`, its keys under `prefix`.
+pub fn etcd_config(etcd: &Etcd, prefix: &str) -> idempotency_coordinator::store::etcd::config::EtcdConfig {
+    idempotency_coordinator::store::etcd::config::EtcdConfig {
+        endpoints: vec![etcd.client_url.clone()],
+        prefix: prefix.into(),
+        connect_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(10),
+        tls: None,
+        credentials: None,
+    }
+}
+
+/// A channel to a server process at `url` as soon as it accepts
+/// connections, failing the test after 10 s.
+pub async fn connect_when_up(url: &str) -> Channel {
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(channel) = Channel::from_shared(url.to_owned()).expect("valid url").connect().await {
+            return channel;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the server at {url} did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The coordinator, served in-process from `server::run`.
 pub struct Server {
     pub addr: SocketAddr,
