@@ -59,10 +59,6 @@ impl<S: RecordStore> Coordinator<S> {
         }
     }
 
-    pub fn store(&self) -> &Arc<S> {
-        &self.store
-    }
-
     /// When an operation that may spend `waiting` on purpose must be over:
     /// the caller's deadline, capped so that a loop of store calls can never
     /// outlast one request timeout plus the wait.
