@@ -115,7 +115,17 @@ impl State {
         }
     }
 
-    fn apply(&mut self, id: &RecordId, write: &Write) -> i64 {
+    fn apply(&mut self, id: &RecordId, write: &Write) -> Result<i64, Error> {
+        let old_expiry = self.entries.get(id).and_then(|e| e.record.as_ref()).map(|s| s.expires_at_ms);
+        let new_expiry = match &write.record {
+            None => None,
+            Some((_, RecordLease::Until(want))) => Some(want.until_ms),
+            // etcd refuses the same: "ignore_lease" on a key that does not exist.
+            Some((_, RecordLease::Keep)) => Some(
+                old_expiry
+                    .ok_or_else(|| Error::Internal("a write kept the lease of a record that does not exist".into()))?,
+            ),
+        };
         self.revision += 1;
         let revision = self.revision;
         let entry = self.entries.entry(id.clone()).or_insert_with(|| Entry {
@@ -123,12 +133,7 @@ impl State {
             lock: None,
             changed: watch::Sender::new(revision),
         });
-        if let Some((record, lease)) = &write.record {
-            let old_expiry = entry.record.as_ref().map(|s| s.expires_at_ms);
-            let expires_at_ms = match lease {
-                RecordLease::Until(want) => want.until_ms,
-                RecordLease::Keep => old_expiry.expect("a record keeping its lease exists"),
-            };
+        if let (Some((record, _)), Some(expires_at_ms)) = (&write.record, new_expiry) {
             entry.record = Some(Stored { value: Versioned { value: record.clone(), revision }, expires_at_ms });
             if let Some(old) = old_expiry {
                 self.expiries.remove(&(old, Part::Record, id.clone()));
@@ -154,7 +159,10 @@ impl State {
             }
         }
         entry.changed.send_replace(revision);
-        revision
+        if entry.record.is_none() && entry.lock.is_none() {
+            self.entries.remove(id);
+        }
+        Ok(revision)
     }
 }
 
@@ -168,7 +176,7 @@ impl RecordStore for MemoryStore {
         if !state.holds(id, write.expect) {
             return Ok(Written::Conflict(Box::new(state.snapshot(id))));
         }
-        Ok(Written::Committed { revision: state.apply(id, write) })
+        Ok(Written::Committed { revision: state.apply(id, write)? })
     }
 
     async fn watch(&self, id: &RecordId, after_revision: i64, _deadline: Instant) -> Result<Changes, Error> {
@@ -183,5 +191,68 @@ impl RecordStore for MemoryStore {
 
     async fn ping(&self, _within: Duration) -> Result<(), Error> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::clock::TokioClock;
+    use crate::core::record::State;
+    use crate::core::store::LeaseWant;
+
+    fn id() -> RecordId {
+        RecordId { tenant: "t".into(), namespace: "ns".into(), key: "k".into() }
+    }
+
+    fn record() -> Record {
+        Record {
+            state: State::InProgress,
+            attempt: 1,
+            owner: String::new(),
+            request_id: String::new(),
+            fingerprint: vec![],
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            expires_at_ms: 0,
+            finished_token: 0,
+            result: None,
+            error: None,
+            recovered: None,
+        }
+    }
+
+    fn lease(until_ms: i64) -> LeaseWant {
+        LeaseWant { until_ms, slack: Duration::from_secs(2) }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lapsed_lock_is_gone_and_its_watchers_hear_of_it() {
+        let clock = Arc::new(TokioClock::new());
+        let store = MemoryStore::new(clock.clone());
+        let now = clock.now_ms();
+        let write = Write {
+            expect: Expect::Absent,
+            record: Some((record(), RecordLease::Until(lease(now + 60_000)))),
+            lock: LockChange::Put { lock: Lock { deadline_ms: now + 2_000 }, lease: lease(now + 2_000) },
+        };
+        let Written::Committed { revision } = store.write(&id(), &write, Instant::now()).await.unwrap() else {
+            panic!("the first write commits")
+        };
+        let mut changes = store.watch(&id(), revision, Instant::now()).await.unwrap();
+        tokio::time::advance(Duration::from_millis(2_000)).await;
+        let snapshot = store.read(&id(), Instant::now()).await.unwrap();
+        assert!(snapshot.lock.is_none(), "the lock outlived its lease");
+        assert_eq!(snapshot.record.map(|r| r.revision), Some(revision));
+        assert_eq!(changes.next().await.map(|c| c.unwrap()), Some(revision + 1));
+    }
+
+    #[tokio::test]
+    async fn keeping_the_lease_of_a_missing_record_is_refused() {
+        let store = MemoryStore::new(Arc::new(TokioClock::new()));
+        let write =
+            Write { expect: Expect::Absent, record: Some((record(), RecordLease::Keep)), lock: LockChange::Keep };
+        assert!(matches!(store.write(&id(), &write, Instant::now()).await, Err(Error::Internal(_))));
+        assert_eq!(store.read(&id(), Instant::now()).await.unwrap(), Snapshot::default());
     }
 }
