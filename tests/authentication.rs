@@ -23,9 +23,12 @@ struct Setup {
     _etcd: Etcd,
     server: Server,
     pki: Pki,
-    /// Trusted client certificates: acme by URI SAN (its CN says otherwise), globex by CN.
+    /// Trusted client certificates naming their tenant by URI SAN (acme's CN
+    /// says otherwise), and one that names none under the prefix but has the
+    /// CN "acme": with a prefix configured, a CN never picks a tenant.
     acme: Leaf,
     globex: Leaf,
+    cn_only: Leaf,
     health_port: u16,
 }
 
@@ -33,7 +36,8 @@ async fn setup() -> Setup {
     let pki = Pki::new("coordinator");
     let server_cert = pki.server("server");
     let acme = pki.client("acme", Some("not-the-tenant"), &["spiffe://test.example/tenant/acme"]);
-    let globex = pki.client("globex", Some("globex"), &[]);
+    let globex = pki.client("globex", None, &["spiffe://test.example/tenant/globex"]);
+    let cn_only = pki.client("cn-only", Some("acme"), &["spiffe://elsewhere.example/tenant/acme"]);
     let tokens = pki.dir.path().join("tokens");
     std::fs::write(
         &tokens,
@@ -62,7 +66,7 @@ async fn setup() -> Setup {
         ],
     )
     .await;
-    Setup { _etcd: etcd, server, pki, acme, globex, health_port }
+    Setup { _etcd: etcd, server, pki, acme, globex, cn_only, health_port }
 }
 
 impl Setup {
@@ -121,7 +125,7 @@ async fn tenants_come_from_certificates_and_tokens() {
     let replay = acme_by_token.begin(begin_request(key, "cart-a", 5)).await.unwrap().into_inner().outcome.unwrap();
     assert!(matches!(replay, Outcome::Completed(_)), "got {replay:?}");
 
-    // globex (certificate CN) has its own record under the same key...
+    // globex (another certificate) has its own record under the same key...
     let mut globex = setup.client(Some(&setup.globex), None).await;
     assert_eq!(globex.lookup(lookup_request(key)).await.unwrap_err().code(), Code::NotFound);
     let fresh = globex.begin(begin_request(key, "cart-g", 5)).await.unwrap().into_inner().outcome.unwrap();
@@ -160,8 +164,9 @@ async fn tenants_come_from_certificates_and_tokens() {
 #[tokio::test]
 async fn missing_or_bad_credentials_are_unauthenticated() {
     let setup = setup().await;
-    let cases: [(&str, Option<&Leaf>, Option<String>, &str); 4] = [
+    let cases: [(&str, Option<&Leaf>, Option<String>, &str); 5] = [
         ("no credentials", None, None, "credentials required"),
+        ("a CN but no URI SAN under the prefix", Some(&setup.cn_only), None, "no URI SAN starting with"),
         ("unknown token", None, Some(bearer("not-a-token-anyone-was-given")), "unknown bearer token"),
         ("certificate and token disagree", Some(&setup.acme), Some(bearer(GLOBEX_TOKEN)), "disagree"),
         ("another scheme", None, Some(format!("Basic {ACME_TOKEN}")), "must be \"Bearer <token>\""),

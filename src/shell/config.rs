@@ -56,8 +56,9 @@ pub struct ServeArgs {
     #[arg(long, env = "IDEMPOTENCY_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
 
-    /// A client certificate URI SAN starting with this prefix names the tenant as the
-    /// rest of the URI (e.g. spiffe://example.org/tenant/); without one, the subject CN does.
+    /// A client certificate URI SAN starting with this prefix names the tenant as the rest of
+    /// the URI (e.g. spiffe://example.org/tenant/); with it set, a certificate without one is
+    /// refused. Unset, the subject CN names the tenant.
     #[arg(long, env = "IDEMPOTENCY_TENANT_URI_PREFIX", requires = "tls_client_ca")]
     pub tenant_uri_prefix: Option<String>,
 

@@ -1,7 +1,9 @@
-//! The tenant a verified client certificate names: the rest of a URI SAN
-//! after the configured prefix (SPIFFE style, e.g. prefix
-//! `spiffe://example.org/tenant/` and SAN `spiffe://example.org/tenant/acme`),
-//! else the subject common name. The TLS layer has already checked the chain
+//! The tenant a verified client certificate names: with a configured prefix,
+//! the rest of a URI SAN after it (SPIFFE style, e.g. prefix
+//! `spiffe://example.org/tenant/` and SAN `spiffe://example.org/tenant/acme`)
+//! and nothing else — SPIRE and cert-manager's csi-driver let workloads
+//! influence the subject CN, so it must not pick a tenant there; without a
+//! prefix, the subject CN. The TLS layer has already checked the chain
 //! against `--tls-client-ca`; this only reads the name.
 
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
@@ -22,17 +24,17 @@ pub fn tenant(der: &[u8], uri_prefix: Option<&str>) -> Result<String, String> {
             })
             .collect();
         named.dedup();
-        match named.as_slice() {
-            [] => {}
-            [tenant] => return Ok((*tenant).to_owned()),
-            _ => return Err(format!("the client certificate names several tenants under {prefix:?}: {named:?}")),
-        }
+        return match named.as_slice() {
+            [] => Err(format!("the client certificate has no URI SAN starting with {prefix:?}")),
+            [tenant] => Ok((*tenant).to_owned()),
+            _ => Err(format!("the client certificate names several tenants under {prefix:?}: {named:?}")),
+        };
     }
     let common_name = certificate.subject().iter_common_name().next();
-    common_name.and_then(|cn| cn.as_str().ok()).map(str::to_owned).ok_or_else(|| match uri_prefix {
-        Some(prefix) => format!("the client certificate has no URI SAN starting with {prefix:?} and no subject CN"),
-        None => "the client certificate has no subject CN".to_owned(),
-    })
+    common_name
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_owned)
+        .ok_or_else(|| "the client certificate has no subject CN".to_owned())
 }
 
 #[cfg(test)]
@@ -61,14 +63,16 @@ mod tests {
     }
 
     #[test]
-    fn common_name_when_no_uri_matches() {
+    fn with_a_prefix_the_common_name_never_names_the_tenant() {
         let der = certificate(Some("globex"), &["spiffe://other.org/tenant/evil"]);
-        assert_eq!(tenant(&der, PREFIX).unwrap(), "globex");
+        assert!(tenant(&der, PREFIX).unwrap_err().contains("no URI SAN starting with"));
+        assert_eq!(tenant(&der, None).unwrap(), "globex", "without a prefix the CN does");
     }
 
     #[test]
     fn no_name_or_two_names_is_an_error() {
         assert!(tenant(&certificate(None, &[]), PREFIX).unwrap_err().contains("no URI SAN"));
+        assert!(tenant(&certificate(None, &[]), None).unwrap_err().contains("no subject CN"));
         let two = certificate(Some("x"), &["spiffe://example.org/tenant/a", "spiffe://example.org/tenant/b"]);
         assert!(tenant(&two, PREFIX).unwrap_err().contains("several tenants"));
         assert!(tenant(b"not der", None).unwrap_err().contains("cannot read"));
