@@ -103,7 +103,9 @@ proptest! {
         match request::begin(req, &limits()) {
             Ok(command) => {
                 prop_assert!(!command.id.key.is_empty() && command.id.key.len() <= 255);
-                prop_assert!(!command.id.key.chars().any(char::is_control));
+                let invisible = |c: char| c.is_control() || matches!(c, '\u{200B}' | '\u{202E}' | '\u{2028}' | '\u{FEFF}');
+                prop_assert!(!command.id.key.chars().any(invisible));
+                prop_assert!(!command.id.key.chars().all(char::is_whitespace));
             }
             Err(Error::InvalidRequest(violations)) => {
                 prop_assert!(!violations.is_empty());

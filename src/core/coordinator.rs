@@ -200,6 +200,11 @@ impl<S: RecordStore> Coordinator<S> {
             let now = self.clock.now_ms();
             let current = decide::live_record(&snapshot, now)?;
             if !decide::owns(current, token) {
+                // A repeated release whose first answer was lost, taken over
+                // since: it happened, so say so.
+                if finish.was_released_before(&current.value, token) {
+                    return Ok(decide::record_view(current, None));
+                }
                 // A repeat of the call that finished the record gets the record.
                 return match decide::not_owner(&current.value, token, |record| finish.matches(record)) {
                     Some(error) => Err(error),

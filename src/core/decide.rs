@@ -71,7 +71,7 @@ pub fn decide_begin(
     if record.fingerprint != command.fingerprint {
         return Err(Error::KeyReused { attempt: record.attempt });
     }
-    let take_over = |reason: RecoveryReason, last_error: Option<CallError>| BeginDecision::Start {
+    let take_over = |reason: RecoveryReason, last_error: Option<CallError>, previous_token: u64| BeginDecision::Start {
         expect,
         attempt: AttemptStart {
             attempt: record.attempt + 1,
@@ -81,6 +81,7 @@ pub fn decide_begin(
                 previous_attempt: record.attempt,
                 previous_owner: record.owner.clone(),
                 last_error,
+                previous_token,
             }),
         },
     };
@@ -88,9 +89,9 @@ pub fn decide_begin(
         State::Completed | State::Failed => {
             BeginDecision::Answer(crate::core::cache::replay_of(record).expect("terminal records have a replay"))
         }
-        State::Released => take_over(RecoveryReason::Released, record.error.clone()),
+        State::Released => take_over(RecoveryReason::Released, record.error.clone(), record.finished_token),
         State::InProgress => match live_deadline(snapshot, now) {
-            None => take_over(RecoveryReason::Abandoned, None),
+            None => take_over(RecoveryReason::Abandoned, None, current.revision as u64),
             Some(deadline) if record.request_id == request_id => {
                 BeginDecision::Answer(BeginOutcome::Acquired(Acquired {
                     fencing_token: current.revision as u64,
@@ -132,8 +133,9 @@ pub fn start_attempt(
         fingerprint: command.fingerprint.to_vec(),
         created_at_ms: attempt.created_at_ms,
         updated_at_ms: now,
-        // An abandoned attempt's record is kept as long as a finished one.
-        expires_at_ms: deadline + default_retention.as_millis() as i64,
+        // An abandoned attempt's record is kept as long as a finished one,
+        // spread the same way.
+        expires_at_ms: spread_expiry(deadline, default_retention),
         finished_token: 0,
         result: None,
         error: None,
@@ -173,6 +175,16 @@ impl Finish {
                 Finish::Complete { result, .. } => record.result.as_ref() == Some(result),
                 Finish::Fail { error, .. } | Finish::Release { error } => record.error.as_ref() == Some(error),
             }
+    }
+
+    /// Whether this is a repeated release by `token` that already happened
+    /// and was then taken over: `record`'s attempt says it recovered from
+    /// exactly that release.
+    pub fn was_released_before(&self, record: &Record, token: u64) -> bool {
+        let Finish::Release { error } = self else { return false };
+        record.recovered.as_ref().is_some_and(|r| {
+            r.reason == RecoveryReason::Released && r.previous_token == token && r.last_error.as_ref() == Some(error)
+        })
     }
 
     /// The write that finishes `current`, the attempt holding `token`.
@@ -251,7 +263,9 @@ pub fn record_view(record: &Versioned<Record>, lock: Option<&Versioned<Lock>>) -
     let (state, fencing_token) = match stored.state {
         State::Completed => (PublicState::Completed, stored.finished_token),
         State::Failed => (PublicState::Failed, stored.finished_token),
-        State::Released => (PublicState::InProgress, stored.finished_token),
+        // Released: the next Begin takes over at once. No token is live and
+        // no lease runs, so the view shows neither.
+        State::Released => (PublicState::InProgress, 0),
         State::InProgress => (PublicState::InProgress, record.revision as u64),
     };
     RecordView {
@@ -445,6 +459,21 @@ mod tests {
         assert!(extend(&current, 42, Duration::from_secs(60), NOW).is_ok());
         let refused = extend(&current, 42, Duration::from_secs(61), NOW).unwrap_err();
         assert!(refused.to_string().contains("lease_ttl"), "{refused}");
+    }
+
+    #[test]
+    fn attempts_begun_together_are_kept_until_different_instants() {
+        let retention = Duration::from_secs(86_400);
+        let expiries: std::collections::HashSet<i64> = (0..100)
+            .map(|_| {
+                let attempt = AttemptStart { attempt: 1, created_at_ms: NOW, recovered: None };
+                let (write, deadline) = start_attempt(Expect::Absent, attempt, &command(1), "r", NOW, retention);
+                let expiry = write.record.expect("a new attempt writes its record").0.expires_at_ms;
+                assert!((deadline + 86_400_000..=deadline + 86_400_000 + 600_000).contains(&expiry));
+                expiry
+            })
+            .collect();
+        assert!(expiries.len() > 90, "only {} distinct expiries", expiries.len());
     }
 
     #[test]

@@ -100,6 +100,9 @@ pub struct Recovery {
     pub previous_owner: String,
     /// The error the earlier attempt reported (released attempts only).
     pub last_error: Option<CallError>,
+    /// The earlier attempt's fencing token (0 when not known: records
+    /// written before it was kept).
+    pub previous_token: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

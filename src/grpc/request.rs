@@ -54,10 +54,27 @@ fn record_id(v: &mut Violations, tenant: &str, namespace: &str, key: &str) -> Re
     }
     if key.is_empty() || key.len() > MAX_KEY_BYTES {
         v.add("key", format!("must be 1..{MAX_KEY_BYTES} bytes (got {})", key.len()));
-    } else if let Some(c) = key.chars().find(|c| c.is_control()) {
-        v.add("key", format!("must be printable text; contains control character U+{:04X}", c as u32));
+    } else if let Some((c, kind)) = key.chars().find_map(|c| unprintable(c).map(|kind| (c, kind))) {
+        v.add("key", format!("must be printable text; contains U+{:04X}, a {kind}", c as u32));
+    } else if key.chars().all(char::is_whitespace) {
+        v.add("key", "must be printable text, not only whitespace");
     }
     RecordId { tenant: tenant.to_owned(), namespace: namespace.to_owned(), key: key.to_owned() }
+}
+
+/// What makes `c` unprintable in a key, if it is: control characters,
+/// invisible format characters (zero-width spaces, bidirectional overrides,
+/// byte order marks) and line or paragraph separators all let two keys that
+/// look the same differ, or a key rewrite how a log line reads.
+fn unprintable(c: char) -> Option<&'static str> {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    match c.general_category() {
+        GeneralCategory::Control => Some("control character"),
+        GeneralCategory::Format => Some("invisible format character"),
+        GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator => Some("line or paragraph separator"),
+        GeneralCategory::Surrogate | GeneralCategory::Unassigned => Some("unassigned code point"),
+        _ => None,
+    }
 }
 
 fn check_len(v: &mut Violations, field: &str, len: usize, max: usize) {
@@ -275,7 +292,8 @@ mod tests {
 
     #[test]
     fn keys_must_be_printable_and_bounded() {
-        for bad in ["", "a\u{0}b", "tab\there", "new\nline", &"k".repeat(256)] {
+        let invisible = ["\u{2028}", "a\u{202E}b", "zero\u{200B}width", "\u{FEFF}bom", "   ", "\u{3000}"];
+        for bad in ["", "a\u{0}b", "tab\there", "new\nline", &"k".repeat(256)].into_iter().chain(invisible) {
             assert_eq!(violated_fields(begin(begin_request(bad), &limits()).unwrap_err()), ["key"], "key {bad:?}");
         }
         for good in ["550e8400-e29b-41d4-a716-446655440000", "a/b", "with space", "ключ", &"k".repeat(255)] {

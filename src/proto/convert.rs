@@ -51,6 +51,8 @@ pub fn recovery(recovery: v1::Recovery) -> Recovery {
         previous_attempt: recovery.previous_attempt,
         previous_owner: recovery.previous_owner,
         last_error: recovery.last_error.map(call_error),
+        // Not on the wire: the stored format keeps it beside the message.
+        previous_token: 0,
     }
 }
 
@@ -161,6 +163,7 @@ mod tests {
             previous_attempt: 2,
             previous_owner: "pod".into(),
             last_error: Some(error),
+            previous_token: 0,
         };
         assert_eq!(recovery(recovery_message(&recovered)), recovered);
     }

@@ -28,6 +28,7 @@ macro_rules! conformance_suite {
             fencing_tokens_grow_with_every_takeover,
             a_stale_owner_is_refused_even_by_the_replica_that_knew_its_attempt,
             a_retryable_failure_releases_the_key_at_once,
+            a_repeated_release_is_answered_truthfully_after_a_takeover,
             a_late_completion_is_accepted_when_nobody_took_over,
             repeating_complete_or_fail_is_idempotent,
             a_begin_retried_with_its_request_id_gets_the_same_acquisition,

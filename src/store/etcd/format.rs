@@ -5,7 +5,7 @@
 use prost::Message;
 
 use crate::core::error::Error;
-use crate::core::record::{Lock, Record, State, Versioned};
+use crate::core::record::{Lock, Record, Recovery, State, Versioned};
 use crate::proto::convert;
 use crate::proto::storage::{StoredLock, StoredRecord, StoredState};
 
@@ -32,6 +32,7 @@ pub fn encode_record(record: &Record) -> Vec<u8> {
         result: record.result.as_ref().map(convert::result_message),
         error: record.error.as_ref().map(convert::error_message),
         recovered: record.recovered.as_ref().map(convert::recovery_message),
+        recovered_token: record.recovered.as_ref().map(|r| r.previous_token).unwrap_or_default(),
     }
     .encode_to_vec()
 }
@@ -70,7 +71,9 @@ pub fn decode_record(key: &[u8], value: &[u8], revision: i64) -> Result<Versione
         finished_token: stored.finished_token,
         result,
         error: stored.error.map(convert::call_error),
-        recovered: stored.recovered.map(convert::recovery),
+        recovered: stored
+            .recovered
+            .map(|r| Recovery { previous_token: stored.recovered_token, ..convert::recovery(r) }),
     };
     Ok(Versioned { value: record, revision })
 }
@@ -102,7 +105,7 @@ fn lossy(key: &[u8]) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::record::{CallError, CallResult, Recovery, RecoveryReason, ResultBody};
+    use crate::core::record::{CallError, CallResult, RecoveryReason, ResultBody};
 
     fn record() -> Record {
         Record {
@@ -126,6 +129,7 @@ mod tests {
                 previous_attempt: 2,
                 previous_owner: "pod-b".into(),
                 last_error: Some(CallError::default()),
+                previous_token: 0,
             }),
         }
     }
@@ -134,6 +138,10 @@ mod tests {
     fn records_round_trip() {
         let encoded = encode_record(&record());
         assert_eq!(decode_record(b"k", &encoded, 7).unwrap(), Versioned { value: record(), revision: 7 });
+        let mut recovered_from = record();
+        recovered_from.recovered.as_mut().unwrap().previous_token = 41;
+        let decoded = decode_record(b"k", &encode_record(&recovered_from), 7).unwrap();
+        assert_eq!(decoded.value, recovered_from);
         let lock = Lock { deadline_ms: 99 };
         assert_eq!(decode_lock(b"k", &encode_lock(&lock), 8).unwrap(), Versioned { value: lock, revision: 8 });
     }
