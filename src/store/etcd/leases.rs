@@ -9,6 +9,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::core::limits::MIN_LEASE_TTL;
 use crate::core::store::LeaseWant;
@@ -20,27 +23,36 @@ pub fn grant_ttl_secs(want: LeaseWant, now_ms: i64) -> i64 {
     ((aim + 999) / 1000).max(MIN_LEASE_TTL.as_secs() as i64)
 }
 
-/// Leases granted by this replica, by the Unix ms before which etcd cannot
-/// have expired them (measured from just before the grant was sent).
+/// How much longer than wanted a pooled lease must be known to last: etcd
+/// starts a lease's countdown when its leader grants it, which we measure from
+/// just before sending the grant, so only rate differences between the two
+/// clocks are left to cover.
+const MARGIN: Duration = Duration::from_millis(500);
+
+/// Leases granted by this replica, by the instant before which etcd cannot
+/// have expired them. Monotonic instants, not wall-clock times: a wall clock
+/// stepped back would otherwise make every pooled lease look longer-lived
+/// than it is, and a record could get a lease that ends before the record
+/// does.
 #[derive(Debug, Default)]
 pub struct LeasePool {
     // A std Mutex, not a tokio one: nothing awaits while it is held.
-    by_expiry: Mutex<BTreeMap<i64, i64>>,
+    by_expiry: Mutex<BTreeMap<Instant, i64>>,
 }
 
 impl LeasePool {
-    /// A pooled lease that satisfies `want`, if any.
-    pub fn find(&self, want: LeaseWant, now_ms: i64) -> Option<i64> {
+    /// A pooled lease that lasts from `until` on (plus the margin) but ends
+    /// no more than `slack` after it.
+    pub fn find(&self, until: Instant, slack: Duration, now: Instant) -> Option<i64> {
         let mut leases = self.by_expiry.lock().expect("lease pool lock poisoned");
         // Leases that have ended are useless; forget them as we go.
-        let live = leases.split_off(&now_ms);
+        let live = leases.split_off(&now);
         *leases = live;
-        let latest = want.until_ms + want.slack.as_millis() as i64;
-        leases.range(want.until_ms..=latest).next().map(|(_, id)| *id)
+        leases.range(until + MARGIN..=until + slack).next().map(|(_, id)| *id)
     }
 
-    pub fn insert(&self, expires_at_ms: i64, lease_id: i64) {
-        self.by_expiry.lock().expect("lease pool lock poisoned").insert(expires_at_ms, lease_id);
+    pub fn insert(&self, expires_at: Instant, lease_id: i64) {
+        self.by_expiry.lock().expect("lease pool lock poisoned").insert(expires_at, lease_id);
     }
 
     /// Forgets every lease, e.g. after etcd said one no longer exists (its
@@ -52,8 +64,6 @@ impl LeasePool {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     const SLACK: Duration = Duration::from_secs(2);
@@ -61,21 +71,25 @@ mod tests {
     #[test]
     fn a_lease_is_reused_only_inside_its_window() {
         let pool = LeasePool::default();
-        pool.insert(10_500, 7);
-        let want = |until_ms| LeaseWant { until_ms, slack: SLACK };
-        assert_eq!(pool.find(want(10_000), 0), Some(7));
-        assert_eq!(pool.find(want(8_500), 0), Some(7));
-        // Would end too early.
-        assert_eq!(pool.find(want(10_501), 0), None);
+        let now = Instant::now();
+        let at = |ms: u64| now + Duration::from_millis(ms);
+        pool.insert(at(10_500), 7);
+        assert_eq!(pool.find(at(10_000), SLACK, now), Some(7));
+        assert_eq!(pool.find(at(8_500), SLACK, now), Some(7));
+        // Would end too early, or too close to the wanted end.
+        assert_eq!(pool.find(at(10_501), SLACK, now), None);
+        assert_eq!(pool.find(at(10_100), SLACK, now), None);
         // Would outlive the wanted time by more than the slack.
-        assert_eq!(pool.find(want(8_499), 0), None);
+        assert_eq!(pool.find(at(8_499), SLACK, now), None);
     }
 
     #[test]
     fn ended_leases_are_dropped() {
         let pool = LeasePool::default();
-        pool.insert(1_000, 1);
-        assert_eq!(pool.find(LeaseWant { until_ms: 900, slack: SLACK }, 2_000), None);
+        let now = Instant::now();
+        pool.insert(now + Duration::from_secs(1), 1);
+        let later = now + Duration::from_secs(2);
+        assert_eq!(pool.find(now, SLACK, later), None);
         assert!(pool.by_expiry.lock().unwrap().is_empty());
     }
 
@@ -84,7 +98,7 @@ mod tests {
         for (until_ms, now_ms) in [(5_000, 0), (5_001, 0), (86_400_000, 123), (2_100, 2_000)] {
             let want = LeaseWant { until_ms, slack: SLACK };
             let expiry = now_ms + grant_ttl_secs(want, now_ms) * 1000;
-            assert!(expiry >= until_ms, "{expiry} ends before {until_ms}");
+            assert!(expiry >= until_ms + MARGIN.as_millis() as i64, "{expiry} ends too soon for {until_ms}");
             assert!(
                 expiry <= until_ms + SLACK.as_millis() as i64 || until_ms - now_ms < 2_000,
                 "{expiry} too late for {until_ms}"

@@ -153,16 +153,19 @@ impl EtcdStore {
         Ok((Txn::new().when(compares).and_then(then).or_else(read_ops(keys)), bytes))
     }
 
-    /// A lease ending inside `want`'s window: pooled, or granted now.
+    /// A lease ending inside `want`'s window: pooled, or granted now. The
+    /// wall clock says how far away `want` is; the pool measures on the
+    /// monotonic clock.
     async fn lease(&self, want: LeaseWant) -> Result<i64, etcd_client::Error> {
-        let now = self.clock.now_ms();
-        if let Some(id) = self.leases.find(want, now) {
+        let (now_ms, now) = (self.clock.now_ms(), Instant::now());
+        let until = now + Duration::from_millis((want.until_ms - now_ms).max(0) as u64);
+        if let Some(id) = self.leases.find(until, want.slack, now) {
             return Ok(id);
         }
-        let ttl = leases::grant_ttl_secs(want, now);
+        let ttl = leases::grant_ttl_secs(want, now_ms);
         let granted = self.client.clone().lease_grant(ttl, None).await?;
         debug!(lease = granted.id(), ttl, "granted a shared lease");
-        self.leases.insert(now + granted.ttl() * 1000, granted.id());
+        self.leases.insert(now + Duration::from_secs(granted.ttl().max(0) as u64), granted.id());
         Ok(granted.id())
     }
 
