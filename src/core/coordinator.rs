@@ -66,6 +66,28 @@ impl<S: RecordStore> Coordinator<S> {
         deadline.min(Instant::now() + waiting + self.settings.request_timeout)
     }
 
+    /// When a write that starts or extends a lease of `lease_ttl` must have
+    /// committed: within half the lease, so that the caller told "you own
+    /// it" still has at least that half to act. A write that commits later
+    /// (etcd stalled, then resumed) leaves a lock whose deadline is near or
+    /// past — an abandoned attempt nobody was told they own — and the caller
+    /// gets UNAVAILABLE and retries.
+    fn lease_bound(&self, deadline: Instant, lease_ttl: Duration) -> Instant {
+        deadline.min(Instant::now() + lease_ttl / 2)
+    }
+
+    /// Refuses to hand out a lease with less than half of it left (a clock
+    /// that jumped while the write was in flight).
+    fn check_lease_left(&self, lease_deadline: i64, lease_ttl: Duration) -> Result<(), Error> {
+        let left = lease_deadline - self.clock.now_ms();
+        if left < (lease_ttl / 2).as_millis() as i64 {
+            return Err(Error::StoreUnavailable(format!(
+                "the store committed too late: {left} ms of the {lease_ttl:?} lease left; retry"
+            )));
+        }
+        Ok(())
+    }
+
     /// The record and lock to decide on: this replica's own record of the
     /// attempt holding `token` if it has one (the write's compare on the token
     /// still decides), otherwise a read.
@@ -134,8 +156,9 @@ impl<S: RecordStore> Coordinator<S> {
                 now,
                 self.settings.limits.default_retention,
             );
-            match self.store.write(id, &write, deadline).await? {
+            match self.store.write(id, &write, self.lease_bound(deadline, command.lease_ttl)).await? {
                 Written::Committed { revision } => {
+                    self.check_lease_left(lease_deadline, command.lease_ttl)?;
                     if let Some((record, _)) = write.record {
                         self.attempts.remember(id, revision as u64, record);
                     }
@@ -238,8 +261,11 @@ impl<S: RecordStore> Coordinator<S> {
             }
             let (write, lease_deadline) =
                 decide::extend(&current.value, command.fencing_token, command.lease_ttl, now)?;
-            match self.store.write(&command.id, &write, deadline).await? {
-                Written::Committed { .. } => return Ok(lease_deadline),
+            match self.store.write(&command.id, &write, self.lease_bound(deadline, command.lease_ttl)).await? {
+                Written::Committed { .. } => {
+                    self.check_lease_left(lease_deadline, command.lease_ttl)?;
+                    return Ok(lease_deadline);
+                }
                 Written::Conflict(latest) => snapshot = *latest,
             }
         }

@@ -99,6 +99,15 @@ impl Etcd {
         panic!("etcd did not start; see {}", self.data_dir.path().join("etcd.log").display());
     }
 
+    /// Sends `signal` (e.g. "STOP", "CONT") to the etcd process: a stopped
+    /// etcd keeps its connections open and answers nothing, like a member
+    /// stalled on a disk.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("etcd is running").id().to_string();
+        let status = Command::new("kill").args([&format!("-{signal}"), &pid]).status().expect("kill runs");
+        assert!(status.success(), "kill -{signal} {pid} failed");
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
