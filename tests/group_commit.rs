@@ -159,3 +159,31 @@ async fn replays_cost_no_etcd_request_and_a_local_complete_costs_one() {
 async fn coordinator_on(etcd: &Etcd) -> (Arc<Coordinator<EtcdStore>>, Arc<EtcdStore>) {
     coordinator(etcd).await
 }
+
+#[tokio::test]
+async fn a_lookup_of_a_finished_record_fills_the_replay_cache() {
+    let etcd = Etcd::start().await;
+    let (coordinator, _) = coordinator(&etcd).await;
+    let acquired = match coordinator.begin(&begin_command("looked-up", 1), deadline()).await.unwrap() {
+        Outcome::Acquired(a) => a,
+        other => panic!("expected acquired, got {other:?}"),
+    };
+    let complete = CompleteCommand {
+        id: RecordId { tenant: "default".into(), namespace: "ns".into(), key: "looked-up".into() },
+        fencing_token: acquired.fencing_token,
+        result: CallResult {
+            body: ResultBody::Response(b"receipt".to_vec()),
+            content_type: String::new(),
+            status_code: 0,
+        },
+        retention: Duration::from_secs(600),
+    };
+    coordinator.complete(complete.clone(), deadline()).await.unwrap();
+
+    // Another replica learns of the record by a Lookup: its replays then cost nothing.
+    let (other, other_store) = coordinator_on(&etcd).await;
+    other.lookup(&complete.id, deadline()).await.unwrap();
+    let after_lookup = etcd_calls(&other_store);
+    assert!(matches!(other.begin(&begin_command("looked-up", 1), deadline()).await, Ok(Outcome::Completed(_))));
+    assert_eq!(etcd_calls(&other_store), after_lookup, "the replay after a Lookup went to etcd");
+}

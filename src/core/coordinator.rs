@@ -223,6 +223,7 @@ impl<S: RecordStore> Coordinator<S> {
             let now = self.clock.now_ms();
             let current = decide::live_record(&snapshot, now)?;
             if !decide::owns(current, token) {
+                self.replays.remember(id, &current.value);
                 // A repeated release whose first answer was lost, taken over
                 // since: it happened, so say so.
                 if finish.was_released_before(&current.value, token) {
@@ -275,6 +276,8 @@ impl<S: RecordStore> Coordinator<S> {
         let deadline = self.operation_deadline(deadline, Duration::ZERO);
         let snapshot = self.store.read(id, deadline).await?;
         let current = decide::live_record(&snapshot, self.clock.now_ms())?;
+        // A terminal record read for any reason can answer replays from now on.
+        self.replays.remember(id, &current.value);
         Ok(decide::record_view(current, snapshot.lock.as_ref()))
     }
 }

@@ -9,7 +9,10 @@
 //! at once) the next one forms. A batch never names the same record twice (etcd refuses a
 //! transaction that writes one key twice, and two calls on one record must be
 //! ordered anyway), and stays within etcd's limits on operations per
-//! transaction and on request size.
+//! transaction and on request size. One call never fails the others: a
+//! batch that etcd refuses as too large, or whose answer is too large to
+//! decode, is answered [`Failure::TooLarge`] and each of its calls comes back
+//! alone (`solo`); only a call too large by itself fails.
 //!
 //! All calls of a batch commit at one etcd revision. Fencing tokens are
 //! revisions, so two records begun in one batch share a token value — which is
@@ -20,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use etcd_client::{Client, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Client, KvClient, Txn, TxnOp, TxnOpResponse};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::store::etcd::failure::{Failure, classify};
@@ -32,6 +35,12 @@ pub const MAX_CALLS: usize = 64;
 
 /// etcd's default request limit is 1.5 MiB; stay well under it.
 pub const MAX_BYTES: usize = 1024 * 1024;
+
+/// The largest answer the client decodes (etcd-client's default is 4 MiB, which
+/// 64 conflicting writes on 64 KiB records already exceed). Stored records are
+/// at most about 800 KiB (`--max-result-bytes` is at most 768 KiB), so a full
+/// batch's answer fits; a larger one is split like a too-large request.
+const MAX_ANSWER_BYTES: usize = 128 * 1024 * 1024;
 
 /// How many calls may queue for the batcher before callers wait to enqueue.
 const QUEUE: usize = 8 * MAX_CALLS;
@@ -71,18 +80,22 @@ pub(super) struct Call {
     /// The record this call touches; at most one call per record per batch.
     pub scope: String,
     pub txn: Txn,
+    /// What the call adds to the request: its keys, values and operations.
     pub bytes: usize,
+    /// Sent in a transaction of its own (after its batch was too large).
+    pub solo: bool,
     pub reply: oneshot::Sender<Result<Answer, Failure>>,
 }
 
 /// Starts the batcher; it stops when every sender is dropped.
 pub(super) fn spawn(client: Client, request_timeout: Duration, counters: Arc<Counters>) -> mpsc::Sender<Call> {
     let (sender, receiver) = mpsc::channel(QUEUE);
-    tokio::spawn(run(client, receiver, request_timeout, counters));
+    let kv = client.kv_client().max_decoding_message_size(MAX_ANSWER_BYTES);
+    tokio::spawn(run(kv, receiver, request_timeout, counters));
     sender
 }
 
-async fn run(client: Client, mut queue: mpsc::Receiver<Call>, request_timeout: Duration, counters: Arc<Counters>) {
+async fn run(client: KvClient, mut queue: mpsc::Receiver<Call>, request_timeout: Duration, counters: Arc<Counters>) {
     // Calls that did not fit the last batch (same record, or over a limit):
     // first in line for the next.
     let mut held: VecDeque<Call> = VecDeque::new();
@@ -103,7 +116,7 @@ async fn run(client: Client, mut queue: mpsc::Receiver<Call>, request_timeout: D
         for call in held.drain(..) {
             batch.offer(call, &mut still_held);
         }
-        while batch.calls.len() < MAX_CALLS {
+        while batch.calls.len() < MAX_CALLS && !batch.solo {
             match queue.try_recv() {
                 Ok(call) => batch.offer(call, &mut still_held),
                 Err(_) => break,
@@ -123,22 +136,28 @@ struct Batch {
     calls: Vec<Call>,
     scopes: HashSet<String>,
     bytes: usize,
+    /// Holds one solo call and nothing else.
+    solo: bool,
 }
 
 impl Batch {
     fn push(&mut self, call: Call) {
         self.scopes.insert(call.scope.clone());
         self.bytes += call.bytes;
+        self.solo |= call.solo;
         self.calls.push(call);
     }
 
     fn offer(&mut self, call: Call, held: &mut VecDeque<Call>) {
-        let fits =
-            self.calls.len() < MAX_CALLS && self.bytes + call.bytes <= MAX_BYTES && !self.scopes.contains(&call.scope);
+        let fits = !self.solo
+            && !call.solo
+            && self.calls.len() < MAX_CALLS
+            && self.bytes + call.bytes <= MAX_BYTES
+            && !self.scopes.contains(&call.scope);
         if fits { self.push(call) } else { held.push_back(call) }
     }
 
-    async fn send(self, client: &Client, request_timeout: Duration, counters: &Counters) {
+    async fn send(self, client: &KvClient, request_timeout: Duration, counters: &Counters) {
         // A caller that gave up has been told UNAVAILABLE; skipping its call
         // is one of the outcomes that answer allows.
         let calls: Vec<Call> = self.calls.into_iter().filter(|c| !c.reply.is_closed()).collect();
@@ -165,8 +184,9 @@ impl Batch {
                 let revision = response.header().map(|h| h.revision()).unwrap_or_default();
                 let answers = response.op_responses();
                 if answers.len() != replies.len() {
+                    // Committed or not, nobody can tell from this answer.
                     let failure =
-                        Failure::Permanent(format!("etcd answered {} of {} calls", answers.len(), replies.len()));
+                        Failure::Unknown(format!("etcd answered {} of {} calls", answers.len(), replies.len()));
                     replies.into_iter().for_each(|reply| drop(reply.send(Err(failure.clone()))));
                     return;
                 }
@@ -175,7 +195,7 @@ impl Batch {
                         TxnOpResponse::Txn(txn) => {
                             Ok(Answer { succeeded: txn.succeeded(), responses: txn.op_responses(), revision })
                         }
-                        other => Err(Failure::Permanent(format!("expected a nested transaction, got {other:?}"))),
+                        other => Err(Failure::Unknown(format!("expected a nested transaction, got {other:?}"))),
                     };
                     let _ = reply.send(answer);
                 }

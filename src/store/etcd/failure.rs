@@ -15,6 +15,11 @@ pub enum Failure {
     Transient(String),
     /// A pooled lease no longer exists in etcd.
     LeaseGone(String),
+    /// The request, or its answer, was larger than etcd or the client take:
+    /// send each call of the batch alone.
+    TooLarge(String),
+    /// The transaction may or may not have committed: read what etcd holds.
+    Unknown(String),
     Permanent(String),
 }
 
@@ -28,6 +33,16 @@ pub fn classify(error: etcd_client::Error) -> Failure {
             // etcd answers Unavailable for "no leader", "leader changed" and
             // its own request timeouts; the channel answers Unavailable or
             // Unknown while reconnecting.
+            // The client could not decode an answer over its size limit:
+            // the transaction ran.
+            Code::OutOfRange => Failure::TooLarge(status.message().to_owned()),
+            // etcd's "request is too large" (over --max-request-bytes) and
+            // its gRPC server's "received message larger than max".
+            Code::InvalidArgument | Code::ResourceExhausted
+                if status.message().contains("too large") || status.message().contains("larger than max") =>
+            {
+                Failure::TooLarge(status.message().to_owned())
+            }
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::ResourceExhausted => {
                 Failure::Transient(status.message().to_owned())
             }
@@ -61,6 +76,11 @@ impl Backoff {
     pub async fn after(&mut self, failure: Failure, deadline: Instant, leases: &LeasePool) -> Result<(), Error> {
         let message = match failure {
             Failure::Permanent(message) => return Err(Error::Internal(format!("etcd refused the request: {message}"))),
+            Failure::TooLarge(message) => {
+                return Err(Error::Internal(format!("one call is larger than etcd takes on its own: {message}")));
+            }
+            // Only reads get here (writes read instead): asking again is safe.
+            Failure::Unknown(message) => message,
             Failure::LeaseGone(message) => {
                 warn!(%message, "a pooled lease no longer exists in etcd; forgetting pooled leases");
                 leases.clear();

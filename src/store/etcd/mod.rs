@@ -102,10 +102,11 @@ impl EtcdStore {
         keys: &RecordKeys,
         txn: Txn,
         bytes: usize,
+        solo: bool,
         deadline: Instant,
     ) -> Result<batch::Answer, Failure> {
         let (reply, answer) = oneshot::channel();
-        let call = batch::Call { scope: keys.scope.clone(), txn, bytes, reply };
+        let call = batch::Call { scope: keys.scope.clone(), txn, bytes, solo, reply };
         let exchange = async {
             self.batcher.send(call).await.map_err(|_| Failure::Permanent("the batcher has stopped".into()))?;
             answer.await.map_err(|_| Failure::Permanent("the batcher dropped a call".into()))?
@@ -131,24 +132,31 @@ impl EtcdStore {
                 vec![Compare::mod_revision(keys.record.as_str(), CompareOp::Equal, token as i64)]
             }
         };
+        // Every key the transaction names: its compares, puts and deletes,
+        // and the reads of its else-branch.
+        let mut bytes = compares.len() * op_bytes(&keys.record) + read_bytes(keys);
         let mut then = Vec::new();
-        let mut bytes = 256;
         if let Some((record, lease)) = &write.record {
             let options = match lease {
                 RecordLease::Until(want) => PutOptions::new().with_lease(self.lease(*want).await?),
                 RecordLease::Keep => PutOptions::new().with_ignore_lease(),
             };
             let value = format::encode_record(record);
-            bytes += value.len();
+            bytes += op_bytes(&keys.record) + value.len();
             then.push(TxnOp::put(keys.record.as_str(), value, Some(options)));
         }
         match &write.lock {
             LockChange::Keep => {}
             LockChange::Put { lock, lease } => {
                 let options = PutOptions::new().with_lease(self.lease(*lease).await?);
-                then.push(TxnOp::put(keys.lock.as_str(), format::encode_lock(lock), Some(options)));
+                let value = format::encode_lock(lock);
+                bytes += op_bytes(&keys.lock) + value.len();
+                then.push(TxnOp::put(keys.lock.as_str(), value, Some(options)));
             }
-            LockChange::Delete => then.push(TxnOp::delete(keys.lock.as_str(), None::<DeleteOptions>)),
+            LockChange::Delete => {
+                bytes += op_bytes(&keys.lock);
+                then.push(TxnOp::delete(keys.lock.as_str(), None::<DeleteOptions>));
+            }
         }
         Ok((Txn::new().when(compares).and_then(then).or_else(read_ops(keys)), bytes))
     }
@@ -180,10 +188,12 @@ impl RecordStore for EtcdStore {
         let keys = RecordKeys::new(&self.prefix, id);
         let deadline = self.bound(deadline);
         let mut backoff = Backoff::default();
+        let mut solo = false;
         loop {
             let txn = Txn::new().and_then(read_ops(&keys));
-            match self.submit(&keys, txn, 0, deadline).await {
+            match self.submit(&keys, txn, read_bytes(&keys), solo, deadline).await {
                 Ok(answer) => return snapshot_of(&answer.responses, answer.revision),
+                Err(Failure::TooLarge(_)) if !solo => solo = true,
                 Err(failure) => backoff.after(failure, deadline, &self.leases).await?,
             }
         }
@@ -193,6 +203,7 @@ impl RecordStore for EtcdStore {
         let keys = RecordKeys::new(&self.prefix, id);
         let deadline = self.bound(deadline);
         let mut backoff = Backoff::default();
+        let mut solo = false;
         loop {
             let (txn, bytes) = match timeout_at(deadline, self.build_txn(&keys, write)).await {
                 Err(_) => return Err(timed_out()),
@@ -202,10 +213,19 @@ impl RecordStore for EtcdStore {
                 }
                 Ok(Ok(built)) => built,
             };
-            match self.submit(&keys, txn, bytes, deadline).await {
+            match self.submit(&keys, txn, bytes, solo, deadline).await {
                 Ok(answer) if answer.succeeded => return Ok(Written::Committed { revision: answer.revision }),
                 Ok(answer) => {
                     return Ok(Written::Conflict(Box::new(snapshot_of(&answer.responses, answer.revision)?)));
+                }
+                // Sent again alone: safe even if the batch committed, since
+                // the compare then fails and answers with what we wrote.
+                Err(Failure::TooLarge(_)) if !solo => solo = true,
+                // Whether it committed, only etcd knows: ask it, and let the
+                // coordinator recognise its own write (or not) in the answer.
+                Err(Failure::Unknown(why)) => {
+                    debug!(%why, "a write's outcome is unknown; reading what etcd holds");
+                    return Ok(Written::Conflict(Box::new(self.read(id, deadline).await?)));
                 }
                 Err(failure) => backoff.after(failure, deadline, &self.leases).await?,
             }
@@ -244,6 +264,17 @@ impl RecordStore for EtcdStore {
             Ok(Err(e)) => Err(Error::StoreUnavailable(e.to_string())),
         }
     }
+}
+
+/// What one operation on `key` adds to a request: the key and the framing
+/// around it (operation and field tags, lengths, lease id, revisions).
+fn op_bytes(key: &str) -> usize {
+    key.len() + 32
+}
+
+/// What the two reads of [`read_ops`] add to a request.
+fn read_bytes(keys: &RecordKeys) -> usize {
+    op_bytes(&keys.record) + op_bytes(&keys.lock)
 }
 
 fn read_ops(keys: &RecordKeys) -> Vec<TxnOp> {
