@@ -53,6 +53,9 @@ async fn secure_etcd() -> SecureEtcd {
     admin.user_add("coordinator", PASSWORD, None).await.unwrap();
     admin.user_grant_role("coordinator", "idempotency").await.unwrap();
     admin.auth_enable().await.unwrap();
+    let mut etcd = etcd;
+    // A restart's readiness probe writes a key: as root from now on.
+    etcd.probe_options = Some(ConnectOptions::new().with_tls(tls.clone()).with_user("root", "root-password"));
 
     let password_file = pki.dir.path().join("etcd-password");
     std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
@@ -120,4 +123,25 @@ async fn a_wrong_password_stops_the_server_at_startup() {
         .expect("startup gives up, not hangs")
         .expect_err("a wrong etcd password must not serve");
     assert!(error.to_string().contains("authentication failed"), "{error}");
+}
+
+/// A pod rescheduled during an etcd outage must start, say it is alive and
+/// not ready, and become ready once etcd is back: with a user, the etcd
+/// client cannot connect (authenticate) until then.
+#[tokio::test]
+async fn with_a_user_the_server_starts_while_etcd_is_down_and_becomes_ready_when_it_returns() {
+    let mut secure = secure_etcd().await;
+    secure.etcd.stop();
+    let flags: Vec<&str> = secure.flags.iter().map(String::as_str).collect();
+    let server = Server::start(&secure.etcd, &flags).await;
+    wait_for_health(&server.url(), "liveness", ServingStatus::Serving, Duration::from_secs(5)).await;
+    assert_eq!(health(&server.url(), "readiness").await, Some(ServingStatus::NotServing));
+    let mut client = server.client().await;
+    let refused = client.begin(begin_request("outage", "cart", 5)).await;
+    assert_status(refused, tonic::Code::Unavailable, "STORE_UNAVAILABLE");
+
+    secure.etcd.restart().await;
+    wait_for_health(&server.url(), "readiness", ServingStatus::Serving, Duration::from_secs(10)).await;
+    let owner = acquired(begin(&mut client, begin_request("outage", "cart", 5)).await);
+    client.complete(complete_request("outage", owner.fencing_token, "ok")).await.expect("complete once etcd is back");
 }

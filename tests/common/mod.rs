@@ -34,8 +34,9 @@ pub struct Etcd {
     peer_url: String,
     /// Flags beyond the single-member basics (TLS, auth token settings).
     extra_args: Vec<String>,
-    /// How the readiness probe connects (TLS options for an https etcd).
-    probe_options: Option<etcd_client::ConnectOptions>,
+    /// How the readiness probe connects (TLS options for an https etcd, a
+    /// user once authentication is on).
+    pub probe_options: Option<etcd_client::ConnectOptions>,
 }
 
 impl Etcd {

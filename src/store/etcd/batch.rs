@@ -19,8 +19,8 @@
 //! fine: a token only has to grow per record.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use etcd_client::{Client, KvClient, Txn, TxnOp, TxnOpResponse};
@@ -87,15 +87,25 @@ pub(super) struct Call {
     pub reply: oneshot::Sender<Result<Answer, Failure>>,
 }
 
-/// Starts the batcher; it stops when every sender is dropped.
-pub(super) fn spawn(client: Client, request_timeout: Duration, counters: Arc<Counters>) -> mpsc::Sender<Call> {
+/// Starts the batcher on the client `connected` holds once set; it stops
+/// when every sender is dropped.
+pub(super) fn spawn(
+    connected: Arc<OnceLock<Client>>,
+    request_timeout: Duration,
+    counters: Arc<Counters>,
+) -> mpsc::Sender<Call> {
     let (sender, receiver) = mpsc::channel(QUEUE);
-    let kv = client.kv_client().max_decoding_message_size(MAX_ANSWER_BYTES);
-    tokio::spawn(run(kv, receiver, request_timeout, counters));
+    tokio::spawn(run(connected, receiver, request_timeout, counters));
     sender
 }
 
-async fn run(client: KvClient, mut queue: mpsc::Receiver<Call>, request_timeout: Duration, counters: Arc<Counters>) {
+async fn run(
+    connected: Arc<OnceLock<Client>>,
+    mut queue: mpsc::Receiver<Call>,
+    request_timeout: Duration,
+    counters: Arc<Counters>,
+) {
+    let mut client: Option<KvClient> = None;
     // Calls that did not fit the last batch (same record, or over a limit):
     // first in line for the next.
     let mut held: VecDeque<Call> = VecDeque::new();
@@ -123,7 +133,15 @@ async fn run(client: KvClient, mut queue: mpsc::Receiver<Call>, request_timeout:
             }
         }
         held = still_held;
-        let (client, counters) = (client.clone(), counters.clone());
+        if client.is_none() {
+            client = connected.get().map(|c| c.kv_client().max_decoding_message_size(MAX_ANSWER_BYTES));
+        }
+        let Some(client) = client.clone() else {
+            let failure = Failure::Transient("not connected to etcd yet".into());
+            batch.calls.into_iter().for_each(|call| drop(call.reply.send(Err(failure.clone()))));
+            continue;
+        };
+        let counters = counters.clone();
         tokio::spawn(async move {
             batch.send(&client, request_timeout, &counters).await;
             drop(slot);

@@ -19,7 +19,7 @@ pub mod format;
 pub mod keys;
 pub mod leases;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use etcd_client::{
@@ -28,7 +28,7 @@ use etcd_client::{
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout_at};
 use tokio_stream::StreamExt;
-use tracing::debug;
+use tracing::{debug, info, warn};
 
 use crate::core::clock::Clock;
 use crate::core::error::Error;
@@ -41,7 +41,10 @@ use leases::LeasePool;
 
 #[derive(Clone)]
 pub struct EtcdStore {
-    client: Client,
+    /// Set once connected: at startup, or later in the background when etcd
+    /// was unreachable then (a client that authenticates must reach etcd to
+    /// connect, and a pod must start, and report itself alive, without it).
+    client: Arc<OnceLock<Client>>,
     prefix: String,
     request_timeout: Duration,
     clock: Arc<dyn Clock>,
@@ -74,11 +77,21 @@ impl EtcdStore {
             // when etcd says so, rather than failing every call until restart.
             options = options.with_user(user, password).with_auto_token_refresh(true);
         }
-        let client = Client::connect(&config.endpoints, Some(options)).await.map_err(|e| {
-            Error::StoreUnavailable(format!(
-                "cannot set up the etcd client (check --etcd-endpoints and the --etcd-* TLS and user flags): {e}"
-            ))
-        })?;
+        let client = Arc::new(OnceLock::new());
+        match Client::connect(&config.endpoints, Some(options.clone())).await {
+            Ok(connected) => drop(client.set(connected)),
+            Err(error) => {
+                let message = error.to_string();
+                if !matches!(classify(error), Failure::Transient(_)) {
+                    // A wrong password or unusable TLS material: no retry helps.
+                    return Err(Error::StoreUnavailable(format!(
+                        "cannot set up the etcd client (check --etcd-endpoints and the --etcd-* TLS and user flags): {message}"
+                    )));
+                }
+                warn!(error = %message, "etcd is unreachable; connecting in the background, not ready until then");
+                tokio::spawn(connect_in_background(client.clone(), config.endpoints.clone(), options));
+            }
+        }
         let counters = Arc::new(batch::Counters::default());
         Ok(Self {
             batcher: batch::spawn(client.clone(), config.request_timeout, counters.clone()),
@@ -89,6 +102,11 @@ impl EtcdStore {
             clock,
             leases: Default::default(),
         })
+    }
+
+    /// The etcd client, once connected.
+    fn connected(&self) -> Result<&Client, Failure> {
+        self.client.get().ok_or_else(|| Failure::Transient(NOT_CONNECTED.into()))
     }
 
     /// What group commit has sent so far.
@@ -118,7 +136,7 @@ impl EtcdStore {
 
     /// The transaction of `write`, and the bytes it counts against a batch's
     /// size limit.
-    async fn build_txn(&self, keys: &RecordKeys, write: &Write) -> Result<(Txn, usize), etcd_client::Error> {
+    async fn build_txn(&self, keys: &RecordKeys, write: &Write) -> Result<(Txn, usize), Failure> {
         let compares = match write.expect {
             Expect::Absent => vec![Compare::version(keys.record.as_str(), CompareOp::Equal, 0)],
             Expect::Unchanged { record_revision, lock_revision } => vec![
@@ -164,14 +182,14 @@ impl EtcdStore {
     /// A lease ending inside `want`'s window: pooled, or granted now. The
     /// wall clock says how far away `want` is; the pool measures on the
     /// monotonic clock.
-    async fn lease(&self, want: LeaseWant) -> Result<i64, etcd_client::Error> {
+    async fn lease(&self, want: LeaseWant) -> Result<i64, Failure> {
         let (now_ms, now) = (self.clock.now_ms(), Instant::now());
         let until = now + Duration::from_millis((want.until_ms - now_ms).max(0) as u64);
         if let Some(id) = self.leases.find(until, want.slack, now) {
             return Ok(id);
         }
         let ttl = leases::grant_ttl_secs(want, now_ms);
-        let granted = self.client.clone().lease_grant(ttl, None).await?;
+        let granted = self.connected()?.clone().lease_grant(ttl, None).await.map_err(classify)?;
         debug!(lease = granted.id(), ttl, "granted a shared lease");
         self.leases.insert(now + Duration::from_secs(granted.ttl().max(0) as u64), granted.id());
         Ok(granted.id())
@@ -207,8 +225,8 @@ impl RecordStore for EtcdStore {
         loop {
             let (txn, bytes) = match timeout_at(deadline, self.build_txn(&keys, write)).await {
                 Err(_) => return Err(timed_out()),
-                Ok(Err(e)) => {
-                    backoff.after(classify(e), deadline, &self.leases).await?;
+                Ok(Err(failure)) => {
+                    backoff.after(failure, deadline, &self.leases).await?;
                     continue;
                 }
                 Ok(Ok(built)) => built,
@@ -236,8 +254,8 @@ impl RecordStore for EtcdStore {
     async fn watch(&self, id: &RecordId, after_revision: i64, deadline: Instant) -> Result<Changes, Error> {
         let keys = RecordKeys::new(&self.prefix, id);
         let options = WatchOptions::new().with_prefix().with_start_revision(after_revision + 1);
-        let stream = match timeout_at(self.bound(deadline), self.client.clone().watch(keys.scope, Some(options))).await
-        {
+        let mut client = self.connected().map_err(|_| Error::StoreUnavailable(NOT_CONNECTED.into()))?.clone();
+        let stream = match timeout_at(self.bound(deadline), client.watch(keys.scope, Some(options))).await {
             Err(_) => return Err(timed_out()),
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return Err(Error::StoreUnavailable(format!("cannot watch: {e}"))),
@@ -258,7 +276,8 @@ impl RecordStore for EtcdStore {
     /// A linearizable read that needs an etcd quorum.
     async fn ping(&self, within: Duration) -> Result<(), Error> {
         let key = format!("{}health", self.prefix);
-        match tokio::time::timeout(within, self.client.clone().get(key, None)).await {
+        let mut client = self.connected().map_err(|_| Error::StoreUnavailable(NOT_CONNECTED.into()))?.clone();
+        match tokio::time::timeout(within, client.get(key, None)).await {
             Err(_) => Err(timed_out()),
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(Error::StoreUnavailable(e.to_string())),
@@ -275,6 +294,25 @@ fn op_bytes(key: &str) -> usize {
 /// What the two reads of [`read_ops`] add to a request.
 fn read_bytes(keys: &RecordKeys) -> usize {
     op_bytes(&keys.record) + op_bytes(&keys.lock)
+}
+
+const NOT_CONNECTED: &str = "not connected to etcd yet";
+
+/// Connects until it succeeds, then hands the client to the store.
+async fn connect_in_background(client: Arc<OnceLock<Client>>, endpoints: Vec<String>, options: ConnectOptions) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        tokio::time::sleep(delay).await;
+        match Client::connect(&endpoints, Some(options.clone())).await {
+            Ok(connected) => {
+                info!("connected to etcd");
+                drop(client.set(connected));
+                return;
+            }
+            Err(error) => debug!(%error, "etcd still unreachable"),
+        }
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
 }
 
 fn read_ops(keys: &RecordKeys) -> Vec<TxnOp> {
