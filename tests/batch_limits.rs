@@ -35,7 +35,8 @@ async fn coordinator(etcd: &Etcd, prefix: &str) -> Arc<Coordinator<EtcdStore>> {
         max_payload_bytes: 1 << 20,
         max_result_bytes: 256 << 10,
     };
-    let settings = Settings { limits, replay_cache_bytes: 0, request_timeout: Duration::from_secs(10) };
+    let settings =
+        Settings { limits, replay_cache_bytes: 0, request_timeout: Duration::from_secs(10), max_waits_per_tenant: 64 };
     Arc::new(Coordinator::new(store, Arc::new(SystemClock), settings, CancellationToken::new()))
 }
 

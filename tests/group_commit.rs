@@ -36,7 +36,12 @@ fn limits() -> Limits {
 async fn coordinator(etcd: &Etcd) -> (Arc<Coordinator<EtcdStore>>, Arc<EtcdStore>) {
     let config = common::etcd_config(etcd, "/group-commit/");
     let store = Arc::new(EtcdStore::connect(&config, Arc::new(SystemClock)).await.expect("etcd client"));
-    let settings = Settings { limits: limits(), replay_cache_bytes: 1 << 20, request_timeout: config.request_timeout };
+    let settings = Settings {
+        limits: limits(),
+        replay_cache_bytes: 1 << 20,
+        request_timeout: config.request_timeout,
+        max_waits_per_tenant: 1024,
+    };
     let coordinator = Coordinator::new(store.clone(), Arc::new(SystemClock), settings, CancellationToken::new());
     (Arc::new(coordinator), store)
 }

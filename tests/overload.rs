@@ -68,6 +68,8 @@ async fn a_flood_is_shed_with_bounded_memory_and_the_server_recovers() {
         Command::new(env!("CARGO_BIN_EXE_idempotency-coordinator"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--etcd-endpoints", &etcd.client_url])
             .args(["--max-in-flight", &MAX_IN_FLIGHT.to_string(), "--log", "warn", "--metrics-listen", "127.0.0.1:0"])
+            // One tenant's waiters may fill every slot here: the flood is what is measured.
+            .args(["--max-waits-per-tenant", &MAX_IN_FLIGHT.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

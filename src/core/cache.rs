@@ -102,9 +102,31 @@ pub struct AttemptCache {
     by_record: Cache<RecordId, Arc<(u64, Record)>>,
 }
 
+/// About how many bytes a remembered attempt holds.
+fn attempt_weight(id: &RecordId, entry: &Arc<(u64, Record)>) -> u32 {
+    let record = &entry.1;
+    let error = |e: &crate::core::record::CallError| e.code.len() + e.message.len() + e.details.len();
+    let recovered = record.recovered.as_ref().map(|r| r.previous_owner.len() + r.last_error.as_ref().map_or(0, error));
+    let bytes = id.tenant.len()
+        + id.namespace.len()
+        + id.key.len()
+        + record.owner.len()
+        + record.request_id.len()
+        + record.fingerprint.len()
+        + record.error.as_ref().map_or(0, error)
+        + recovered.unwrap_or_default()
+        + 256;
+    bytes.try_into().unwrap_or(u32::MAX)
+}
+
 impl AttemptCache {
-    pub fn new(max_entries: u64) -> Self {
-        Self { by_record: Cache::new(max_entries) }
+    /// A cache of about `max_bytes` of attempts, each kept at most
+    /// `time_to_live` (an attempt cannot outlive its longest lease by much,
+    /// and a miss only costs a read).
+    pub fn new(max_bytes: u64, time_to_live: std::time::Duration) -> Self {
+        let by_record =
+            Cache::builder().max_capacity(max_bytes).weigher(attempt_weight).time_to_live(time_to_live).build();
+        Self { by_record }
     }
 
     pub fn remember(&self, id: &RecordId, token: u64, record: Record) {
@@ -176,7 +198,7 @@ mod tests {
 
     #[test]
     fn attempts_are_found_only_with_their_token() {
-        let cache = AttemptCache::new(10);
+        let cache = AttemptCache::new(1 << 20, std::time::Duration::from_secs(60));
         cache.remember(&id(), 42, completed(1));
         assert!(cache.get(&id(), 42).is_some());
         assert!(cache.get(&id(), 41).is_none());

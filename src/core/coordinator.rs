@@ -21,9 +21,10 @@ use crate::core::outcome::{Acquired, BeginOutcome, RecordView};
 use crate::core::record::{RecordId, Snapshot, Versioned};
 use crate::core::store::{RecordStore, Written};
 
-/// How many attempts handed out by this replica are remembered for a
-/// read-free Complete (a few hundred bytes each).
-const ATTEMPT_CACHE_ENTRIES: u64 = 100_000;
+/// Memory for the attempts handed out by this replica, remembered for a
+/// read-free Complete (a few hundred bytes each; up to ~33 KiB with a
+/// recovered error).
+const ATTEMPT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 /// What a coordinator is configured with, beside its store and clock.
 #[derive(Debug, Clone)]
@@ -34,6 +35,10 @@ pub struct Settings {
     /// The longest one operation may spend on store calls (lost races
     /// re-decided, transient errors retried), on top of a Begin's wait.
     pub request_timeout: Duration,
+    /// The most Begins of one tenant that may wait at once; more answer
+    /// `in_progress` at once, so that one tenant's waits cannot hold every
+    /// in-flight slot of the server.
+    pub max_waits_per_tenant: usize,
 }
 
 pub struct Coordinator<S> {
@@ -45,6 +50,45 @@ pub struct Coordinator<S> {
     /// Cancelled when the server starts draining, so that waiting Begins
     /// answer with what they know instead of holding up the shutdown.
     draining: CancellationToken,
+    waits: WaitShares,
+}
+
+/// How many Begins of each tenant are waiting.
+#[derive(Default)]
+struct WaitShares {
+    // A std Mutex, not a tokio one: nothing awaits while it is held.
+    by_tenant: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// One tenant's place among the waiters, given back on drop.
+struct WaitSlot<'a> {
+    shares: &'a WaitShares,
+    tenant: String,
+}
+
+impl WaitShares {
+    /// A place for one more waiter of `tenant`, unless it has `limit` already.
+    fn take(&self, tenant: &str, limit: usize) -> Option<WaitSlot<'_>> {
+        let mut by_tenant = self.by_tenant.lock().expect("wait shares lock poisoned");
+        let waiting = by_tenant.entry(tenant.to_owned()).or_default();
+        if *waiting >= limit {
+            return None;
+        }
+        *waiting += 1;
+        Some(WaitSlot { shares: self, tenant: tenant.to_owned() })
+    }
+}
+
+impl Drop for WaitSlot<'_> {
+    fn drop(&mut self) {
+        let mut by_tenant = self.shares.by_tenant.lock().expect("wait shares lock poisoned");
+        if let Some(waiting) = by_tenant.get_mut(&self.tenant) {
+            *waiting -= 1;
+            if *waiting == 0 {
+                by_tenant.remove(&self.tenant);
+            }
+        }
+    }
 }
 
 impl<S: RecordStore> Coordinator<S> {
@@ -53,9 +97,10 @@ impl<S: RecordStore> Coordinator<S> {
             store,
             clock,
             replays: ReplayCache::new(settings.replay_cache_bytes),
-            attempts: AttemptCache::new(ATTEMPT_CACHE_ENTRIES),
+            attempts: AttemptCache::new(ATTEMPT_CACHE_BYTES, settings.limits.max_lease_ttl),
             settings,
             draining,
+            waits: WaitShares::default(),
         }
     }
 
@@ -113,7 +158,8 @@ impl<S: RecordStore> Coordinator<S> {
         let request_id =
             if command.request_id.is_empty() { uuid::Uuid::new_v4().to_string() } else { command.request_id.clone() };
         let wait_until = deadline.min(Instant::now() + command.wait);
-        let mut waited = false;
+        // Taken on the first wait, held until this Begin answers.
+        let mut wait_slot = None;
         // Most keys are new: try to create the record before reading it; a
         // conflict answers with what is there instead.
         let mut snapshot = Snapshot::default();
@@ -131,9 +177,13 @@ impl<S: RecordStore> Coordinator<S> {
                     if Instant::now() >= wait_until || self.draining.is_cancelled() {
                         return Ok(BeginOutcome::InProgress(in_progress));
                     }
-                    if !waited {
+                    if wait_slot.is_none() {
+                        wait_slot = self.waits.take(&id.tenant, self.settings.max_waits_per_tenant);
+                        if wait_slot.is_none() {
+                            metrics::counter!(WAITS_REFUSED).increment(1);
+                            return Ok(BeginOutcome::InProgress(in_progress));
+                        }
                         metrics::counter!(WAITS).increment(1);
-                        waited = true;
                     }
                     if !self.wait_for_change(id, &snapshot, wait_until).await? {
                         // Nothing changed: what we know is still the answer,
@@ -284,3 +334,72 @@ impl<S: RecordStore> Coordinator<S> {
 
 /// Begins that waited for another owner (a Prometheus counter).
 pub const WAITS: &str = "idempotency_waits_total";
+
+/// Begins told `in_progress` without waiting because their tenant already
+/// had its share of waiters.
+pub const WAITS_REFUSED: &str = "idempotency_waits_refused_total";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::clock::TokioClock;
+    use crate::core::record::RecordId;
+    use crate::store::memory::MemoryStore;
+
+    fn begin(tenant: &str, wait: Duration) -> BeginCommand {
+        BeginCommand {
+            id: RecordId { tenant: tenant.into(), namespace: "ns".into(), key: "busy".into() },
+            fingerprint: [1; 32],
+            lease_ttl: Duration::from_secs(30),
+            wait,
+            owner: tenant.into(),
+            request_id: String::new(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_tenant_cannot_hold_more_than_its_share_of_waiters() {
+        let clock = Arc::new(TokioClock::new());
+        let limits = Limits {
+            default_lease_ttl: Duration::from_secs(30),
+            max_lease_ttl: Duration::from_secs(60),
+            max_wait: Duration::from_secs(60),
+            default_retention: Duration::from_secs(600),
+            max_retention: Duration::from_secs(600),
+            max_payload_bytes: 1024,
+            max_result_bytes: 1024,
+        };
+        let settings = Settings {
+            limits,
+            replay_cache_bytes: 0,
+            request_timeout: Duration::from_secs(5),
+            max_waits_per_tenant: 2,
+        };
+        let store = Arc::new(MemoryStore::new(clock.clone()));
+        let coordinator = Arc::new(Coordinator::new(store, clock, settings, CancellationToken::new()));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for tenant in ["greedy", "modest"] {
+            let first = coordinator.begin(&begin(tenant, Duration::ZERO), deadline).await.unwrap();
+            assert!(matches!(first, BeginOutcome::Acquired(_)));
+        }
+        let waiter = |tenant: &'static str| {
+            let coordinator = coordinator.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let outcome = coordinator.begin(&begin(tenant, Duration::from_secs(10)), deadline).await.unwrap();
+                assert!(matches!(outcome, BeginOutcome::InProgress(_)));
+                started.elapsed()
+            })
+        };
+        let greedy: Vec<_> = (0..3).map(|_| waiter("greedy")).collect();
+        let modest = waiter("modest");
+        let mut waited: Vec<Duration> = Vec::new();
+        for call in greedy {
+            waited.push(call.await.unwrap());
+        }
+        waited.sort();
+        assert_eq!(waited[0], Duration::ZERO, "the third waiter of one tenant must not wait: {waited:?}");
+        assert!(waited[1..].iter().all(|w| *w >= Duration::from_secs(10)), "{waited:?}");
+        assert!(modest.await.unwrap() >= Duration::from_secs(10), "another tenant still waits");
+    }
+}

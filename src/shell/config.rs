@@ -148,6 +148,11 @@ pub struct ServeArgs {
     #[arg(long, env = "IDEMPOTENCY_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,
 
+    /// Most Begins of one tenant waiting at once (default: half of --max-in-flight); more answer
+    /// in_progress without waiting, so one tenant's waits cannot take every slot.
+    #[arg(long, env = "IDEMPOTENCY_MAX_WAITS_PER_TENANT")]
+    pub max_waits_per_tenant: Option<usize>,
+
     /// Memory for replaying finished records without an etcd request (0 turns the replay cache off).
     #[arg(long, env = "IDEMPOTENCY_REPLAY_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub replay_cache_bytes: u64,
@@ -187,6 +192,7 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub max_message_bytes: usize,
     pub max_in_flight: usize,
+    pub max_waits_per_tenant: usize,
     pub replay_cache_bytes: u64,
 }
 
@@ -239,6 +245,9 @@ impl ServeArgs {
         if self.max_in_flight == 0 {
             return Err("--max-in-flight must be at least 1".into());
         }
+        if self.max_waits_per_tenant == Some(0) {
+            return Err("--max-waits-per-tenant must be at least 1".into());
+        }
         let endpoints: Vec<String> =
             self.etcd_endpoints.iter().map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()).collect();
         let https = endpoints.iter().filter(|e| e.starts_with("https://")).count();
@@ -285,6 +294,7 @@ impl ServeArgs {
             shutdown_grace: self.shutdown_grace,
             max_message_bytes: self.max_message_bytes,
             max_in_flight: self.max_in_flight,
+            max_waits_per_tenant: self.max_waits_per_tenant.unwrap_or((self.max_in_flight / 2).max(1)),
             replay_cache_bytes: self.replay_cache_bytes,
         })
     }

@@ -83,6 +83,7 @@ async fn serve<S: RecordStore>(
         limits: config.limits.clone(),
         replay_cache_bytes: config.replay_cache_bytes,
         request_timeout: config.etcd.request_timeout,
+        max_waits_per_tenant: config.max_waits_per_tenant,
     };
     let coordinator = Arc::new(Coordinator::new(store.clone(), clock, settings, draining.clone()));
 

@@ -83,7 +83,12 @@ fn replica<S: RecordStore>(store: &Arc<S>, clock: &Arc<dyn Clock>) -> Arc<Coordi
         max_payload_bytes: 1 << 20,
         max_result_bytes: 1 << 18,
     };
-    let settings = Settings { limits, replay_cache_bytes: 1 << 20, request_timeout: Duration::from_secs(5) };
+    let settings = Settings {
+        limits,
+        replay_cache_bytes: 1 << 20,
+        request_timeout: Duration::from_secs(5),
+        max_waits_per_tenant: 64,
+    };
     Arc::new(Coordinator::new(store.clone(), clock.clone(), settings, CancellationToken::new()))
 }
 
