@@ -11,6 +11,7 @@ pub mod middleware;
 pub mod overload;
 pub mod oversize;
 pub mod request;
+pub mod request_bytes;
 pub mod service;
 pub mod status;
 pub mod tenant;

@@ -15,7 +15,7 @@ use crate::core::error::Error;
 use crate::grpc::middleware::{Around, ResponseFuture};
 
 /// The path prefix of the gRPC health service.
-const HEALTH_PATH: &str = "/grpc.health.v1.Health/";
+pub const HEALTH_PATH: &str = "/grpc.health.v1.Health/";
 
 #[derive(Clone)]
 pub struct ShedLoad {

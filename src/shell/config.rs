@@ -148,6 +148,11 @@ pub struct ServeArgs {
     #[arg(long, env = "IDEMPOTENCY_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,
 
+    /// Most bytes of coordinator requests held at once, counted twice (as received, and decoded) until
+    /// each call answers; a request that would exceed it is refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "IDEMPOTENCY_MAX_REQUEST_BYTES_HELD", default_value_t = 256 * 1024 * 1024)]
+    pub max_request_bytes_held: usize,
+
     /// Most Begins of one tenant waiting at once (default: half of --max-in-flight); more answer
     /// in_progress without waiting, so one tenant's waits cannot take every slot.
     #[arg(long, env = "IDEMPOTENCY_MAX_WAITS_PER_TENANT")]
@@ -192,6 +197,7 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub max_message_bytes: usize,
     pub max_in_flight: usize,
+    pub max_request_bytes_held: usize,
     pub max_waits_per_tenant: usize,
     pub replay_cache_bytes: u64,
 }
@@ -245,6 +251,10 @@ impl ServeArgs {
         if self.max_in_flight == 0 {
             return Err("--max-in-flight must be at least 1".into());
         }
+        // A request counts twice (buffered, then decoded): the largest must fit alone.
+        if self.max_request_bytes_held < 2 * self.max_message_bytes {
+            return Err("--max-request-bytes-held must be at least twice --max-message-bytes".into());
+        }
         if self.max_waits_per_tenant == Some(0) {
             return Err("--max-waits-per-tenant must be at least 1".into());
         }
@@ -294,6 +304,7 @@ impl ServeArgs {
             shutdown_grace: self.shutdown_grace,
             max_message_bytes: self.max_message_bytes,
             max_in_flight: self.max_in_flight,
+            max_request_bytes_held: self.max_request_bytes_held,
             max_waits_per_tenant: self.max_waits_per_tenant.unwrap_or((self.max_in_flight / 2).max(1)),
             replay_cache_bytes: self.replay_cache_bytes,
         })

@@ -22,6 +22,7 @@ use crate::grpc::grpc_metrics::GrpcMetrics;
 use crate::grpc::middleware::AroundLayer;
 use crate::grpc::overload::ShedLoad;
 use crate::grpc::oversize::Oversize;
+use crate::grpc::request_bytes::RequestBytesLayer;
 use crate::grpc::service::CoordinatorApi;
 use crate::proto::{FILE_DESCRIPTOR_SET, v1::coordinator_service_server::CoordinatorServiceServer};
 use crate::shell::auth::{Authenticator, TokenTable};
@@ -148,6 +149,7 @@ async fn serve<S: RecordStore>(
     let router = Server::builder()
         .layer(AroundLayer(GrpcMetrics))
         .layer(AroundLayer(ShedLoad::new(config.max_in_flight)))
+        .layer(RequestBytesLayer::new(config.max_request_bytes_held))
         .layer(AroundLayer(Oversize))
         .add_service(health_service)
         .add_service(reflection)
