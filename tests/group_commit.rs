@@ -57,6 +57,16 @@ fn begin_command(key: &str, fingerprint: u8) -> BeginCommand {
     }
 }
 
+/// Completes `key` with a small receipt, kept 10 minutes.
+fn receipt(key: &str, fencing_token: u64) -> CompleteCommand {
+    CompleteCommand {
+        id: RecordId { tenant: "default".into(), namespace: "ns".into(), key: key.into() },
+        fencing_token,
+        result: CallResult { body: ResultBody::Response(b"receipt".to_vec()), content_type: String::new(), status_code: 0 },
+        retention: Duration::from_secs(600),
+    }
+}
+
 fn deadline() -> Instant {
     Instant::now() + Duration::from_secs(20)
 }
@@ -131,17 +141,7 @@ async fn replays_cost_no_etcd_request_and_a_local_complete_costs_one() {
         other => panic!("expected acquired, got {other:?}"),
     };
     let before_complete = etcd_calls(&store);
-    let complete = CompleteCommand {
-        id: RecordId { tenant: "default".into(), namespace: "ns".into(), key: "order".into() },
-        fencing_token: acquired.fencing_token,
-        result: CallResult {
-            body: ResultBody::Response(b"receipt".to_vec()),
-            content_type: String::new(),
-            status_code: 0,
-        },
-        retention: Duration::from_secs(600),
-    };
-    coordinator.complete(complete, deadline()).await.unwrap();
+    coordinator.complete(receipt("order", acquired.fencing_token), deadline()).await.unwrap();
     assert_eq!(etcd_calls(&store) - before_complete, 1, "Complete on the acquiring replica needs no read");
 
     let before_replays = etcd_calls(&store);
@@ -173,16 +173,7 @@ async fn a_lookup_of_a_finished_record_fills_the_replay_cache() {
         Outcome::Acquired(a) => a,
         other => panic!("expected acquired, got {other:?}"),
     };
-    let complete = CompleteCommand {
-        id: RecordId { tenant: "default".into(), namespace: "ns".into(), key: "looked-up".into() },
-        fencing_token: acquired.fencing_token,
-        result: CallResult {
-            body: ResultBody::Response(b"receipt".to_vec()),
-            content_type: String::new(),
-            status_code: 0,
-        },
-        retention: Duration::from_secs(600),
-    };
+    let complete = receipt("looked-up", acquired.fencing_token);
     coordinator.complete(complete.clone(), deadline()).await.unwrap();
 
     // Another replica learns of the record by a Lookup: its replays then cost nothing.

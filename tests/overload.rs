@@ -32,6 +32,22 @@ impl Drop for ServerProcess {
     }
 }
 
+/// The server binary on a free port with `flags`, quiet; and its URL.
+fn serve(etcd: &Etcd, flags: &[&str]) -> (ServerProcess, String) {
+    let port = free_port();
+    let process = ServerProcess(
+        Command::new(env!("CARGO_BIN_EXE_idempotency-coordinator"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--etcd-endpoints", &etcd.client_url])
+            .args(["--log", "warn", "--metrics-listen", "127.0.0.1:0"])
+            .args(flags)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the server binary starts"),
+    );
+    (process, format!("http://127.0.0.1:{port}"))
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the server's /proc status");
     status
@@ -64,19 +80,9 @@ struct Round {
 #[tokio::test]
 async fn a_flood_is_shed_with_bounded_memory_and_the_server_recovers() {
     let etcd = Etcd::start().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let url = format!("http://127.0.0.1:{port}");
-    let process = ServerProcess(
-        Command::new(env!("CARGO_BIN_EXE_idempotency-coordinator"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--etcd-endpoints", &etcd.client_url])
-            .args(["--max-in-flight", &MAX_IN_FLIGHT.to_string(), "--log", "warn", "--metrics-listen", "127.0.0.1:0"])
-            // One tenant's waiters may fill every slot here: the flood is what is measured.
-            .args(["--max-waits-per-tenant", &MAX_IN_FLIGHT.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the server binary starts"),
-    );
+    let in_flight = MAX_IN_FLIGHT.to_string();
+    // One tenant's waiters may fill every slot here: the flood is what is measured.
+    let (process, url) = serve(&etcd, &["--max-in-flight", &in_flight, "--max-waits-per-tenant", &in_flight]);
     let pid = process.0.id();
     let channels: Vec<Channel> = futures_all((0..CONNECTIONS).map(|_| connect(&url))).await;
     let mut owner = CoordinatorServiceClient::new(channels[0].clone());
@@ -156,18 +162,8 @@ const POD_MEMORY_LIMIT_KIB: u64 = 1024 * 1024;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_requests_stay_within_the_pods_memory_at_the_prod_settings() {
     let etcd = Etcd::start().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let url = format!("http://127.0.0.1:{port}");
-    let process = ServerProcess(
-        Command::new(env!("CARGO_BIN_EXE_idempotency-coordinator"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--etcd-endpoints", &etcd.client_url])
-            .args(["--max-in-flight", PROD_MAX_IN_FLIGHT, "--max-request-bytes-held", PROD_REQUEST_BYTES_HELD])
-            .args(["--log", "warn", "--metrics-listen", "127.0.0.1:0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the server binary starts"),
-    );
+    let (process, url) =
+        serve(&etcd, &["--max-in-flight", PROD_MAX_IN_FLIGHT, "--max-request-bytes-held", PROD_REQUEST_BYTES_HELD]);
     let pid = process.0.id();
     let channels: Vec<Channel> = futures_all((0..CONNECTIONS).map(|_| connect(&url))).await;
     let baseline = rss_kib(pid);

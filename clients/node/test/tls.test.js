@@ -45,7 +45,9 @@ const serverCert = certificate({ commonName: 'localhost', issuer: ca, altNames: 
 const acmeCert = certificate({
   commonName: 'not-the-tenant', issuer: ca, altNames: [{ type: 6, value: 'spiffe://test.example/tenant/acme' }], usage: 'clientAuth',
 });
-const globexCert = certificate({ commonName: 'globex', issuer: ca, usage: 'clientAuth' });
+const globexCert = certificate({
+  commonName: 'globex', issuer: ca, altNames: [{ type: 6, value: 'spiffe://test.example/tenant/globex' }], usage: 'clientAuth',
+});
 
 let running, address;
 const clients = [];

@@ -70,5 +70,9 @@ def test_another_tenant_is_denied_and_no_credentials_are_refused(tls_server):
         naming_globex.run("payments.create", key, lambda a: pytest.fail("ran"), json_payload={"amount": 1})
     with pytest.raises(AuthenticationError):
         connect(tls_server).run("payments.create", key, lambda a: pytest.fail("ran"), json_payload={"amount": 1})
-    globex = connect(tls_server, certificate=tls_server.pki.client("globex"))
+    # With a tenant URI prefix configured, a certificate's CN names no tenant.
+    with pytest.raises(AuthenticationError):
+        cn_only = connect(tls_server, certificate=tls_server.pki.client("globex"))
+        cn_only.run("payments.create", key, lambda a: pytest.fail("ran"), json_payload={"amount": 1})
+    globex = connect(tls_server, certificate=tls_server.pki.client("globex", "spiffe://test.example/tenant/globex"))
     assert not globex.run("payments.create", key, lambda a: "globex's own", json_payload={"amount": 1}).replayed
