@@ -62,7 +62,11 @@ fn receipt(key: &str, fencing_token: u64) -> CompleteCommand {
     CompleteCommand {
         id: RecordId { tenant: "default".into(), namespace: "ns".into(), key: key.into() },
         fencing_token,
-        result: CallResult { body: ResultBody::Response(b"receipt".to_vec()), content_type: String::new(), status_code: 0 },
+        result: CallResult {
+            body: ResultBody::Response(b"receipt".to_vec()),
+            content_type: String::new(),
+            status_code: 0,
+        },
         retention: Duration::from_secs(600),
     }
 }
