@@ -20,6 +20,7 @@ use crate::core::limits::Limits;
 use crate::core::outcome::{Acquired, BeginOutcome, RecordView};
 use crate::core::record::{RecordId, Snapshot, Versioned};
 use crate::core::store::{RecordStore, Written};
+use crate::core::wait_shares::WaitShares;
 
 /// Memory for the attempts handed out by this replica, remembered for a
 /// read-free Complete (a few hundred bytes each; up to ~33 KiB with a
@@ -53,44 +54,6 @@ pub struct Coordinator<S> {
     waits: WaitShares,
 }
 
-/// How many Begins of each tenant are waiting.
-#[derive(Default)]
-struct WaitShares {
-    // A std Mutex, not a tokio one: nothing awaits while it is held.
-    by_tenant: std::sync::Mutex<std::collections::HashMap<String, usize>>,
-}
-
-/// One tenant's place among the waiters, given back on drop.
-struct WaitSlot<'a> {
-    shares: &'a WaitShares,
-    tenant: String,
-}
-
-impl WaitShares {
-    /// A place for one more waiter of `tenant`, unless it has `limit` already.
-    fn take(&self, tenant: &str, limit: usize) -> Option<WaitSlot<'_>> {
-        let mut by_tenant = self.by_tenant.lock().expect("wait shares lock poisoned");
-        let waiting = by_tenant.entry(tenant.to_owned()).or_default();
-        if *waiting >= limit {
-            return None;
-        }
-        *waiting += 1;
-        Some(WaitSlot { shares: self, tenant: tenant.to_owned() })
-    }
-}
-
-impl Drop for WaitSlot<'_> {
-    fn drop(&mut self) {
-        let mut by_tenant = self.shares.by_tenant.lock().expect("wait shares lock poisoned");
-        if let Some(waiting) = by_tenant.get_mut(&self.tenant) {
-            *waiting -= 1;
-            if *waiting == 0 {
-                by_tenant.remove(&self.tenant);
-            }
-        }
-    }
-}
-
 impl<S: RecordStore> Coordinator<S> {
     pub fn new(store: Arc<S>, clock: Arc<dyn Clock>, settings: Settings, draining: CancellationToken) -> Self {
         Self {
@@ -121,11 +84,12 @@ impl<S: RecordStore> Coordinator<S> {
         deadline.min(Instant::now() + lease_ttl / 2)
     }
 
-    /// Refuses to hand out a lease with less than half of it left (a clock
-    /// that jumped while the write was in flight).
+    /// Refuses to hand out a lease with less than a quarter of it left: with
+    /// [`Self::lease_bound`] that happens only if the clock jumped while the
+    /// write was in flight.
     fn check_lease_left(&self, lease_deadline: i64, lease_ttl: Duration) -> Result<(), Error> {
         let left = lease_deadline - self.clock.now_ms();
-        if left < (lease_ttl / 2).as_millis() as i64 {
+        if left < (lease_ttl / 4).as_millis() as i64 {
             return Err(Error::StoreUnavailable(format!(
                 "the store committed too late: {left} ms of the {lease_ttl:?} lease left; retry"
             )));

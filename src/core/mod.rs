@@ -6,7 +6,8 @@
 //! - [`decide`]: the decisions, as pure functions of a snapshot and the time.
 //! - [`coordinator`]: the apply loops over a [`store::RecordStore`].
 //! - [`store`]: the narrow trait every store implements.
-//! - [`cache`]: per-replica replay and attempt caches.
+//! - [`cache`]: per-replica replay and attempt caches; [`wait_shares`]: each
+//!   tenant's share of waiting Begins.
 //! - [`fingerprint`] and [`canonical_json`]: request fingerprints.
 //! - [`clock`]: the time the core and stores read; [`error`]: what can go wrong.
 
@@ -22,3 +23,4 @@ pub mod limits;
 pub mod outcome;
 pub mod record;
 pub mod store;
+pub mod wait_shares;
