@@ -22,7 +22,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(check, what, seconds=20.0):
+# Generous: on a loaded 2-core machine a debug build and a fresh etcd have
+# been seen to need more than 20 s together.
+def wait_until(check, what, seconds=60.0):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if check():
