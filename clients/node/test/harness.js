@@ -57,7 +57,7 @@ async function untilReady(coordinator) {
       return;
     } catch (error) {
       if (error.reason === 'RECORD_NOT_FOUND') return; // etcd answered
-      if (i > 200) throw error;
+      if (i > 600) throw error; // about 60 s: a loaded machine has needed more than 20
       await sleep(100);
     }
   }
