@@ -1,13 +1,14 @@
 //! The process shell: settings ([`config`]), the server that wires the
 //! layers together and drains on shutdown ([`server`], [`shutdown`]),
-//! health ([`health`]), Prometheus ([`metrics`]), logs ([`telemetry`]),
-//! who is calling ([`auth`]), TLS on the gRPC port ([`tls`]) and files that
-//! reload without a restart ([`reload`]).
+//! health ([`health`]), reflection ([`reflection`]), Prometheus
+//! ([`metrics`]), logs ([`telemetry`]), who is calling ([`auth`]), TLS on the
+//! gRPC port ([`tls`]) and files that reload without a restart ([`reload`]).
 
 pub mod auth;
 pub mod config;
 pub mod health;
 pub mod metrics;
+pub mod reflection;
 pub mod reload;
 pub mod server;
 pub mod shutdown;

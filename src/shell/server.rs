@@ -24,11 +24,11 @@ use crate::grpc::overload::ShedLoad;
 use crate::grpc::oversize::Oversize;
 use crate::grpc::request_bytes::RequestBytesLayer;
 use crate::grpc::service::CoordinatorApi;
-use crate::proto::{FILE_DESCRIPTOR_SET, v1::coordinator_service_server::CoordinatorServiceServer};
+use crate::proto::v1::coordinator_service_server::CoordinatorServiceServer;
 use crate::shell::auth::{Authenticator, TokenTable};
 use crate::shell::config::{Config, StoreKind};
 use crate::shell::tls::incoming::incoming;
-use crate::shell::{health, reload};
+use crate::shell::{health, reflection, reload};
 use crate::store::etcd::EtcdStore;
 use crate::store::memory::MemoryStore;
 
@@ -94,10 +94,7 @@ async fn serve<S: RecordStore>(
     let mut background =
         vec![tokio::spawn(health::track_readiness(store, reporter, config.health_check_interval, draining.clone()))];
 
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    let (reflection, reflection_v1alpha) = reflection::services()?;
     if let Some(tokens) = &config.auth.tokens {
         let path = tokens.path.clone();
         let watch = reload::watch(tokens.current.clone(), vec![path.clone()], config.reload_interval, "tokens file", {
@@ -153,6 +150,7 @@ async fn serve<S: RecordStore>(
         .layer(AroundLayer(Oversize))
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(coordinator_service);
     // Two connection types, so two server futures of different types.
     let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> = match &config.tls {
