@@ -87,7 +87,13 @@ impl ReplayCache {
 
     /// Remembers `record` if it is terminal.
     pub fn remember(&self, id: &RecordId, record: &Record) {
-        let (Some(cache), Some(outcome)) = (self.by_record.as_ref(), replay_of(record)) else { return };
+        let Some(cache) = self.by_record.as_ref() else { return };
+        // Every read of a finished record lands here: the same record already
+        // cached needs no copy of its result made again.
+        if cache.get(id).is_some_and(|cached| cached.expires_at_ms == record.expires_at_ms) {
+            return;
+        }
+        let Some(outcome) = replay_of(record) else { return };
         let replay = Replay {
             fingerprint: record.fingerprint.clone(),
             attempt: record.attempt,
@@ -182,6 +188,17 @@ mod tests {
         assert!(matches!(cache.get(&id(), &[8; 32], 999), Some(Err(Error::KeyReused { attempt: 1 }))));
         assert!(cache.get(&id(), &[7; 32], 1_000).is_none(), "served at its expiry");
         assert!(cache.get(&id(), &[7; 32], 0).is_none(), "an expired entry must be gone");
+    }
+
+    #[test]
+    fn a_record_after_an_expired_one_replaces_it() {
+        let cache = ReplayCache::new(1 << 20);
+        cache.remember(&id(), &completed(1_000));
+        cache.remember(&id(), &completed(1_000));
+        let mut later = completed(5_000);
+        later.fingerprint = vec![8; 32];
+        cache.remember(&id(), &later);
+        assert!(matches!(cache.get(&id(), &[8; 32], 2_000), Some(Ok(BeginOutcome::Completed(_)))));
     }
 
     #[test]

@@ -321,9 +321,65 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn one_tenant_cannot_hold_more_than_its_share_of_waiters() {
-        let clock = Arc::new(TokioClock::new());
+    /// The wall clock, pushed forward by whatever the test says.
+    #[derive(Default)]
+    struct JumpingClock(std::sync::atomic::AtomicI64);
+
+    impl Clock for JumpingClock {
+        fn now_ms(&self) -> i64 {
+            crate::core::clock::SystemClock.now_ms() + self.0.load(std::sync::atomic::Ordering::Relaxed)
+        }
+    }
+
+    /// A memory store whose writes see the wall clock jump `jump_ms` ahead.
+    struct ClockJumpingStore {
+        inner: MemoryStore,
+        clock: Arc<JumpingClock>,
+        jump_ms: i64,
+    }
+
+    impl RecordStore for ClockJumpingStore {
+        async fn read(&self, id: &RecordId, deadline: Instant) -> Result<Snapshot, Error> {
+            self.inner.read(id, deadline).await
+        }
+
+        async fn write(
+            &self,
+            id: &RecordId,
+            write: &crate::core::store::Write,
+            deadline: Instant,
+        ) -> Result<Written, Error> {
+            let written = self.inner.write(id, write, deadline).await;
+            self.clock.0.fetch_add(self.jump_ms, std::sync::atomic::Ordering::Relaxed);
+            written
+        }
+
+        async fn watch(
+            &self,
+            id: &RecordId,
+            after_revision: i64,
+            deadline: Instant,
+        ) -> Result<crate::core::store::Changes, Error> {
+            self.inner.watch(id, after_revision, deadline).await
+        }
+
+        async fn ping(&self, within: Duration) -> Result<(), Error> {
+            self.inner.ping(within).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lease_mostly_gone_by_the_time_it_committed_is_not_handed_out() {
+        let clock = Arc::new(JumpingClock::default());
+        let store = ClockJumpingStore { inner: MemoryStore::new(clock.clone()), clock: clock.clone(), jump_ms: 25_000 };
+        let coordinator = Coordinator::new(Arc::new(store), clock, settings(), CancellationToken::new());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // A 30 s lease with 25 s of it gone while the write was in flight: refused.
+        let refused = coordinator.begin(&begin("t", Duration::ZERO), deadline).await;
+        assert!(matches!(refused, Err(Error::StoreUnavailable(_))), "{refused:?}");
+    }
+
+    fn settings() -> Settings {
         let limits = Limits {
             default_lease_ttl: Duration::from_secs(30),
             max_lease_ttl: Duration::from_secs(60),
@@ -333,14 +389,14 @@ mod tests {
             max_payload_bytes: 1024,
             max_result_bytes: 1024,
         };
-        let settings = Settings {
-            limits,
-            replay_cache_bytes: 0,
-            request_timeout: Duration::from_secs(5),
-            max_waits_per_tenant: 2,
-        };
+        Settings { limits, replay_cache_bytes: 0, request_timeout: Duration::from_secs(5), max_waits_per_tenant: 2 }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_tenant_cannot_hold_more_than_its_share_of_waiters() {
+        let clock = Arc::new(TokioClock::new());
         let store = Arc::new(MemoryStore::new(clock.clone()));
-        let coordinator = Arc::new(Coordinator::new(store, clock, settings, CancellationToken::new()));
+        let coordinator = Arc::new(Coordinator::new(store, clock, settings(), CancellationToken::new()));
         let deadline = Instant::now() + Duration::from_secs(60);
         for tenant in ["greedy", "modest"] {
             let first = coordinator.begin(&begin(tenant, Duration::ZERO), deadline).await.unwrap();
