@@ -33,16 +33,30 @@ pub fn next() -> u64 {
     SEQUENCE.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Runs `op` from `callers` concurrent loops: `warmup`, then `measure`.
-/// `op` returns the latency of its first step, if it has one worth reporting.
-pub async fn drive<F, Fut>(callers: usize, warmup: Duration, measure: Duration, op: F) -> Measured
+/// When a scenario measures: after its warm-up, until its end.
+#[derive(Clone, Copy)]
+pub struct Window {
+    pub from: Instant,
+    pub to: Instant,
+}
+
+impl Window {
+    pub fn after(warmup: Duration, measure: Duration) -> Self {
+        let from = Instant::now() + warmup;
+        Self { from, to: from + measure }
+    }
+}
+
+/// Runs `op` from `callers` concurrent loops until the window ends, counting
+/// what starts inside it. `op` returns the latency of its first step, if it
+/// has one worth reporting.
+pub async fn drive<F, Fut>(callers: usize, window: Window, op: F) -> Measured
 where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Option<Duration>, String>> + Send,
 {
     let op = Arc::new(op);
-    let measure_from = Instant::now() + warmup;
-    let end = measure_from + measure;
+    let (measure_from, end) = (window.from, window.to);
     let loops: Vec<_> = (0..callers)
         .map(|_| {
             let op = op.clone();
@@ -79,7 +93,7 @@ where
     let mut measured = Measured {
         ops: 0,
         errors: 0,
-        seconds: measure.as_secs_f64(),
+        seconds: (end - measure_from).as_secs_f64(),
         total: histogram(),
         first_step: histogram(),
         first_error: None,

@@ -1,24 +1,29 @@
-//! `cargo run --release -p bench`: starts what it needs on loopback (etcd with
-//! fsync on, the coordinator in-process, Redis, PostgreSQL), drives each with
-//! the same N concurrent callers, and prints throughput and latency
-//! percentiles for three scenarios. See BENCHMARKS.md.
+//! `scripts/bench.sh`: starts what it needs on loopback, each in its own
+//! process (etcd with fsync on, the coordinator binary, the do-nothing gRPC
+//! server, Redis, PostgreSQL), drives each with the same N concurrent callers,
+//! and prints throughput, latency percentiles and the CPU each process spent
+//! per 1,000 operations for three scenarios. See BENCHMARKS.md.
 
 mod drive;
+mod noop;
 mod processes;
 mod targets;
 mod tls;
+mod usage;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use drive::{Measured, drive, next};
+use drive::{Measured, Window, drive, next};
+use processes::Process;
 use rand::Rng;
 use targets::{Begun, Target};
 use tokio::time::Instant;
 
 #[derive(Parser, Debug)]
-#[command(about = "Benchmarks the coordinator against direct etcd, Redis and PostgreSQL")]
+#[command(about = "Benchmarks the coordinator against a do-nothing gRPC server, direct etcd, Redis and PostgreSQL")]
 struct Args {
     /// Concurrent callers.
     #[arg(long, default_value_t = 256)]
@@ -32,89 +37,149 @@ struct Args {
     /// Completed keys the replay scenario picks from.
     #[arg(long, default_value_t = 1000)]
     replay_keys: usize,
-    /// Which targets to run: coordinator, coordinator-tls (TLS and bearer-token authentication), etcd, redis, postgres.
-    #[arg(long, value_delimiter = ',', default_value = "coordinator,coordinator-tls,etcd,redis,postgres")]
+    /// Which targets to run: noop (a gRPC server with the same service and
+    /// nothing behind it), coordinator, coordinator-tls (TLS and bearer-token
+    /// authentication), etcd, redis, postgres.
+    #[arg(long, value_delimiter = ',', default_value = "noop,coordinator,coordinator-tls,etcd,redis,postgres")]
     targets: Vec<String>,
+    /// Which scenarios to run.
+    #[arg(long, value_delimiter = ',', default_value = "new keys,replays,hot-key mix")]
+    scenarios: Vec<String>,
     /// gRPC connections from the callers to the coordinator.
     #[arg(long, default_value_t = 8)]
     connections: usize,
+    /// Extra `serve` flags for the coordinator targets (repeatable), e.g.
+    /// `--coordinator-flag=--log=debug`.
+    #[arg(long, allow_hyphen_values = true)]
+    coordinator_flag: Vec<String>,
+    /// Run as the do-nothing gRPC server on this address (the bench starts
+    /// itself this way for the `noop` target).
+    #[arg(long, hide = true)]
+    serve_noop: Option<SocketAddr>,
+}
+
+/// A target's client and the processes behind it, stopped when dropped.
+struct Running {
+    target: Arc<dyn Target>,
+    /// (role, process): whose CPU and memory the report shows.
+    processes: Vec<(&'static str, Process)>,
+    _keep: Option<tls::Material>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(addr) = args.serve_noop {
+        return noop::serve(addr).await;
+    }
     println!("# {} callers, {} s measured after {} s warm-up per scenario", args.callers, args.seconds, args.warmup);
+    println!(
+        "# CPU: seconds of CPU (user + system, from /proc) per 1,000 operations, per process; the callers are this bench process"
+    );
     println!();
-    println!("| target | scenario | ops/s | p50 ms | p99 ms | p99.9 ms | first step p50 / p99 / p99.9 ms | errors |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| target | scenario | ops/s | p50 ms | p99 ms | p99.9 ms | first step p50 / p99 / p99.9 ms | CPU s per 1,000 ops | server RSS MiB start → end | errors |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for name in &args.targets {
-        // Each target gets fresh servers; they are stopped when dropped.
-        let (target, _servers): (Arc<dyn Target>, Vec<Box<dyn std::any::Any>>) = match name.as_str() {
-            "coordinator" => {
-                let (etcd, url) = processes::etcd().await?;
-                let addr = start_coordinator(&url, &[]).await?;
-                let target =
-                    targets::Coordinator::connect(&format!("http://{addr}"), args.connections, None, None).await?;
-                (Arc::new(target), vec![Box::new(etcd)])
-            }
-            "coordinator-tls" => {
-                let (etcd, url) = processes::etcd().await?;
-                let material = tls::Material::new()?;
-                let addr = start_coordinator(&url, &material.server_flags()).await?;
-                let url = format!("https://{addr}");
-                let target =
-                    targets::Coordinator::connect(&url, args.connections, Some(material.client()), Some(tls::TOKEN))
-                        .await?;
-                (Arc::new(target), vec![Box::new(etcd), Box::new(material)])
-            }
-            "etcd" => {
-                let (etcd, url) = processes::etcd().await?;
-                (Arc::new(targets::DirectEtcd::connect(&url).await?), vec![Box::new(etcd)])
-            }
-            "redis" => {
-                let (redis, url) = processes::redis().await?;
-                (Arc::new(targets::Redis::connect(&url).await?), vec![Box::new(redis)])
-            }
-            "postgres" => {
-                let (postgres, config) = processes::postgres().await?;
-                let connections = args.callers.clamp(1, 64);
-                (Arc::new(targets::Postgres::connect(&config, connections).await?), vec![Box::new(postgres)])
-            }
-            other => anyhow::bail!("unknown target {other:?}"),
-        };
-        for scenario in ["new keys", "replays", "hot-key mix"] {
-            let measured = run(scenario, target.clone(), &args).await?;
-            report(name, scenario, &measured);
+        // Each target gets fresh servers.
+        let running = start(name, &args).await?;
+        for scenario in &args.scenarios {
+            let (measured, cost) = run(scenario, &running, &args).await?;
+            report(name, scenario, &measured, &cost);
         }
     }
     Ok(())
 }
 
-/// The coordinator on port 0 of loopback, in this process, with `extra` flags.
-async fn start_coordinator(etcd_url: &str, extra: &[String]) -> anyhow::Result<std::net::SocketAddr> {
-    #[derive(Parser)]
-    struct Serve {
-        #[command(flatten)]
-        args: idempotency_coordinator::shell::config::ServeArgs,
-    }
-    let flags = ["bench", "--etcd-endpoints", etcd_url, "--max-in-flight", "100000", "--metrics-listen", "127.0.0.1:0"];
-    let config = Serve::parse_from(flags.into_iter().chain(extra.iter().map(String::as_str)))
-        .args
-        .validate()
-        .map_err(anyhow::Error::msg)?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(idempotency_coordinator::shell::server::run(config, listener, std::future::pending()));
-    Ok(addr)
+async fn start(name: &str, args: &Args) -> anyhow::Result<Running> {
+    let coordinator = |addr: SocketAddr, tls: Option<&tls::Material>| {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{addr}");
+        let (tls, token) = (tls.map(|m| m.client()), tls.map(|_| tls::TOKEN));
+        let connections = args.connections;
+        async move { targets::Coordinator::connect(&url, connections, tls, token).await }
+    };
+    Ok(match name {
+        "noop" => {
+            let (server, addr) = processes::noop_server().await?;
+            let target = coordinator(addr, None).await?;
+            Running { target: Arc::new(target), processes: vec![("noop", server)], _keep: None }
+        }
+        "coordinator" | "coordinator-tls" => {
+            let (etcd, url) = processes::etcd().await?;
+            let material = if name == "coordinator-tls" { Some(tls::Material::new()?) } else { None };
+            let mut flags = material.as_ref().map(|m| m.server_flags()).unwrap_or_default();
+            flags.extend(args.coordinator_flag.iter().cloned());
+            let (server, addr) = processes::coordinator(&url, &flags).await?;
+            let target = coordinator(addr, material.as_ref()).await?;
+            Running {
+                target: Arc::new(target),
+                processes: vec![("coordinator", server), ("etcd", etcd)],
+                _keep: material,
+            }
+        }
+        "etcd" => {
+            let (etcd, url) = processes::etcd().await?;
+            let target = targets::DirectEtcd::connect(&url).await?;
+            Running { target: Arc::new(target), processes: vec![("etcd", etcd)], _keep: None }
+        }
+        "redis" => {
+            let (redis, url) = processes::redis().await?;
+            let target = targets::Redis::connect(&url).await?;
+            Running { target: Arc::new(target), processes: vec![("redis", redis)], _keep: None }
+        }
+        "postgres" => {
+            let (postgres, config) = processes::postgres().await?;
+            let connections = args.callers.clamp(1, 64);
+            let target = targets::Postgres::connect(&config, connections).await?;
+            Running { target: Arc::new(target), processes: vec![("postgres", postgres)], _keep: None }
+        }
+        other => anyhow::bail!("unknown target {other:?}"),
+    })
 }
 
-async fn run(scenario: &str, target: Arc<dyn Target>, args: &Args) -> anyhow::Result<Measured> {
+/// What each process spent during a scenario's measured window.
+struct Cost {
+    /// (role, CPU seconds) in the window, the callers first.
+    cpu: Vec<(&'static str, f64)>,
+    /// The first server's resident memory at the window's start and end.
+    rss: (u64, u64),
+}
+
+/// Samples every process at the window's start and end.
+fn sample_during(window: Window, running: &Running) -> tokio::task::JoinHandle<Cost> {
+    let mut pids = vec![("callers", std::process::id())];
+    pids.extend(running.processes.iter().map(|(role, p)| (*role, p.pid())));
+    tokio::spawn(async move {
+        // The callers are this process without its children (the servers);
+        // a server counts with its own children (PostgreSQL's backends).
+        let sample = |pids: &[(&'static str, u32)]| {
+            let callers = usage::own_cpu_seconds(pids[0].1);
+            std::iter::once(callers)
+                .chain(pids[1..].iter().map(|(_, pid)| usage::cpu_seconds(*pid)))
+                .collect::<Vec<_>>()
+        };
+        let server = pids[1].1;
+        tokio::time::sleep_until(window.from).await;
+        let (before, rss_before) = (sample(&pids), usage::rss_bytes(server));
+        tokio::time::sleep_until(window.to).await;
+        let (after, rss_after) = (sample(&pids), usage::rss_bytes(server));
+        let cpu = pids.iter().zip(before.iter().zip(after)).map(|((role, _), (b, a))| (*role, a - b)).collect();
+        Cost { cpu, rss: (rss_before, rss_after) }
+    })
+}
+
+async fn run(scenario: &str, running: &Running, args: &Args) -> anyhow::Result<(Measured, Cost)> {
+    let target = running.target.clone();
     let (callers, warmup, measure) =
         (args.callers, Duration::from_secs(args.warmup), Duration::from_secs(args.seconds));
-    Ok(match scenario {
+    let measured = match scenario {
         // A fresh key per call: claim it, then complete it.
         "new keys" => {
-            drive(callers, warmup, measure, move || {
+            let window = Window::after(warmup, measure);
+            let cost = sample_during(window, running);
+            let measured = drive(callers, window, move || {
                 let target = target.clone();
                 async move {
                     let key = format!("new-{}", next());
@@ -129,7 +194,8 @@ async fn run(scenario: &str, target: Arc<dyn Target>, args: &Args) -> anyhow::Re
                     }
                 }
             })
-            .await
+            .await;
+            (measured, cost.await?)
         }
         // Retries of completed keys.
         "replays" => {
@@ -142,6 +208,8 @@ async fn run(scenario: &str, target: Arc<dyn Target>, args: &Args) -> anyhow::Re
                         tokio::spawn(async move {
                             match target.begin(&key).await? {
                                 Begun::Acquired(token) => target.complete(&key, token).await,
+                                // Only the do-nothing server, which keeps nothing.
+                                Begun::Replayed => Ok(()),
                                 other => Err(format!("setting up {key}: {other:?}")),
                             }
                         })
@@ -152,21 +220,26 @@ async fn run(scenario: &str, target: Arc<dyn Target>, args: &Args) -> anyhow::Re
                 }
             }
             let keys = args.replay_keys;
-            drive(callers, warmup, measure, move || {
+            let window = Window::after(warmup, measure);
+            let cost = sample_during(window, running);
+            let measured = drive(callers, window, move || {
                 let (target, prefix) = (target.clone(), prefix.clone());
                 async move {
                     let key = format!("{prefix}{}", rand::rng().random_range(0..keys));
                     target.replay(&key).await.map(|()| None)
                 }
             })
-            .await
+            .await;
+            (measured, cost.await?)
         }
         // Many callers on few fresh keys at once: one owner each, the rest
         // told it is in progress or, once done, replayed.
-        _ => {
+        "hot-key mix" => {
             let epoch = Instant::now();
             let prefix = format!("hot-{}-", next());
-            drive(callers, warmup, measure, move || {
+            let window = Window::after(warmup, measure);
+            let cost = sample_during(window, running);
+            let measured = drive(callers, window, move || {
                 let (target, prefix) = (target.clone(), prefix.clone());
                 async move {
                     let round = epoch.elapsed().as_millis() / 100;
@@ -180,16 +253,19 @@ async fn run(scenario: &str, target: Arc<dyn Target>, args: &Args) -> anyhow::Re
                     Ok(Some(claimed))
                 }
             })
-            .await
+            .await;
+            (measured, cost.await?)
         }
-    })
+        other => anyhow::bail!("unknown scenario {other:?}"),
+    };
+    Ok(measured)
 }
 
 fn ms(micros: u64) -> String {
     format!("{:.2}", micros as f64 / 1000.0)
 }
 
-fn report(target: &str, scenario: &str, m: &Measured) {
+fn report(target: &str, scenario: &str, m: &Measured, cost: &Cost) {
     let percentiles = |h: &hdrhistogram::Histogram<u64>| {
         (ms(h.value_at_quantile(0.5)), ms(h.value_at_quantile(0.99)), ms(h.value_at_quantile(0.999)))
     };
@@ -204,8 +280,15 @@ fn report(target: &str, scenario: &str, m: &Measured) {
         Some(e) => format!("{} (first: {})", m.errors, e.chars().take(80).collect::<String>()),
         None => m.errors.to_string(),
     };
+    let per_thousand = |seconds: f64| if m.ops == 0 { f64::NAN } else { seconds * 1000.0 / m.ops as f64 };
+    let cpu: Vec<String> =
+        cost.cpu.iter().map(|(role, seconds)| format!("{role} {:.3}", per_thousand(*seconds))).collect();
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
     println!(
-        "| {target} | {scenario} | {:.0} | {p50} | {p99} | {p999} | {first} | {errors} |",
-        m.ops as f64 / m.seconds
+        "| {target} | {scenario} | {:.0} | {p50} | {p99} | {p999} | {first} | {} | {:.1} → {:.1} | {errors} |",
+        m.ops as f64 / m.seconds,
+        cpu.join(" · "),
+        mib(cost.rss.0),
+        mib(cost.rss.1),
     );
 }

@@ -1,7 +1,9 @@
-//! The servers a benchmark run starts on loopback, each with a fresh data
-//! directory, and stops when dropped: etcd (fsync on), Redis, PostgreSQL.
+//! The servers a benchmark run starts on loopback, each its own process with
+//! a fresh data directory, stopped when dropped: etcd (fsync on), the
+//! coordinator (the release binary), the do-nothing gRPC server, Redis,
+//! PostgreSQL.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -17,15 +19,32 @@ pub struct Process {
     _dir: tempfile::TempDir,
 }
 
+impl Process {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Process {
+    /// Asks it to stop (SIGTERM: a coordinator under callgrind then writes
+    /// its counts) and kills it if it has not within 30 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let give_up = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < give_up {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
 async fn wait_for_port(port: u16, what: &str) -> Result<()> {
-    for _ in 0..200 {
+    // Up to a minute: a coordinator under valgrind starts slowly.
+    for _ in 0..1200 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
             return Ok(());
         }
@@ -62,6 +81,56 @@ pub async fn etcd() -> Result<(Process, String)> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     bail!("etcd never became ready")
+}
+
+/// The coordinator binary: `COORDINATOR_BIN`, or `idempotency-coordinator`
+/// beside this bench's own binary (`scripts/bench.sh` builds both).
+fn coordinator_bin() -> Result<PathBuf> {
+    if let Ok(path) = std::env::var("COORDINATOR_BIN") {
+        return Ok(path.into());
+    }
+    let bench = std::env::current_exe()?;
+    let path = bench.with_file_name("idempotency-coordinator");
+    if !path.exists() {
+        bail!("{} is missing: build it with `cargo build --release --bin idempotency-coordinator`", path.display());
+    }
+    Ok(path)
+}
+
+/// `idempotency-coordinator serve` on free loopback ports with `flags`; its
+/// log goes to a file in its directory, at the level it ships with.
+pub async fn coordinator(etcd_url: &str, flags: &[String]) -> Result<(Process, SocketAddr)> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port();
+    let child = Command::new(coordinator_bin()?)
+        .arg("serve")
+        .args(["--etcd-endpoints", etcd_url, "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--health-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--max-in-flight", "100000"])
+        .args(flags)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("coordinator.log"))?)
+        .spawn()
+        .context("starting the coordinator")?;
+    let process = Process { child, _dir: dir };
+    wait_for_port(port, "the coordinator").await?;
+    Ok((process, SocketAddr::from(([127, 0, 0, 1], port))))
+}
+
+/// This bench binary again, as the do-nothing gRPC server.
+pub async fn noop_server() -> Result<(Process, SocketAddr)> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port();
+    let child = Command::new(std::env::current_exe()?)
+        .args(["--serve-noop", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting the do-nothing server")?;
+    let process = Process { child, _dir: dir };
+    wait_for_port(port, "the do-nothing server").await?;
+    Ok((process, SocketAddr::from(([127, 0, 0, 1], port))))
 }
 
 /// Redis with an append-only file synced every second (its usual durable

@@ -36,8 +36,6 @@ impl Material {
             path("server-key.pem"),
             "--tokens-file".into(),
             path("tokens"),
-            "--health-listen".into(),
-            "127.0.0.1:0".into(),
         ]
     }
 

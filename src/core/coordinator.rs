@@ -149,7 +149,9 @@ impl<S: RecordStore> Coordinator<S> {
                         }
                         metrics::counter!(WAITS).increment(1);
                     }
-                    if !self.wait_for_change(id, &snapshot, wait_until).await? {
+                    // Boxed: a rare path whose large future need not be
+                    // part of every Begin's (futures are moved by copying).
+                    if !Box::pin(self.wait_for_change(id, &snapshot, wait_until)).await? {
                         // Nothing changed: what we know is still the answer,
                         // and the deadline leaves no time to read again.
                         return Ok(BeginOutcome::InProgress(in_progress));

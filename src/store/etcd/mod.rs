@@ -188,8 +188,12 @@ impl EtcdStore {
         if let Some(id) = self.leases.find(until, want.slack, now) {
             return Ok(id);
         }
+        // About one grant a second per TTL: boxed, so that the client's
+        // large grant future is not part of every write's future (which
+        // is moved, byte by byte, on every call).
         let ttl = leases::grant_ttl_secs(want, now_ms);
-        let granted = self.connected()?.clone().lease_grant(ttl, None).await.map_err(classify)?;
+        let mut client = self.connected()?.lease_client();
+        let granted = Box::pin(async move { client.grant(ttl, None).await }).await.map_err(classify)?;
         debug!(lease = granted.id(), ttl, "granted a shared lease");
         self.leases.insert(now + Duration::from_secs(granted.ttl().max(0) as u64), granted.id());
         Ok(granted.id())
@@ -243,7 +247,7 @@ impl RecordStore for EtcdStore {
                 // coordinator recognise its own write (or not) in the answer.
                 Err(Failure::Unknown(why)) => {
                     debug!(%why, "a write's outcome is unknown; reading what etcd holds");
-                    return Ok(Written::Conflict(Box::new(self.read(id, deadline).await?)));
+                    return Ok(Written::Conflict(Box::new(Box::pin(self.read(id, deadline)).await?)));
                 }
                 Err(failure) => backoff.after(failure, deadline, &self.leases).await?,
             }
@@ -254,8 +258,9 @@ impl RecordStore for EtcdStore {
     async fn watch(&self, id: &RecordId, after_revision: i64, deadline: Instant) -> Result<Changes, Error> {
         let keys = RecordKeys::new(&self.prefix, id);
         let options = WatchOptions::new().with_prefix().with_start_revision(after_revision + 1);
-        let mut client = self.connected().map_err(|_| Error::StoreUnavailable(NOT_CONNECTED.into()))?.clone();
-        let stream = match timeout_at(self.bound(deadline), client.watch(keys.scope, Some(options))).await {
+        let mut client = self.connected().map_err(|_| Error::StoreUnavailable(NOT_CONNECTED.into()))?.watch_client();
+        // Boxed: only waiting Begins watch (see `lease`).
+        let stream = match timeout_at(self.bound(deadline), Box::pin(client.watch(keys.scope, Some(options)))).await {
             Err(_) => return Err(timed_out()),
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return Err(Error::StoreUnavailable(format!("cannot watch: {e}"))),
@@ -276,7 +281,7 @@ impl RecordStore for EtcdStore {
     /// A linearizable read that needs an etcd quorum.
     async fn ping(&self, within: Duration) -> Result<(), Error> {
         let key = format!("{}health", self.prefix);
-        let mut client = self.connected().map_err(|_| Error::StoreUnavailable(NOT_CONNECTED.into()))?.clone();
+        let mut client = self.connected().map_err(|_| Error::StoreUnavailable(NOT_CONNECTED.into()))?.kv_client();
         match tokio::time::timeout(within, client.get(key, None)).await {
             Err(_) => Err(timed_out()),
             Ok(Ok(_)) => Ok(()),
