@@ -2,10 +2,13 @@
 //! coordinator, encode ([`crate::proto::convert`]). Failures become statuses
 //! in one table ([`crate::grpc::status`]).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+
+use metrics::Counter;
 
 use tonic::{Request, Response, Status};
-use tracing::{Span, field, info, instrument, warn};
+use tracing::{Span, debug, field, info, instrument, warn};
 
 use crate::core::coordinator::Coordinator;
 use crate::core::error::Error;
@@ -37,19 +40,34 @@ impl<S> CoordinatorApi<S> {
     }
 }
 
-/// Logs failures at a level matching who must act, and converts them.
-fn reject(error: Error) -> Status {
-    Span::current().record("outcome", "error");
-    match &error {
-        Error::KeyReused { .. } => metrics::counter!(BEGIN_OUTCOMES, "outcome" => "key_reused").increment(1),
-        Error::LeaseLost { .. } => metrics::counter!(LEASE_LOST).increment(1),
-        _ => {}
+/// Who a call's log lines are about: the caller's trace and the namespace.
+/// Carried by the refusal and failure lines themselves, because the per-call
+/// span is a DEBUG span and absent at the default INFO level.
+struct Call {
+    trace_id: String,
+    namespace: String,
+}
+
+impl Call {
+    fn of<T>(request: &Request<T>, namespace: &str) -> Self {
+        Self { trace_id: trace_id(request), namespace: namespace.to_owned() }
     }
-    match &error {
-        Error::StoreUnavailable(_) | Error::Internal(_) => warn!(%error, "call failed"),
-        _ => info!(%error, "call refused"),
+
+    /// Logs a failure at a level matching who must act, and converts it.
+    fn reject(&self, error: Error) -> Status {
+        Span::current().record("outcome", "error");
+        match &error {
+            Error::KeyReused { .. } => outcome_counter("key_reused").increment(1),
+            Error::LeaseLost { .. } => LEASE_LOST_COUNTER.increment(1),
+            _ => {}
+        }
+        let (trace_id, namespace) = (&self.trace_id, &self.namespace);
+        match &error {
+            Error::StoreUnavailable(_) | Error::Internal(_) => warn!(trace_id, namespace, %error, "call failed"),
+            _ => info!(trace_id, namespace, %error, "call refused"),
+        }
+        error.into()
     }
-    error.into()
 }
 
 /// The outcome's name in logs and in the outcome counter.
@@ -63,12 +81,30 @@ fn outcome_name(outcome: &BeginOutcome) -> &'static str {
     }
 }
 
+/// Every name [`outcome_name`] gives, plus `key_reused`.
+const OUTCOMES: [&str; 6] =
+    ["acquired", "acquired_recovered", "replayed_completed", "replayed_failed", "in_progress", "key_reused"];
+
+/// The Begin outcome counters, looked up once: the `counter!` macro would
+/// hash and compare its name and labels against the registry on every call.
+fn outcome_counter(outcome: &'static str) -> &'static Counter {
+    static COUNTERS: LazyLock<HashMap<&'static str, Counter>> = LazyLock::new(|| {
+        OUTCOMES.iter().map(|name| (*name, metrics::counter!(BEGIN_OUTCOMES, "outcome" => *name))).collect()
+    });
+    &COUNTERS[outcome]
+}
+
+static LEASE_LOST_COUNTER: LazyLock<Counter> = LazyLock::new(|| metrics::counter!(LEASE_LOST));
+
 fn record_begin_metrics(outcome: &BeginOutcome) {
-    if let BeginOutcome::Acquired(Acquired { recovered: Some(recovered), .. }) = outcome {
+    if let BeginOutcome::Acquired(Acquired { recovered: Some(recovered), attempt, .. }) = outcome {
         let reason = match recovered.reason {
             RecoveryReason::Released => "released",
             RecoveryReason::Abandoned => "abandoned",
         };
+        // Rare, and worth an operator's attention: the earlier attempt's
+        // side effect may have half-happened.
+        info!(reason, attempt, "took over an unfinished attempt");
         metrics::counter!(TAKEOVERS, "reason" => reason).increment(1);
     }
     // Recovered or not, an acquisition counts as acquired.
@@ -76,7 +112,7 @@ fn record_begin_metrics(outcome: &BeginOutcome) {
         BeginOutcome::Acquired(_) => "acquired",
         other => outcome_name(other),
     };
-    metrics::counter!(BEGIN_OUTCOMES, "outcome" => name).increment(1);
+    outcome_counter(name).increment(1);
 }
 
 fn finished(record: RecordView, outcome: &'static str) -> v1::Record {
@@ -86,51 +122,55 @@ fn finished(record: RecordView, outcome: &'static str) -> v1::Record {
 
 #[tonic::async_trait]
 impl<S: RecordStore> CoordinatorService for CoordinatorApi<S> {
-    #[instrument(skip_all, fields(trace_id = trace_id(&request), namespace = %request.get_ref().namespace, attempt = field::Empty, outcome = field::Empty))]
+    #[instrument(level = "debug", skip_all, fields(trace_id = trace_id(&request), namespace = %request.get_ref().namespace, attempt = field::Empty, outcome = field::Empty))]
     async fn begin(&self, request: Request<v1::BeginRequest>) -> Result<Response<v1::BeginResponse>, Status> {
-        let deadline = deadline(&request);
-        let command = scoped_message(request).and_then(|m| request::begin(m, &self.limits)).map_err(reject)?;
-        let outcome = self.coordinator.begin(&command, deadline).await.map_err(reject)?;
+        let (deadline, call) = (deadline(&request), Call::of(&request, &request.get_ref().namespace));
+        let command =
+            scoped_message(request).and_then(|m| request::begin(m, &self.limits)).map_err(|e| call.reject(e))?;
+        let outcome = self.coordinator.begin(&command, deadline).await.map_err(|e| call.reject(e))?;
         Span::current().record("outcome", outcome_name(&outcome)).record("attempt", outcome.attempt());
         record_begin_metrics(&outcome);
-        info!("begin answered");
+        debug!("begin answered");
         Ok(Response::new(v1::BeginResponse { outcome: Some(convert::outcome_message(outcome)) }))
     }
 
-    #[instrument(skip_all, fields(trace_id = trace_id(&request), namespace = %request.get_ref().namespace, attempt = field::Empty, outcome = field::Empty))]
+    #[instrument(level = "debug", skip_all, fields(trace_id = trace_id(&request), namespace = %request.get_ref().namespace, attempt = field::Empty, outcome = field::Empty))]
     async fn complete(&self, request: Request<v1::CompleteRequest>) -> Result<Response<v1::CompleteResponse>, Status> {
-        let deadline = deadline(&request);
-        let command = scoped_message(request).and_then(|m| request::complete(m, &self.limits)).map_err(reject)?;
-        let record = self.coordinator.complete(command, deadline).await.map_err(reject)?;
+        let (deadline, call) = (deadline(&request), Call::of(&request, &request.get_ref().namespace));
+        let command =
+            scoped_message(request).and_then(|m| request::complete(m, &self.limits)).map_err(|e| call.reject(e))?;
+        let record = self.coordinator.complete(command, deadline).await.map_err(|e| call.reject(e))?;
         let record = finished(record, "completed");
-        info!("complete answered");
+        debug!("complete answered");
         Ok(Response::new(v1::CompleteResponse { record: Some(record) }))
     }
 
-    #[instrument(skip_all, fields(trace_id = trace_id(&request), namespace = %request.get_ref().namespace, retryable = request.get_ref().retryable, attempt = field::Empty, outcome = field::Empty))]
+    #[instrument(level = "debug", skip_all, fields(trace_id = trace_id(&request), namespace = %request.get_ref().namespace, retryable = request.get_ref().retryable, attempt = field::Empty, outcome = field::Empty))]
     async fn fail(&self, request: Request<v1::FailRequest>) -> Result<Response<v1::FailResponse>, Status> {
-        let deadline = deadline(&request);
-        let command = scoped_message(request).and_then(|m| request::fail(m, &self.limits)).map_err(reject)?;
-        let record = self.coordinator.fail(command, deadline).await.map_err(reject)?;
+        let (deadline, call) = (deadline(&request), Call::of(&request, &request.get_ref().namespace));
+        let command =
+            scoped_message(request).and_then(|m| request::fail(m, &self.limits)).map_err(|e| call.reject(e))?;
+        let record = self.coordinator.fail(command, deadline).await.map_err(|e| call.reject(e))?;
         let record = finished(record, "failed");
-        info!("fail answered");
+        debug!("fail answered");
         Ok(Response::new(v1::FailResponse { record: Some(record) }))
     }
 
-    #[instrument(skip_all, fields(trace_id = trace_id(&request), namespace = %request.get_ref().namespace, outcome = field::Empty))]
+    #[instrument(level = "debug", skip_all, fields(trace_id = trace_id(&request), namespace = %request.get_ref().namespace, outcome = field::Empty))]
     async fn extend(&self, request: Request<v1::ExtendRequest>) -> Result<Response<v1::ExtendResponse>, Status> {
-        let deadline = deadline(&request);
-        let command = scoped_message(request).and_then(|m| request::extend(m, &self.limits)).map_err(reject)?;
-        let lease_expires_at = self.coordinator.extend(command, deadline).await.map_err(reject)?;
+        let (deadline, call) = (deadline(&request), Call::of(&request, &request.get_ref().namespace));
+        let command =
+            scoped_message(request).and_then(|m| request::extend(m, &self.limits)).map_err(|e| call.reject(e))?;
+        let lease_expires_at = self.coordinator.extend(command, deadline).await.map_err(|e| call.reject(e))?;
         Span::current().record("outcome", "extended");
         Ok(Response::new(v1::ExtendResponse { lease_expires_at: Some(convert::timestamp(lease_expires_at)) }))
     }
 
-    #[instrument(skip_all, fields(trace_id = trace_id(&request), namespace = %request.get_ref().namespace, outcome = field::Empty))]
+    #[instrument(level = "debug", skip_all, fields(trace_id = trace_id(&request), namespace = %request.get_ref().namespace, outcome = field::Empty))]
     async fn lookup(&self, request: Request<v1::LookupRequest>) -> Result<Response<v1::LookupResponse>, Status> {
-        let deadline = deadline(&request);
-        let id = scoped_message(request).and_then(request::lookup).map_err(reject)?;
-        let record = self.coordinator.lookup(&id, deadline).await.map_err(reject)?;
+        let (deadline, call) = (deadline(&request), Call::of(&request, &request.get_ref().namespace));
+        let id = scoped_message(request).and_then(request::lookup).map_err(|e| call.reject(e))?;
+        let record = self.coordinator.lookup(&id, deadline).await.map_err(|e| call.reject(e))?;
         Span::current().record("outcome", "found");
         Ok(Response::new(v1::LookupResponse { record: Some(convert::record_message(record)) }))
     }
