@@ -4,7 +4,9 @@
 # "new keys" scenario drives a coordinator that runs under callgrind, and the
 # total is divided by the pairs completed. Start-up and shutdown are counted
 # too (a few million instructions, under 1% of a run). Arguments go to the
-# bench, e.g. scripts/callgrind.sh --callers 32 --seconds 20
+# bench, e.g. scripts/callgrind.sh --callers 32 --seconds 20. To compare two
+# builds, point COORDINATOR at another binary (default: this tree's release
+# build), e.g. one built from an earlier commit with `git worktree`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -18,7 +20,7 @@ out="$PWD/target/callgrind/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$out"
 cat >"$out/coordinator" <<WRAPPER
 #!/bin/sh
-exec valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" "$PWD/target/release/idempotency-coordinator" "\$@"
+exec valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" "${COORDINATOR:-$PWD/target/release/idempotency-coordinator}" "\$@"
 WRAPPER
 chmod +x "$out/coordinator"
 COORDINATOR_BIN="$out/coordinator" target/release/bench --targets coordinator --scenarios "new keys" \
