@@ -26,6 +26,10 @@ use tokio_util::sync::CancellationToken;
 /// off, so that every replay reads the whole record from etcd.
 async fn coordinator(etcd: &Etcd, prefix: &str) -> Arc<Coordinator<EtcdStore>> {
     let store = Arc::new(EtcdStore::connect(&etcd_config(etcd, prefix), Arc::new(SystemClock)).await.unwrap());
+    coordinator_on(store)
+}
+
+fn coordinator_on(store: Arc<EtcdStore>) -> Arc<Coordinator<EtcdStore>> {
     let limits = Limits {
         default_lease_ttl: Duration::from_secs(30),
         max_lease_ttl: Duration::from_secs(60),
@@ -180,4 +184,53 @@ async fn a_batch_etcd_refuses_as_too_large_is_sent_again_call_by_call() {
     for complete in completes {
         complete.await.unwrap().expect("every Complete commits");
     }
+}
+
+/// 64 Begins on new keys at once, after a warm-up that pools their lease:
+/// every one must be acquired.
+async fn sixty_four_begins_at_once(coordinator: &Arc<Coordinator<EtcdStore>>, name: &str) {
+    acquire(coordinator, &format!("{name}-warm-up")).await;
+    let begins: Vec<_> = (0..64)
+        .map(|i| {
+            let coordinator = coordinator.clone();
+            let key = format!("{name}-{i}");
+            tokio::spawn(async move { acquire(&coordinator, &key).await })
+        })
+        .collect();
+    for begin in begins {
+        begin.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_etcd_taking_fewer_operations_than_configured_gets_smaller_transactions() {
+    let etcd = Etcd::start_with("http", vec!["--max-txn-ops=16".into()], None).await;
+    let mut config = etcd_config(&etcd, "/batch-limits/");
+    config.batching.max_txn_ops = 1024;
+    let store = Arc::new(EtcdStore::connect(&config, Arc::new(SystemClock)).await.unwrap());
+    // Found when connecting: 1022 calls halved until etcd took them.
+    let calls = store.calls_per_transaction();
+    assert!((1..=14).contains(&calls), "{calls} calls per transaction under --max-txn-ops=16");
+    let coordinator = coordinator_on(store.clone());
+    sixty_four_begins_at_once(&coordinator, "fewer").await;
+    let largest = store.counters().largest.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(largest as usize <= calls, "a transaction of {largest} calls");
+}
+
+#[tokio::test]
+async fn a_limit_lowered_while_running_is_learned_from_the_first_refusal() {
+    let mut etcd = Etcd::start().await;
+    let store =
+        Arc::new(EtcdStore::connect(&etcd_config(&etcd, "/batch-limits/"), Arc::new(SystemClock)).await.unwrap());
+    // etcd's default of 128 operations: 126 calls of up to 2 operations each.
+    assert_eq!(store.calls_per_transaction(), 126);
+    let coordinator = coordinator_on(store.clone());
+    // Restarted with a lower limit: the next batch that is too large is
+    // refused before anything runs, and its calls go again in smaller ones.
+    etcd.stop();
+    etcd.extra_args = vec!["--max-txn-ops=16".into()];
+    etcd.restart().await;
+    sixty_four_begins_at_once(&coordinator, "lowered").await;
+    let calls = store.calls_per_transaction();
+    assert!(calls <= 14, "still {calls} calls per transaction");
 }

@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use crate::core::limits::{Limits, MIN_LEASE_TTL};
 use crate::shell::auth::{AuthConfig, TokensFile};
 use crate::shell::tls::server::{ServerTls, ServerTlsFiles};
-use crate::store::etcd::config::{EtcdConfig, EtcdTls, Secret};
+use crate::store::etcd::config::{Batching, EtcdConfig, EtcdTls, Secret};
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -111,6 +111,17 @@ pub struct ServeArgs {
     /// Time allowed for one store request, retries included, when the caller's deadline is longer.
     #[arg(long, env = "IDEMPOTENCY_ETCD_REQUEST_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
     pub etcd_request_timeout: Duration,
+
+    /// etcd's --max-txn-ops (128 unless etcd sets it; deploy/etcd sets 1024): bounds the calls one etcd
+    /// transaction carries. If etcd refuses that many, the coordinator logs it and sends fewer.
+    #[arg(long, env = "IDEMPOTENCY_ETCD_MAX_TXN_OPS", default_value_t = Batching::default().max_txn_ops as u32,
+          value_parser = clap::value_parser!(u32).range(4..=65536))]
+    pub etcd_max_txn_ops: u32,
+
+    /// etcd transactions in flight at once; while one is, the next goes when it is a fair share of a full one.
+    #[arg(long, env = "IDEMPOTENCY_ETCD_BATCHES_IN_FLIGHT", default_value_t = Batching::default().in_flight as u32,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub etcd_batches_in_flight: u32,
 
     /// Lease of an attempt whose Begin sets no lease_ttl.
     #[arg(long, env = "IDEMPOTENCY_DEFAULT_LEASE_TTL", value_parser = humantime::parse_duration, default_value = "30s")]
@@ -290,6 +301,10 @@ impl ServeArgs {
                 request_timeout: self.etcd_request_timeout,
                 tls: etcd_tls,
                 credentials,
+                batching: Batching {
+                    max_txn_ops: self.etcd_max_txn_ops as usize,
+                    in_flight: self.etcd_batches_in_flight as usize,
+                },
             },
             limits: Limits {
                 default_lease_ttl: self.default_lease_ttl,

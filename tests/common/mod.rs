@@ -32,8 +32,9 @@ pub struct Etcd {
     pub data_dir: tempfile::TempDir,
     pub client_url: String,
     peer_url: String,
-    /// Flags beyond the single-member basics (TLS, auth token settings).
-    extra_args: Vec<String>,
+    /// Flags beyond the single-member basics (TLS, auth token settings);
+    /// a change applies from the next restart.
+    pub extra_args: Vec<String>,
     /// How the readiness probe connects (TLS options for an https etcd, a
     /// user once authentication is on).
     pub probe_options: Option<etcd_client::ConnectOptions>,
@@ -136,6 +137,7 @@ pub fn etcd_config(etcd: &Etcd, prefix: &str) -> idempotency_coordinator::store:
         request_timeout: Duration::from_secs(10),
         tls: None,
         credentials: None,
+        batching: Default::default(),
     }
 }
 

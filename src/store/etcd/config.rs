@@ -17,6 +17,26 @@ pub struct EtcdConfig {
     pub tls: Option<EtcdTls>,
     /// etcd user and password.
     pub credentials: Option<(String, Secret)>,
+    /// How group commit sizes and pipelines its transactions.
+    pub batching: Batching,
+}
+
+/// How group commit sizes and pipelines its etcd transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    /// The `--max-txn-ops` etcd runs with: it bounds the calls one
+    /// transaction carries. Checked against etcd when connecting; if etcd
+    /// refuses transactions that large, fewer calls go per transaction.
+    pub max_txn_ops: usize,
+    /// Transactions in flight at once.
+    pub in_flight: usize,
+}
+
+impl Default for Batching {
+    /// etcd's own default `--max-txn-ops`, and four transactions in flight.
+    fn default() -> Self {
+        Self { max_txn_ops: 128, in_flight: 4 }
+    }
 }
 
 /// Bytes that must never reach a log line (private keys, passwords).

@@ -51,6 +51,8 @@ pub struct EtcdStore {
     leases: Arc<LeasePool>,
     /// Where reads and conditional writes go to be committed in groups.
     batcher: mpsc::Sender<batch::Call>,
+    /// Calls per transaction, as etcd's `--max-txn-ops` allows.
+    limit: Arc<batch::CallLimit>,
     counters: Arc<batch::Counters>,
 }
 
@@ -78,8 +80,13 @@ impl EtcdStore {
             options = options.with_user(user, password).with_auto_token_refresh(true);
         }
         let client = Arc::new(OnceLock::new());
+        let limit = Arc::new(batch::CallLimit::new(&config.batching));
+        let probe_key = format!("{}health", config.prefix);
         match Client::connect(&config.endpoints, Some(options.clone())).await {
-            Ok(connected) => drop(client.set(connected)),
+            Ok(connected) => {
+                fit_call_limit(&connected, &probe_key, &limit).await;
+                drop(client.set(connected));
+            }
             Err(error) => {
                 let message = error.to_string();
                 if !matches!(classify(error), Failure::Transient(_)) {
@@ -89,12 +96,20 @@ impl EtcdStore {
                     )));
                 }
                 warn!(error = %message, "etcd is unreachable; connecting in the background, not ready until then");
-                tokio::spawn(connect_in_background(client.clone(), config.endpoints.clone(), options));
+                let endpoints = config.endpoints.clone();
+                tokio::spawn(connect_in_background(client.clone(), endpoints, options, probe_key, limit.clone()));
             }
         }
         let counters = Arc::new(batch::Counters::default());
         Ok(Self {
-            batcher: batch::spawn(client.clone(), config.request_timeout, counters.clone()),
+            batcher: batch::spawn(
+                client.clone(),
+                config.request_timeout,
+                config.batching,
+                limit.clone(),
+                counters.clone(),
+            ),
+            limit,
             counters,
             client,
             prefix: config.prefix.clone(),
@@ -107,6 +122,11 @@ impl EtcdStore {
     /// The etcd client, once connected.
     fn connected(&self) -> Result<&Client, Failure> {
         self.client.get().ok_or_else(|| Failure::Transient(NOT_CONNECTED.into()))
+    }
+
+    /// The most calls group commit now puts in one etcd transaction.
+    pub fn calls_per_transaction(&self) -> usize {
+        self.limit.get()
     }
 
     /// What group commit has sent so far.
@@ -303,14 +323,31 @@ fn read_bytes(keys: &RecordKeys) -> usize {
 
 const NOT_CONNECTED: &str = "not connected to etcd yet";
 
+/// Checks how many calls etcd takes per transaction (see
+/// [`batch::fit_call_limit`]); if etcd does not answer now, the batcher finds
+/// out from its first refused transaction instead.
+async fn fit_call_limit(client: &Client, probe_key: &str, limit: &batch::CallLimit) {
+    match batch::fit_call_limit(client, probe_key, limit).await {
+        Ok(()) => info!(calls_per_transaction = limit.get(), "group commit sized to what etcd takes"),
+        Err(failure) => warn!(?failure, "cannot check etcd's --max-txn-ops now; checking on the first batch"),
+    }
+}
+
 /// Connects until it succeeds, then hands the client to the store.
-async fn connect_in_background(client: Arc<OnceLock<Client>>, endpoints: Vec<String>, options: ConnectOptions) {
+async fn connect_in_background(
+    client: Arc<OnceLock<Client>>,
+    endpoints: Vec<String>,
+    options: ConnectOptions,
+    probe_key: String,
+    limit: Arc<batch::CallLimit>,
+) {
     let mut delay = Duration::from_millis(100);
     loop {
         tokio::time::sleep(delay).await;
         match Client::connect(&endpoints, Some(options.clone())).await {
             Ok(connected) => {
                 info!("connected to etcd");
+                fit_call_limit(&connected, &probe_key, &limit).await;
                 drop(client.set(connected));
                 return;
             }
