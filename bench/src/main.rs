@@ -52,6 +52,10 @@ struct Args {
     /// `--coordinator-flag=--log=debug`.
     #[arg(long, allow_hyphen_values = true)]
     coordinator_flag: Vec<String>,
+    /// Extra etcd flags (repeatable), for every target on etcd, e.g.
+    /// `--etcd-flag=--max-txn-ops=1024` (as deploy/etcd runs it).
+    #[arg(long, allow_hyphen_values = true)]
+    etcd_flag: Vec<String>,
     /// Run as the do-nothing gRPC server on this address (the bench starts
     /// itself this way for the `noop` target).
     #[arg(long, hide = true)]
@@ -107,7 +111,7 @@ async fn start(name: &str, args: &Args) -> anyhow::Result<Running> {
             Running { target: Arc::new(target), processes: vec![("noop", server)], _keep: None }
         }
         "coordinator" | "coordinator-tls" => {
-            let (etcd, url) = processes::etcd().await?;
+            let (etcd, url) = processes::etcd(&args.etcd_flag).await?;
             let material = if name == "coordinator-tls" { Some(tls::Material::new()?) } else { None };
             let mut flags = material.as_ref().map(|m| m.server_flags()).unwrap_or_default();
             flags.extend(args.coordinator_flag.iter().cloned());
@@ -120,7 +124,7 @@ async fn start(name: &str, args: &Args) -> anyhow::Result<Running> {
             }
         }
         "etcd" => {
-            let (etcd, url) = processes::etcd().await?;
+            let (etcd, url) = processes::etcd(&args.etcd_flag).await?;
             let target = targets::DirectEtcd::connect(&url).await?;
             Running { target: Arc::new(target), processes: vec![("etcd", etcd)], _keep: None }
         }

@@ -53,8 +53,9 @@ async fn wait_for_port(port: u16, what: &str) -> Result<()> {
     bail!("{what} did not start listening on port {port}")
 }
 
-/// A single-member etcd with default durability (every commit fsynced).
-pub async fn etcd() -> Result<(Process, String)> {
+/// A single-member etcd with default durability (every commit fsynced),
+/// with `extra` flags.
+pub async fn etcd(extra: &[String]) -> Result<(Process, String)> {
     let dir = tempfile::tempdir()?;
     let (client, peer) = (free_port(), free_port());
     let child = Command::new(std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".into()))
@@ -64,6 +65,7 @@ pub async fn etcd() -> Result<(Process, String)> {
         .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
         .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"))
         .arg(format!("--initial-cluster=default=http://127.0.0.1:{peer}"))
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("etcd.log"))?)
         .spawn()

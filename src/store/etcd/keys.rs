@@ -23,13 +23,30 @@ pub struct RecordKeys {
 
 impl RecordKeys {
     pub fn new(prefix: &str, id: &RecordId) -> Self {
-        let scope = format!(
-            "{prefix}{}/{}/{}/",
-            utf8_percent_encode(&id.tenant, COMPONENT),
-            utf8_percent_encode(&id.namespace, COMPONENT),
-            utf8_percent_encode(&id.key, COMPONENT),
-        );
-        Self { record: format!("{scope}record"), lock: format!("{scope}lock"), scope }
+        let mut scope = String::with_capacity(prefix.len() + id.tenant.len() + id.namespace.len() + id.key.len() + 3);
+        scope.push_str(prefix);
+        for component in [&id.tenant, &id.namespace, &id.key] {
+            push_encoded(&mut scope, component);
+            scope.push('/');
+        }
+        let with_suffix = |suffix: &str| {
+            let mut key = String::with_capacity(scope.len() + suffix.len());
+            key.push_str(&scope);
+            key.push_str(suffix);
+            key
+        };
+        Self { record: with_suffix("record"), lock: with_suffix("lock"), scope }
+    }
+}
+
+/// Appends `component` percent-encoded. Most components (UUIDs, dotted
+/// namespaces) need no escape and are copied as they are: this runs for
+/// every store call.
+fn push_encoded(out: &mut String, component: &str) {
+    if component.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')) {
+        out.push_str(component);
+    } else {
+        out.extend(utf8_percent_encode(component, COMPONENT));
     }
 }
 
@@ -47,6 +64,15 @@ mod tests {
         let k = keys("default", "payments.create", "order-1");
         assert_eq!(k.record, "/idem/default/payments.create/order-1/record");
         assert_eq!(k.lock, "/idem/default/payments.create/order-1/lock");
+    }
+
+    #[test]
+    fn the_fast_path_encodes_as_the_encoder_does() {
+        for component in ["order-1", "payments.create", "a_b", "x/record", "a b", "€", "%2F", "", "A-z.0_9~"] {
+            let mut fast = String::new();
+            push_encoded(&mut fast, component);
+            assert_eq!(fast, utf8_percent_encode(component, COMPONENT).to_string(), "{component:?}");
+        }
     }
 
     #[test]
