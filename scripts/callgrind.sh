@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Counts the instructions the coordinator executes per Begin + Complete pair,
+# Counts the instructions a server executes per Begin + Complete pair,
 # repeatably on a shared machine (valgrind --tool=callgrind): the bench's
-# "new keys" scenario drives a coordinator that runs under callgrind, and the
+# "new keys" scenario drives a server that runs under callgrind, and the
 # total is divided by the pairs completed. Start-up and shutdown are counted
-# too (a few million instructions, under 1% of a run). Arguments go to the
-# bench, e.g. scripts/callgrind.sh --callers 32 --seconds 20. To compare two
-# builds, point COORDINATOR at another binary (default: this tree's release
-# build), e.g. one built from an earlier commit with `git worktree`.
+# too (a few million instructions, under 1% of a run).
+#   TARGET=coordinator (default) or TARGET=noop (the do-nothing gRPC server
+#   with the same service: the floor the coordinator is compared with).
+#   COORDINATOR=path compares another coordinator build (default: this
+#   tree's release build), e.g. one built from an earlier commit with
+#   `git worktree`.
+# Arguments go to the bench, e.g. scripts/callgrind.sh --callers 32 --seconds 20
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -16,16 +19,22 @@ if ! command -v valgrind >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends valgrind >/dev/null
 fi
 cargo build --release -q -p idempotency-coordinator -p bench --bins
-out="$PWD/target/callgrind/$(date +%Y%m%d-%H%M%S)"
+target="${TARGET:-coordinator}"
+case "$target" in
+  coordinator) binary="${COORDINATOR:-$PWD/target/release/idempotency-coordinator}"; wrapper_var=COORDINATOR_BIN ;;
+  noop) binary="$PWD/target/release/bench"; wrapper_var=NOOP_BIN ;;
+  *) echo "TARGET must be coordinator or noop" >&2; exit 2 ;;
+esac
+out="$PWD/target/callgrind/$(date +%Y%m%d-%H%M%S)-$target"
 mkdir -p "$out"
-cat >"$out/coordinator" <<WRAPPER
+cat >"$out/server" <<WRAPPER
 #!/bin/sh
-exec valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" "${COORDINATOR:-$PWD/target/release/idempotency-coordinator}" "\$@"
+exec valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" "$binary" "\$@"
 WRAPPER
-chmod +x "$out/coordinator"
-COORDINATOR_BIN="$out/coordinator" target/release/bench --targets coordinator --scenarios "new keys" \
+chmod +x "$out/server"
+env "$wrapper_var=$out/server" target/release/bench --targets "$target" --scenarios "new keys" \
   --callers 32 --seconds 20 --warmup 0 "$@" | tee "$out/bench.txt"
-pairs=$(awk -F'|' '/\| coordinator \| new keys/ { gsub(/ /, "", $4); print $4 }' "$out/bench.txt")
+pairs=$(awk -F'|' -v t="$target" '$2 ~ " "t" " && /new keys/ { gsub(/ /, "", $4); print $4 }' "$out/bench.txt")
 seconds=$(grep -oE '[0-9]+ s measured' "$out/bench.txt" | grep -oE '^[0-9]+')
 total=$(callgrind_annotate "$out/callgrind.out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(/,/, "", $1); print $1 }')
 echo

@@ -124,7 +124,13 @@ pub async fn coordinator(etcd_url: &str, flags: &[String]) -> Result<(Process, S
 pub async fn noop_server() -> Result<(Process, SocketAddr)> {
     let dir = tempfile::tempdir()?;
     let port = free_port();
-    let child = Command::new(std::env::current_exe()?)
+    // NOOP_BIN: a wrapper that runs this binary (callgrind.sh counts its
+    // instructions that way).
+    let program = match std::env::var_os("NOOP_BIN") {
+        Some(wrapper) => PathBuf::from(wrapper),
+        None => std::env::current_exe()?,
+    };
+    let child = Command::new(program)
         .args(["--serve-noop", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
