@@ -82,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "| target | scenario | ops/s | p50 ms | p99 ms | p99.9 ms | first step p50 / p99 / p99.9 ms | CPU s per 1,000 ops | server RSS MiB start → end | errors |"
+        "| target | scenario | ops/s | p50 ms | p99 ms | p99.9 ms | first step p50 / p99 / p99.9 ms | CPU s per 1,000 ops | server RSS MiB: start → every 10 s → end | errors |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for name in &args.targets {
@@ -147,11 +147,17 @@ async fn start(name: &str, args: &Args) -> anyhow::Result<Running> {
 struct Cost {
     /// (role, CPU seconds) in the window, the callers first.
     cpu: Vec<(&'static str, f64)>,
-    /// The first server's resident memory at the window's start and end.
-    rss: (u64, u64),
+    /// The first server's resident memory at the window's start, every
+    /// [`RSS_EVERY`] and at its end.
+    rss: Vec<u64>,
 }
 
-/// Samples every process at the window's start and end.
+/// How often a server's resident memory is sampled in a window, so that a
+/// long run shows whether it stays flat.
+const RSS_EVERY: Duration = Duration::from_secs(10);
+
+/// Samples every process's CPU at the window's start and end, and the
+/// server's memory through it.
 fn sample_during(window: Window, running: &Running) -> tokio::task::JoinHandle<Cost> {
     let mut pids = vec![("callers", std::process::id())];
     pids.extend(running.processes.iter().map(|(role, p)| (*role, p.pid())));
@@ -166,11 +172,18 @@ fn sample_during(window: Window, running: &Running) -> tokio::task::JoinHandle<C
         };
         let server = pids[1].1;
         tokio::time::sleep_until(window.from).await;
-        let (before, rss_before) = (sample(&pids), usage::rss_bytes(server));
+        let (before, mut rss) = (sample(&pids), vec![usage::rss_bytes(server)]);
+        let mut next = window.from + RSS_EVERY;
+        while next < window.to {
+            tokio::time::sleep_until(next).await;
+            rss.push(usage::rss_bytes(server));
+            next += RSS_EVERY;
+        }
         tokio::time::sleep_until(window.to).await;
-        let (after, rss_after) = (sample(&pids), usage::rss_bytes(server));
+        let after = sample(&pids);
+        rss.push(usage::rss_bytes(server));
         let cpu = pids.iter().zip(before.iter().zip(after)).map(|((role, _), (b, a))| (*role, a - b)).collect();
-        Cost { cpu, rss: (rss_before, rss_after) }
+        Cost { cpu, rss }
     })
 }
 
@@ -287,12 +300,11 @@ fn report(target: &str, scenario: &str, m: &Measured, cost: &Cost) {
     let per_thousand = |seconds: f64| if m.ops == 0 { f64::NAN } else { seconds * 1000.0 / m.ops as f64 };
     let cpu: Vec<String> =
         cost.cpu.iter().map(|(role, seconds)| format!("{role} {:.3}", per_thousand(*seconds))).collect();
-    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    let rss: Vec<String> = cost.rss.iter().map(|bytes| format!("{:.1}", *bytes as f64 / (1024.0 * 1024.0))).collect();
     println!(
-        "| {target} | {scenario} | {:.0} | {p50} | {p99} | {p999} | {first} | {} | {:.1} → {:.1} | {errors} |",
+        "| {target} | {scenario} | {:.0} | {p50} | {p99} | {p999} | {first} | {} | {} | {errors} |",
         m.ops as f64 / m.seconds,
         cpu.join(" · "),
-        mib(cost.rss.0),
-        mib(cost.rss.1),
+        rss.join(" → "),
     );
 }
