@@ -1,38 +1,48 @@
-"""Checks a rendered Kustomize output (scripts/render_kustomize.py) against
-the server: the probes name health services it serves (src/shell/health.rs), on
-the port that serves them — the gRPC port, or the plaintext health port when
-the ConfigMap turns TLS on — and the metrics and TLS settings agree with the
-container's ports and mounts.
+"""Checks rendered Kustomize output (`kubectl kustomize`) against the server's
+own view of its configuration: for each layout, the server binary is run with
+the rendered ConfigMap as its environment (`serve --print-config`, which reads
+no files and binds nothing), and the probes must name health services it
+serves, on the port that serves them — the gRPC port, or the plaintext health
+port when TLS is on — and the metrics port, TLS files and container ports must
+agree with what it reports. Nothing here reads Rust source.
 
-Usage: check_probes.py RENDERED.yaml...
+Usage: check_probes.py SERVER_BINARY RENDERED.yaml...
 """
 
+import json
 import pathlib
-import re
+import subprocess
 import sys
 
 import yaml
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-health = (ROOT / "src" / "shell" / "health.rs").read_text()
-served = {""} | set(re.findall(r'pub const \w+: &str = "([^"]+)";', health))
-server_defaults = dict(
-    re.findall(r'env = "(IDEMPOTENCY_\w+)", default_value = "([^"]+)"', (ROOT / "src" / "shell" / "config.rs").read_text())
-)
 
 
 def port(address):
     return int(address.rsplit(":", 1)[1])
 
 
-def check(resources):
+def server_view(binary, config_map):
+    """The settings the server would run with under this ConfigMap."""
+    result = subprocess.run(
+        [binary, "serve", "--print-config"],
+        env={key: str(value) for key, value in config_map.items()},
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"deploy: the server refuses this ConfigMap: {result.stderr.strip()}")
+    return json.loads(result.stdout)
+
+
+def check(binary, resources):
     problems = []
     deployment = next(r for r in resources if r["kind"] == "Deployment")
-    config = {**server_defaults, **next(r for r in resources if r["kind"] == "ConfigMap")["data"]}
-    tls = "IDEMPOTENCY_TLS_CERT" in config
-    grpc_port = port(config["IDEMPOTENCY_LISTEN"])
-    health_port = port(config["IDEMPOTENCY_HEALTH_LISTEN"]) if tls else grpc_port
-    metrics_port = port(config["IDEMPOTENCY_METRICS_LISTEN"])
+    view = server_view(binary, next(r for r in resources if r["kind"] == "ConfigMap")["data"])
+    tls = view["tls"]["cert"] is not None
+    grpc_port = port(view["listen"])
+    health_port = port(view["health_listen"]) if tls else grpc_port
+    metrics_port = port(view["metrics_listen"])
+    liveness, readiness = view["health"]["liveness"], view["health"]["readiness"]
 
     pod = deployment["spec"]["template"]
     container = pod["spec"]["containers"][0]
@@ -51,27 +61,28 @@ def check(resources):
         if probe["port"] != health_port:
             where = "the health port, since TLS is on" if tls else "the gRPC port"
             problems.append(f"{kind} probes port {probe['port']}, but plaintext health is on port {health_port} ({where})")
-        if probe.get("service", "") not in served:
-            problems.append(f"{kind} names health service {probe.get('service')!r}; the server serves {sorted(served)}")
-    if container["readinessProbe"]["grpc"].get("service") not in ("readiness", "idempotency.v1.CoordinatorService"):
-        problems.append("the readinessProbe must use a name that follows etcd (readiness)")
-    if container["livenessProbe"]["grpc"].get("service", "") not in ("", "liveness"):
-        problems.append("the livenessProbe must not depend on etcd (use liveness)")
+        if probe.get("service", "") not in liveness + readiness:
+            problems.append(f"{kind} names health service {probe.get('service')!r}; the server serves {liveness + readiness}")
+    if container["readinessProbe"]["grpc"].get("service") not in readiness:
+        problems.append(f"the readinessProbe must use a name that follows etcd: {readiness}")
+    if container["livenessProbe"]["grpc"].get("service", "") not in liveness:
+        problems.append(f"the livenessProbe must not depend on etcd: use one of {liveness}")
 
     mounts = [m["mountPath"].rstrip("/") + "/" for m in container.get("volumeMounts", [])]
-    for setting in ("IDEMPOTENCY_TLS_CERT", "IDEMPOTENCY_TLS_KEY", "IDEMPOTENCY_TLS_CLIENT_CA", "IDEMPOTENCY_TOKENS_FILE"):
-        path = config.get(setting)
+    files = {f"tls.{name}": path for name, path in view["tls"].items()} | {"tokens_file": view["tokens_file"]}
+    for setting, path in files.items():
         if path and not any(path.startswith(mount) for mount in mounts):
             problems.append(f"{setting}={path} lies on no volume mount (the root filesystem is read-only and empty)")
     return tls, problems
 
 
+binary, rendered_files = sys.argv[1], sys.argv[2:]
 failed = False
-for rendered in sys.argv[1:]:
-    tls, problems = check([doc for doc in yaml.safe_load_all(pathlib.Path(rendered).read_text()) if doc])
+for rendered in rendered_files:
+    tls, problems = check(binary, [doc for doc in yaml.safe_load_all(pathlib.Path(rendered).read_text()) if doc])
     for problem in problems:
         print(f"deploy: {rendered}: {problem}")
     mode = "TLS, probes on the health port" if tls else "plaintext"
-    print(f"deploy: {rendered} ({mode}): probes and ports checked against src/shell/health.rs: {len(problems)} problems")
+    print(f"deploy: {rendered} ({mode}): probes and ports checked against `serve --print-config`: {len(problems)} problems")
     failed |= bool(problems)
 sys.exit(1 if failed else 0)

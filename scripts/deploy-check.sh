@@ -1,21 +1,35 @@
 #!/usr/bin/env bash
 # Validates the Kubernetes manifests offline: yamllint, then each layout
-# (base, overlays/dev, overlays/prod) rendered by scripts/render_kustomize.py
-# and checked with kubernetes-validate --strict against a current Kubernetes
-# and the probe/port/TLS cross-check. The tools go into a virtualenv under .tools/.
+# (base, overlays/dev, overlays/prod) rendered by the real Kustomize built into
+# kubectl (`kubectl kustomize`) and checked with kubernetes-validate --strict
+# against a current Kubernetes, then the probe/port/TLS cross-check against the
+# settings the server binary itself reports for the rendered ConfigMap
+# (`serve --print-config`). The Python tools go into a virtualenv under .tools/.
+#
+# kubectl: the machine image ships it. Elsewhere install it from
+# https://kubernetes.io/docs/tasks/tools/ (a single static binary; Debian and
+# Ubuntu: the Kubernetes apt repository's `kubectl` package; macOS: `brew
+# install kubectl`), or point KUBECTL at one. No package registry this project
+# can reach carries it, so this script cannot install it itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KUBERNETES_VERSION=1.37.0
+kubectl="${KUBECTL:-kubectl}"
+if ! command -v "$kubectl" >/dev/null 2>&1; then
+  echo "deploy: kubectl not found (it renders the Kustomize layouts); see the top of $0 for how to install it" >&2
+  exit 1
+fi
 venv=.tools/k8s
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate yamllint jsonpatch
+"$venv/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate yamllint
 "$venv/bin/yamllint" --strict deploy .yamllint buf.yaml
+cargo build -q --bin idempotency-coordinator
 rendered=.tools/rendered
 rm -rf "$rendered" && mkdir -p "$rendered"
 for layout in base overlays/dev overlays/prod; do
   out="$rendered/${layout//\//-}.yaml"
-  "$venv/bin/python" scripts/render_kustomize.py "deploy/$layout" > "$out"
+  "$kubectl" kustomize "deploy/$layout" > "$out"
   "$venv/bin/kubernetes-validate" --strict --quiet -k "$KUBERNETES_VERSION" "$out"
-  echo "deploy: $layout renders $(grep -c '^kind:' "$out") resources, all valid against Kubernetes $KUBERNETES_VERSION (strict)"
+  echo "deploy: $layout renders $(grep -c '^kind:' "$out") resources with $("$kubectl" version --client 2>/dev/null | grep -i kustomize || echo kustomize), all valid against Kubernetes $KUBERNETES_VERSION (strict)"
 done
-"$venv/bin/python" scripts/check_probes.py "$rendered"/*.yaml
+"$venv/bin/python" scripts/check_probes.py target/debug/idempotency-coordinator "$rendered"/*.yaml

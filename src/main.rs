@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use idempotency_coordinator::cli::{self, ClientArgs, ClientCommand};
 use idempotency_coordinator::shell::auth::tokens::{MIN_TOKEN_CHARS, hash_token as hash_token_digest};
 use idempotency_coordinator::shell::config::ServeArgs;
-use idempotency_coordinator::shell::{server, shutdown, telemetry};
+use idempotency_coordinator::shell::{print_config, server, shutdown, telemetry};
 
 #[derive(Parser)]
 #[command(version, about = "An etcd-backed gRPC idempotency coordinator and its command-line client")]
@@ -48,6 +48,10 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if args.print_config {
+        println!("{}", serde_json::to_string_pretty(&print_config::effective(&args))?);
+        return Ok(());
+    }
     telemetry::init(args.log_format, &args.log).map_err(anyhow::Error::msg)?;
     let config = args.validate().map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(config.listen)

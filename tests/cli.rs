@@ -122,3 +122,26 @@ async fn the_shell_client_speaks_tls_with_a_certificate_or_a_token() {
         run(&[&["lookup", "--tenant", "globex"], &id[..], &by_certificate[..]].concat(), &addr, &[], "").await;
     assert!(!ok && err.contains("PermissionDenied"), "{err}");
 }
+
+/// `serve --print-config` reports what the server would run with, from flags
+/// and environment alike, without reading the files it names or binding.
+#[test]
+fn print_config_reports_the_settings_without_reading_files() {
+    let output = Command::new(env!("CARGO_BIN_EXE_idempotency-coordinator"))
+        .args(["serve", "--print-config", "--listen", "127.0.0.1:7001"])
+        .env_clear()
+        .env("IDEMPOTENCY_TLS_CERT", "/nowhere/tls.crt")
+        .env("IDEMPOTENCY_TLS_KEY", "/nowhere/tls.key")
+        .env("IDEMPOTENCY_ETCD_MAX_TXN_OPS", "1024")
+        .output()
+        .expect("the binary runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let view: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(view["listen"], "127.0.0.1:7001");
+    assert_eq!(view["health_listen"], "0.0.0.0:50052");
+    assert_eq!(view["tls"]["cert"], "/nowhere/tls.crt");
+    assert_eq!(view["tls"]["client_ca"], serde_json::Value::Null);
+    assert_eq!(view["etcd"]["max_txn_ops"], 1024);
+    assert_eq!(view["health"]["liveness"], serde_json::json!(["", "liveness"]));
+    assert_eq!(view["health"]["readiness"], serde_json::json!(["readiness", "idempotency.v1.CoordinatorService"]));
+}

@@ -188,6 +188,11 @@ pub struct ServeArgs {
     /// Log filter (tracing-subscriber EnvFilter syntax), e.g. "info" or "idempotency_coordinator=debug".
     #[arg(long, env = "IDEMPOTENCY_LOG", default_value = "info")]
     pub log: String,
+
+    /// Print the settings this process would serve with, as JSON, and exit (reads no files,
+    /// binds nothing): for checking deployment manifests against the server.
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 /// Validated settings.

@@ -18,16 +18,24 @@ pub const LIVENESS: &str = "liveness";
 pub const READINESS: &str = "readiness";
 pub const COORDINATOR_SERVICE: &str = "idempotency.v1.CoordinatorService";
 
+/// The names that report liveness: SERVING while the process runs.
+pub const LIVENESS_NAMES: [&str; 2] = ["", LIVENESS];
+
+/// The names that report readiness: SERVING while the store answers.
+pub const READINESS_NAMES: [&str; 2] = [READINESS, COORDINATOR_SERVICE];
+
 /// Sets the initial statuses: alive, not yet ready.
 pub async fn init(reporter: &HealthReporter) {
-    reporter.set_service_status("", ServingStatus::Serving).await;
-    reporter.set_service_status(LIVENESS, ServingStatus::Serving).await;
+    for name in LIVENESS_NAMES {
+        reporter.set_service_status(name, ServingStatus::Serving).await;
+    }
     set_readiness(reporter, ServingStatus::NotServing).await;
 }
 
 async fn set_readiness(reporter: &HealthReporter, status: ServingStatus) {
-    reporter.set_service_status(READINESS, status).await;
-    reporter.set_service_status(COORDINATOR_SERVICE, status).await;
+    for name in READINESS_NAMES {
+        reporter.set_service_status(name, status).await;
+    }
 }
 
 /// Checks the store every `interval` and reports readiness, until

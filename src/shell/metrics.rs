@@ -50,4 +50,3 @@ pub async fn serve(listener: TcpListener, shutdown: impl Future<Output = ()> + S
     let app = axum::Router::new().route("/metrics", axum::routing::get(move || async move { handle.render() }));
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
-

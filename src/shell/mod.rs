@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod health;
 pub mod metrics;
+pub mod print_config;
 pub mod reflection;
 pub mod reload;
 pub mod server;
