@@ -81,9 +81,9 @@ fn outcome_name(outcome: &BeginOutcome) -> &'static str {
     }
 }
 
-/// Every name [`outcome_name`] gives, plus `key_reused`.
-const OUTCOMES: [&str; 6] =
-    ["acquired", "acquired_recovered", "replayed_completed", "replayed_failed", "in_progress", "key_reused"];
+/// The `outcome` values of [`BEGIN_OUTCOMES`]: what [`outcome_name`] gives
+/// (an acquisition counts as `acquired`, recovered or not), and `key_reused`.
+pub const OUTCOMES: [&str; 5] = ["acquired", "replayed_completed", "replayed_failed", "in_progress", "key_reused"];
 
 /// The Begin outcome counters, looked up once: the `counter!` macro would
 /// hash and compare its name and labels against the registry on every call.

@@ -24,6 +24,10 @@ pub const LIVENESS_NAMES: [&str; 2] = ["", LIVENESS];
 /// The names that report readiness: SERVING while the store answers.
 pub const READINESS_NAMES: [&str; 2] = [READINESS, COORDINATOR_SERVICE];
 
+/// 1 while readiness is SERVING (the store answers), 0 otherwise (a
+/// Prometheus gauge): the "etcd unavailable" alert watches it.
+pub const STORE_READY: &str = "idempotency_store_ready";
+
 /// Sets the initial statuses: alive, not yet ready.
 pub async fn init(reporter: &HealthReporter) {
     for name in LIVENESS_NAMES {
@@ -33,6 +37,7 @@ pub async fn init(reporter: &HealthReporter) {
 }
 
 async fn set_readiness(reporter: &HealthReporter, status: ServingStatus) {
+    metrics::gauge!(STORE_READY).set(if status == ServingStatus::Serving { 1.0 } else { 0.0 });
     for name in READINESS_NAMES {
         reporter.set_service_status(name, status).await;
     }

@@ -55,6 +55,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     crate::shell::metrics::handle(); // before anything records a metric
+    crate::shell::metrics::export_at_zero();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     match config.store {
         StoreKind::Etcd => {

@@ -56,6 +56,9 @@ pub const ETCD_REQUEST_SECONDS: &str = "idempotency_etcd_request_seconds";
 /// etcd transactions that failed, by `kind` (a Prometheus counter).
 pub const ETCD_ERRORS: &str = "idempotency_etcd_errors_total";
 
+/// The kinds of [`ETCD_ERRORS`].
+pub const ETCD_ERROR_KINDS: [&str; 2] = ["refused_or_unreachable", "timeout"];
+
 /// Calls per etcd transaction (a Prometheus histogram).
 pub const ETCD_BATCH_CALLS: &str = "idempotency_etcd_batch_calls";
 
@@ -290,8 +293,8 @@ impl Batch {
         metrics::histogram!(ETCD_REQUEST_SECONDS).record(started.elapsed());
         let error_kind = match &outcome {
             Ok(Ok(_)) => None,
-            Ok(Err(_)) => Some("refused_or_unreachable"),
-            Err(_) => Some("timeout"),
+            Ok(Err(_)) => Some(ETCD_ERROR_KINDS[0]),
+            Err(_) => Some(ETCD_ERROR_KINDS[1]),
         };
         if let Some(kind) = error_kind {
             metrics::counter!(ETCD_ERRORS, "kind" => kind).increment(1);
