@@ -52,7 +52,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&print_config::effective(&args))?);
         return Ok(());
     }
-    telemetry::init(args.log_format, &args.log).map_err(anyhow::Error::msg)?;
+    let telemetry =
+        telemetry::init(args.log_format, &args.log, args.otlp_endpoint.as_deref()).map_err(anyhow::Error::msg)?;
     let config = args.validate().map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -63,8 +64,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Err(error) => tracing::error!(%error, "cannot watch for signals; stopping"),
         }
     };
-    server::run(config, listener, shutdown).await?;
-    Ok(())
+    let served = server::run(config, listener, shutdown).await;
+    telemetry.shutdown().await;
+    Ok(served?)
 }
 
 fn hash_token() -> anyhow::Result<()> {

@@ -1,8 +1,8 @@
 //! The gRPC edge: handlers ([`service`]) over validation ([`request`]),
 //! tenant scoping ([`tenant`]), call metadata ([`metadata`]) and the one
 //! error-to-status table ([`status`]); the codec ([`codec`]) and the tower
-//! layers around every call ([`middleware`]: [`grpc_metrics`], [`overload`],
-//! [`oversize`]).
+//! layers around every call ([`middleware`]: [`trace_context`],
+//! [`grpc_metrics`], [`overload`], [`oversize`]).
 
 pub mod codec;
 pub mod grpc_metrics;
@@ -15,3 +15,4 @@ pub mod request_bytes;
 pub mod service;
 pub mod status;
 pub mod tenant;
+pub mod trace_context;

@@ -189,6 +189,11 @@ pub struct ServeArgs {
     #[arg(long, env = "IDEMPOTENCY_LOG", default_value = "info")]
     pub log: String,
 
+    /// OTLP/gRPC collector to export traces to (e.g. http://otel-collector:4317): a span per call,
+    /// continuing the caller's traceparent, with its etcd transactions inside. Unset: no traces.
+    #[arg(long, env = "IDEMPOTENCY_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// Print the settings this process would serve with, as JSON, and exit (reads no files,
     /// binds nothing): for checking deployment manifests against the server.
     #[arg(long)]

@@ -24,6 +24,7 @@ use crate::grpc::overload::ShedLoad;
 use crate::grpc::oversize::Oversize;
 use crate::grpc::request_bytes::RequestBytesLayer;
 use crate::grpc::service::CoordinatorApi;
+use crate::grpc::trace_context::TraceContext;
 use crate::proto::v1::coordinator_service_server::CoordinatorServiceServer;
 use crate::shell::auth::{Authenticator, TokenTable};
 use crate::shell::config::{Config, StoreKind};
@@ -145,6 +146,7 @@ async fn serve<S: RecordStore>(
         }
     };
     let router = Server::builder()
+        .layer(AroundLayer(TraceContext))
         .layer(AroundLayer(GrpcMetrics))
         .layer(AroundLayer(ShedLoad::new(config.max_in_flight)))
         .layer(RequestBytesLayer::new(config.max_request_bytes_held))

@@ -28,7 +28,7 @@ use etcd_client::{
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout_at};
 use tokio_stream::StreamExt;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::core::clock::Clock;
 use crate::core::error::Error;
@@ -149,7 +149,11 @@ impl EtcdStore {
             self.batcher.send(call).await.map_err(|_| Failure::Permanent("the batcher has stopped".into()))?;
             answer.await.map_err(|_| Failure::Permanent("the batcher dropped a call".into()))?
         };
+        // A span per etcd transaction this call takes part in (its share of
+        // a group commit), inside the call's span when traces are exported.
+        let span = tracing::debug_span!("etcd.txn", otel.kind = "client", db.system = "etcd", solo);
         timeout_at(deadline, exchange)
+            .instrument(span)
             .await
             .unwrap_or_else(|_| Err(Failure::Transient("etcd did not answer in time".into())))
     }
