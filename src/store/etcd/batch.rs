@@ -215,20 +215,30 @@ impl Batcher {
     }
 
     fn send(&mut self, batch: Batch, done: mpsc::UnboundedSender<()>) {
+        let done = Done(done);
         if self.client.is_none() {
             self.client = self.connected.get().map(|c| c.kv_client().max_decoding_message_size(MAX_ANSWER_BYTES));
         }
         let Some(client) = self.client.clone() else {
             let failure = Failure::Transient("not connected to etcd yet".into());
             batch.calls.into_iter().for_each(|call| drop(call.reply.send(Err(failure.clone()))));
-            let _ = done.send(());
             return;
         };
         let (counters, limit, request_timeout) = (self.counters.clone(), self.limit.clone(), self.request_timeout);
         tokio::spawn(async move {
             batch.send(&client, request_timeout, &counters, &limit).await;
-            let _ = done.send(());
+            drop(done);
         });
+    }
+}
+
+/// Tells the batcher a transaction is no longer in flight when dropped:
+/// also if the task sending it panics, so its slot is never lost.
+struct Done(mpsc::UnboundedSender<()>);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
     }
 }
 
