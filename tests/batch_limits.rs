@@ -11,16 +11,15 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Etcd, etcd_config};
+use common::{Etcd, etcd_config, uncached_coordinator};
 use idempotency_coordinator::core::clock::SystemClock;
 use idempotency_coordinator::core::command::{BeginCommand, CompleteCommand, FailCommand};
-use idempotency_coordinator::core::coordinator::{Coordinator, Settings};
+use idempotency_coordinator::core::coordinator::Coordinator;
 use idempotency_coordinator::core::limits::Limits;
 use idempotency_coordinator::core::outcome::BeginOutcome;
 use idempotency_coordinator::core::record::{CallError, CallResult, RecordId, ResultBody};
 use idempotency_coordinator::store::etcd::EtcdStore;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 /// A coordinator on `etcd`, its keys under `prefix`, with the replay cache
 /// off, so that every replay reads the whole record from etcd.
@@ -39,9 +38,7 @@ fn coordinator_on(store: Arc<EtcdStore>) -> Arc<Coordinator<EtcdStore>> {
         max_payload_bytes: 1 << 20,
         max_result_bytes: 256 << 10,
     };
-    let settings =
-        Settings { limits, replay_cache_bytes: 0, request_timeout: Duration::from_secs(10), max_waits_per_tenant: 64 };
-    Arc::new(Coordinator::new(store, Arc::new(SystemClock), settings, CancellationToken::new()))
+    Arc::new(uncached_coordinator(store, Arc::new(SystemClock), limits))
 }
 
 fn deadline() -> Instant {

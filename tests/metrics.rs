@@ -7,16 +7,6 @@ use std::time::Duration;
 
 use common::*;
 use idempotency_coordinator::proto::v1::begin_response::Outcome;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn scrape(port: u16) -> String {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("the metrics port answers");
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response:.200}");
-    response
-}
 
 /// The value of the sample whose name and labels contain all of `parts`.
 fn value(metrics: &str, name: &str, parts: &[&str]) -> f64 {
@@ -33,7 +23,7 @@ async fn metrics_move_with_real_calls() {
     let listen = format!("127.0.0.1:{port}");
     let (_etcd, _server, mut client) = start_with(&["--metrics-listen", &listen]).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let before = scrape(port).await;
+    let before = scrape_metrics(port).await;
 
     let owner = acquired(begin(&mut client, begin_request("metered-key-7f3a", "cart", 5)).await);
     assert!(matches!(begin(&mut client, begin_request("metered-key-7f3a", "cart", 5)).await, Outcome::InProgress(_)));
@@ -43,7 +33,7 @@ async fn metrics_move_with_real_calls() {
     assert!(client.complete(complete_request("metered-key-7f3a", owner.fencing_token + 1, "x")).await.is_err());
     assert!(client.begin(begin_request("", "cart", 5)).await.is_err());
 
-    let after = scrape(port).await;
+    let after = scrape_metrics(port).await;
     let moved = |name: &str, parts: &[&str]| value(&after, name, parts) - value(&before, name, parts);
     let begin = ["grpc_service=\"idempotency.v1.CoordinatorService\"", "grpc_method=\"Begin\"", "grpc_type=\"unary\""];
     assert_eq!(moved("grpc_server_started_total", &begin), 5.0);

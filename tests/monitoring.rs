@@ -8,7 +8,6 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A selector in a PromQL expression: a metric name and its `=` matchers.
 #[derive(Debug)]
@@ -67,14 +66,6 @@ fn series(exposition: &str) -> BTreeMap<String, Vec<BTreeMap<String, String>>> {
     all
 }
 
-async fn scrape(port: u16) -> String {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("the metrics port answers");
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
-}
-
 #[tokio::test]
 async fn the_dashboard_and_the_alerts_name_only_what_the_server_exports() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -85,7 +76,9 @@ async fn the_dashboard_and_the_alerts_name_only_what_the_server_exports() {
     client.complete(complete_request("monitored-1", owner.fencing_token, "ok")).await.unwrap();
     // Readiness is reported by the first health check.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let exported = series(&scrape(port).await);
+    let scraped = scrape_metrics(port).await;
+    assert!(scraped.lines().any(|l| l == "idempotency_store_ready 1"), "ready, with etcd up:\n{scraped}");
+    let exported = series(&scraped);
 
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/monitoring");
     let mut checked = BTreeSet::new();

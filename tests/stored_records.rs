@@ -14,10 +14,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Etcd, etcd_config};
+use common::{Etcd, etcd_config, uncached_coordinator};
 use idempotency_coordinator::core::clock::{Clock, SystemClock};
 use idempotency_coordinator::core::command::{BeginCommand, CompleteCommand, FailCommand};
-use idempotency_coordinator::core::coordinator::{Coordinator, Settings};
+use idempotency_coordinator::core::coordinator::Coordinator;
 use idempotency_coordinator::core::error::Error;
 use idempotency_coordinator::core::limits::Limits;
 use idempotency_coordinator::core::outcome::{BeginOutcome, PublicState};
@@ -25,7 +25,6 @@ use idempotency_coordinator::core::record::{CallError, CallResult, RecordId, Rec
 use idempotency_coordinator::store::etcd::EtcdStore;
 use serde_json::{Value, json};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/stored-records-v1.json");
 const PREFIX: &str = "/golden/";
@@ -50,9 +49,7 @@ fn coordinator(store: EtcdStore, clock: Arc<dyn Clock>) -> Coordinator<EtcdStore
         max_payload_bytes: 1 << 20,
         max_result_bytes: 1 << 20,
     };
-    let settings =
-        Settings { limits, replay_cache_bytes: 0, request_timeout: Duration::from_secs(10), max_waits_per_tenant: 8 };
-    Coordinator::new(Arc::new(store), clock, settings, CancellationToken::new())
+    uncached_coordinator(Arc::new(store), clock, limits)
 }
 
 fn id(key: &str) -> RecordId {

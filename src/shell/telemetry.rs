@@ -34,10 +34,9 @@ impl Telemetry {
     /// blocking thread, never on a runtime worker.
     pub async fn shutdown(self) {
         let Some(provider) = self.traces else { return };
-        match tokio::task::spawn_blocking(move || provider.shutdown()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::warn!(%error, "could not flush the last spans"),
-            Err(error) => tracing::warn!(%error, "could not flush the last spans"),
+        let flushed = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        if let Err(error) = flushed.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+            tracing::warn!(%error, "could not flush the last spans");
         }
     }
 }

@@ -141,6 +141,39 @@ pub fn etcd_config(etcd: &Etcd, prefix: &str) -> idempotency_coordinator::store:
     }
 }
 
+/// A coordinator on `store` with `limits`, the replay cache off (so every
+/// replay reads the whole record from the store), for tests that drive the
+/// core directly.
+pub fn uncached_coordinator(
+    store: std::sync::Arc<idempotency_coordinator::store::etcd::EtcdStore>,
+    clock: std::sync::Arc<dyn idempotency_coordinator::core::clock::Clock>,
+    limits: idempotency_coordinator::core::limits::Limits,
+) -> idempotency_coordinator::core::coordinator::Coordinator<idempotency_coordinator::store::etcd::EtcdStore> {
+    let settings = idempotency_coordinator::core::coordinator::Settings {
+        limits,
+        replay_cache_bytes: 0,
+        request_timeout: Duration::from_secs(10),
+        max_waits_per_tenant: 64,
+    };
+    idempotency_coordinator::core::coordinator::Coordinator::new(
+        store,
+        clock,
+        settings,
+        tokio_util::sync::CancellationToken::new(),
+    )
+}
+
+/// The Prometheus text a server's metrics port at `port` answers with.
+pub async fn scrape_metrics(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("the metrics port answers");
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response:.200}");
+    response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
+}
+
 /// A channel to a server process at `url` as soon as it accepts
 /// connections, failing the test after 10 s.
 pub async fn connect_when_up(url: &str) -> Channel {

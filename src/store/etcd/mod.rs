@@ -81,7 +81,7 @@ impl EtcdStore {
         }
         let client = Arc::new(OnceLock::new());
         let limit = Arc::new(batch::CallLimit::new(&config.batching));
-        let probe_key = format!("{}health", config.prefix);
+        let probe_key = health_key(&config.prefix);
         match Client::connect(&config.endpoints, Some(options.clone())).await {
             Ok(connected) => {
                 fit_call_limit(&connected, &probe_key, &limit).await;
@@ -304,7 +304,7 @@ impl RecordStore for EtcdStore {
 
     /// A linearizable read that needs an etcd quorum.
     async fn ping(&self, within: Duration) -> Result<(), Error> {
-        let key = format!("{}health", self.prefix);
+        let key = health_key(&self.prefix);
         let mut client = self.connected().map_err(|_| Error::StoreUnavailable(NOT_CONNECTED.into()))?.kv_client();
         match tokio::time::timeout(within, client.get(key, None)).await {
             Err(_) => Err(timed_out()),
@@ -326,6 +326,11 @@ fn read_bytes(keys: &RecordKeys) -> usize {
 }
 
 const NOT_CONNECTED: &str = "not connected to etcd yet";
+
+/// A key no record uses, read by the readiness check and the size probe.
+fn health_key(prefix: &str) -> String {
+    format!("{prefix}health")
+}
 
 /// Checks how many calls etcd takes per transaction (see
 /// [`batch::fit_call_limit`]); if etcd does not answer now, the batcher finds
