@@ -121,11 +121,14 @@ pub async fn concurrent_begins_on_one_key_acquire_exactly_once<S: RecordStore>(h
 
 pub async fn an_abandoned_attempt_is_taken_over_with_a_higher_token<S: RecordStore>(h: &Harness<S>) {
     let first = h.acquire(&owned_by(begin("crashy", "cart", 2), "pod-that-crashed")).await;
-    // Before the lease lapses, nobody may take over.
-    sleep(Duration::from_millis(1_900)).await;
+    // Before the lease lapses, nobody may take over. Timed from the deadline
+    // the owner was told, not from when its answer arrived: on a loaded
+    // machine the acquisition itself can take a good part of the margin.
+    let until_deadline = |h: &Harness<S>, ms: i64| Duration::from_millis((ms - h.now_ms()).max(0) as u64);
+    sleep(until_deadline(h, first.lease_expires_at_ms - 300)).await;
     assert!(matches!(h.begin(&begin("crashy", "cart", 5)).await, Ok(BeginOutcome::InProgress(_))));
     // The owner "crashes": no Complete, no Extend. Its 2 s lease lapses.
-    sleep(Duration::from_millis(200)).await;
+    sleep(until_deadline(h, first.lease_expires_at_ms + 200)).await;
     let second = h.acquire(&owned_by(begin("crashy", "cart", 5), "pod-b")).await;
     assert_eq!(second.attempt, 2);
     assert!(second.fencing_token > first.fencing_token);
