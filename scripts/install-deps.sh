@@ -3,15 +3,17 @@
 #   etcd          (Debian package etcd-server)   - the store, started by tests and run-local.sh
 #   protoc        (Debian package protobuf-compiler) and the well-known .proto
 #                 files (libprotobuf-dev)        - needed by build.rs and etcd-client
+#   faketime      (Debian package faketime)      - replicas with skewed clocks in the tests
 # Does nothing when they are already there. On systems without apt, install the
-# equivalents yourself: macOS `brew install etcd protobuf`; Fedora
-# `dnf install etcd protobuf-compiler protobuf-devel`; or an etcd release
+# equivalents yourself: macOS `brew install etcd protobuf libfaketime`; Fedora
+# `dnf install etcd protobuf-compiler protobuf-devel libfaketime`; or an etcd release
 # binary on PATH (or ETCD_BIN=/path/to/etcd) and PROTOC=/path/to/protoc.
 set -euo pipefail
 
 missing=()
 command -v etcd >/dev/null 2>&1 || [ -n "${ETCD_BIN:-}" ] || missing+=(etcd-server)
 command -v protoc >/dev/null 2>&1 || [ -n "${PROTOC:-}" ] || missing+=(protobuf-compiler)
+command -v faketime >/dev/null 2>&1 || missing+=(faketime)
 [ -f /usr/include/google/protobuf/duration.proto ] || [ -n "${PROTOC_INCLUDE:-}" ] || missing+=(libprotobuf-dev)
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 /// A coordinator on `etcd`, its keys under `prefix`, with the replay cache
 /// off, so that every replay reads the whole record from etcd.
 async fn coordinator(etcd: &Etcd, prefix: &str) -> Arc<Coordinator<EtcdStore>> {
-    let store = Arc::new(EtcdStore::connect(&etcd_config(etcd, prefix), Arc::new(SystemClock)).await.unwrap());
+    let store = Arc::new(EtcdStore::connect(&etcd_config(etcd, prefix)).await.unwrap());
     coordinator_on(store)
 }
 
@@ -204,7 +204,7 @@ async fn an_etcd_taking_fewer_operations_than_configured_gets_smaller_transactio
     let etcd = Etcd::start_with("http", vec!["--max-txn-ops=16".into()], None).await;
     let mut config = etcd_config(&etcd, "/batch-limits/");
     config.batching.max_txn_ops = 1024;
-    let store = Arc::new(EtcdStore::connect(&config, Arc::new(SystemClock)).await.unwrap());
+    let store = Arc::new(EtcdStore::connect(&config).await.unwrap());
     // Found when connecting: 1022 calls halved until etcd took them.
     let calls = store.calls_per_transaction();
     assert!((1..=14).contains(&calls), "{calls} calls per transaction under --max-txn-ops=16");
@@ -217,8 +217,7 @@ async fn an_etcd_taking_fewer_operations_than_configured_gets_smaller_transactio
 #[tokio::test]
 async fn a_limit_lowered_while_running_is_learned_from_the_first_refusal() {
     let mut etcd = Etcd::start().await;
-    let store =
-        Arc::new(EtcdStore::connect(&etcd_config(&etcd, "/batch-limits/"), Arc::new(SystemClock)).await.unwrap());
+    let store = Arc::new(EtcdStore::connect(&etcd_config(&etcd, "/batch-limits/")).await.unwrap());
     // etcd's default of 128 operations: 126 calls of up to 2 operations each.
     assert_eq!(store.calls_per_transaction(), 126);
     let coordinator = coordinator_on(store.clone());

@@ -35,7 +35,7 @@ fn limits() -> Limits {
 
 async fn coordinator(etcd: &Etcd) -> (Arc<Coordinator<EtcdStore>>, Arc<EtcdStore>) {
     let config = common::etcd_config(etcd, "/group-commit/");
-    let store = Arc::new(EtcdStore::connect(&config, Arc::new(SystemClock)).await.expect("etcd client"));
+    let store = Arc::new(EtcdStore::connect(&config).await.expect("etcd client"));
     let settings = Settings {
         limits: limits(),
         replay_cache_bytes: 1 << 20,

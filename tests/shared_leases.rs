@@ -62,7 +62,7 @@ async fn a_wall_clock_stepped_back_never_gives_a_record_a_shorter_lease() {
     let etcd = Etcd::start().await;
     let clock = Arc::new(SteppedClock::default());
     let config = etcd_config(&etcd, PREFIX);
-    let store = Arc::new(EtcdStore::connect(&config, clock.clone()).await.unwrap());
+    let store = Arc::new(EtcdStore::connect(&config).await.unwrap());
     let limits = Limits {
         default_lease_ttl: Duration::from_secs(5),
         max_lease_ttl: Duration::from_secs(60),

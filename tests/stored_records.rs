@@ -90,7 +90,7 @@ async fn acquire(coordinator: &Coordinator<EtcdStore>, key: &str) -> u64 {
 #[ignore]
 async fn write_golden_records() {
     let etcd = Etcd::start().await;
-    let store = EtcdStore::connect(&etcd_config(&etcd, PREFIX), Arc::new(SystemClock)).await.unwrap();
+    let store = EtcdStore::connect(&etcd_config(&etcd, PREFIX)).await.unwrap();
     let written_at_ms = SystemClock.now_ms();
     let c = coordinator(store, Arc::new(SystemClock));
     let complete = |key: &str, token, body| CompleteCommand {
@@ -159,7 +159,7 @@ async fn records_an_earlier_release_stored_are_read_completed_and_taken_over() {
     // Back to a second after the records were written.
     let offset = golden["written_at_ms"].as_i64().unwrap() + 1_000 - SystemClock.now_ms();
     let clock: Arc<dyn Clock> = Arc::new(Shifted(offset));
-    let store = EtcdStore::connect(&etcd_config(&etcd, PREFIX), clock.clone()).await.unwrap();
+    let store = EtcdStore::connect(&etcd_config(&etcd, PREFIX)).await.unwrap();
     let c = coordinator(store, clock);
 
     match c.begin(&begin("completed-response", FINGERPRINT), deadline()).await.unwrap() {

@@ -193,10 +193,13 @@ impl<S: RecordStore> Coordinator<S> {
     /// Waits until the record or its lock changes or its lock's deadline
     /// passes (true: decide again), or until `until` or a drain (false:
     /// nothing changed). A watch that breaks counts as a change, so the caller
-    /// re-reads.
+    /// re-reads. The lock's removal is what frees the record, and watches
+    /// may hear of it late: a lock still there past its deadline is looked at
+    /// again every [`LAPSE_POLL`].
     async fn wait_for_change(&self, id: &RecordId, snapshot: &Snapshot, until: Instant) -> Result<bool, Error> {
         let lock_deadline = snapshot.lock.as_ref().map(|l| l.value.deadline_ms).unwrap_or_default();
-        let lapse_at = Instant::now() + Duration::from_millis((lock_deadline - self.clock.now_ms()).max(0) as u64 + 1);
+        let until_lapse = Duration::from_millis((lock_deadline - self.clock.now_ms()).max(0) as u64 + 1);
+        let lapse_at = Instant::now() + until_lapse.max(LAPSE_POLL);
         let wake_at = until.min(lapse_at);
         let lapses_first = lapse_at < until;
         let mut changes = match self.store.watch(id, snapshot.revision, wake_at).await {
@@ -237,7 +240,7 @@ impl<S: RecordStore> Coordinator<S> {
         let mut snapshot = self.snapshot_for_token(id, token, deadline).await?;
         loop {
             let now = self.clock.now_ms();
-            let current = decide::live_record(&snapshot, now)?;
+            let current = decide::live_record(&snapshot)?;
             if !decide::owns(current, token) {
                 self.replays.remember(id, &current.value);
                 // A repeated release whose first answer was lost, taken over
@@ -270,7 +273,7 @@ impl<S: RecordStore> Coordinator<S> {
         let mut snapshot = self.snapshot_for_token(&command.id, command.fencing_token, deadline).await?;
         loop {
             let now = self.clock.now_ms();
-            let current = decide::live_record(&snapshot, now)?;
+            let current = decide::live_record(&snapshot)?;
             if !decide::owns(current, command.fencing_token) {
                 // Nothing is "the same Extend" once the attempt has finished.
                 let error = decide::not_owner(&current.value, command.fencing_token, |_| false);
@@ -291,12 +294,15 @@ impl<S: RecordStore> Coordinator<S> {
     pub async fn lookup(&self, id: &RecordId, deadline: Instant) -> Result<RecordView, Error> {
         let deadline = self.operation_deadline(deadline, Duration::ZERO);
         let snapshot = self.store.read(id, deadline).await?;
-        let current = decide::live_record(&snapshot, self.clock.now_ms())?;
+        let current = decide::live_record(&snapshot)?;
         // A terminal record read for any reason can answer replays from now on.
         self.replays.remember(id, &current.value);
         Ok(decide::record_view(current, snapshot.lock.as_ref()))
     }
 }
+
+/// How often a waiting Begin looks again at a lock kept past its deadline.
+const LAPSE_POLL: Duration = Duration::from_millis(250);
 
 /// Begins that waited for another owner (a Prometheus counter).
 pub const WAITS: &str = "idempotency_waits_total";

@@ -7,6 +7,13 @@
 //! wrote it is the fencing token of its attempt, and "the record still has
 //! that revision" is the one ownership check for Complete, Fail and Extend.
 //! Every takeover rewrites the record, which makes every older token stale.
+//!
+//! No decision here reads the replica's clock to decide who owns a record or
+//! whether it still exists: an attempt is abandoned when its lock is gone
+//! from the store (etcd revoked its lease), and a record exists while the
+//! store holds it (its retention lease has not run out). Replicas whose clocks
+//! disagree therefore decide alike. `now` only stamps new records and sizes
+//! `retry_after` (RELIABILITY.md, "Clocks").
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -18,8 +25,10 @@ use crate::core::outcome::{Acquired, BeginOutcome, InProgress, PublicState, Reco
 use crate::core::record::{CallError, CallResult, Lock, Record, Recovery, RecoveryReason, Snapshot, State, Versioned};
 use crate::core::store::{Expect, LeaseWant, LockChange, RecordLease, Write};
 
-/// How far past its deadline an attempt's lock lease may run. Only cleanup
-/// depends on it: takeover follows the deadline stored in the lock.
+/// How far past its deadline an attempt's lock lease may run: the lease
+/// keeps the deadline told to the owner, and a takeover waits for etcd to
+/// revoke it, so an abandoned attempt is free again this much (plus etcd's
+/// revocation lag) after its deadline.
 const LOCK_LEASE_SLACK: Duration = Duration::from_secs(2);
 
 /// The longest `retry_after` suggested to a caller that found the record busy.
@@ -27,6 +36,10 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// The shortest `retry_after`, so that busy callers do not spin.
 const MIN_RETRY_AFTER: Duration = Duration::from_millis(50);
+
+/// `retry_after` for a lock still held past its deadline: the store has not
+/// revoked its lease yet (or this replica's clock runs ahead).
+const LAPSED_RETRY_AFTER: Duration = Duration::from_millis(500);
 
 /// What a Begin should do, given what the store holds.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,11 +76,6 @@ pub fn decide_begin(
         record_revision: current.revision,
         lock_revision: snapshot.lock.as_ref().map(|l| l.revision),
     };
-    if record.expires_at_ms <= now {
-        // Expired but not deleted yet: a new request.
-        let attempt = AttemptStart { attempt: 1, created_at_ms: now, recovered: None };
-        return Ok(BeginDecision::Start { expect, attempt });
-    }
     if record.fingerprint != command.fingerprint {
         return Err(Error::KeyReused { attempt: record.attempt });
     }
@@ -90,7 +98,7 @@ pub fn decide_begin(
             BeginDecision::Answer(crate::core::cache::replay_of(record).expect("terminal records have a replay"))
         }
         State::Released => take_over(RecoveryReason::Released, record.error.clone(), record.finished_token),
-        State::InProgress => match live_deadline(snapshot, now) {
+        State::InProgress => match snapshot.lock.as_ref().map(|l| l.value.deadline_ms) {
             None => take_over(RecoveryReason::Abandoned, None, current.revision as u64),
             Some(deadline) if record.request_id == request_id => {
                 BeginDecision::Answer(BeginOutcome::Acquired(Acquired {
@@ -104,15 +112,18 @@ pub fn decide_begin(
                 owner: record.owner.clone(),
                 attempt: record.attempt,
                 lease_expires_at_ms: deadline,
-                retry_after: Duration::from_millis((deadline - now) as u64).clamp(MIN_RETRY_AFTER, MAX_RETRY_AFTER),
+                retry_after: retry_after(deadline, now),
             }),
         },
     })
 }
 
-/// The deadline of the lock, if it has not passed.
-fn live_deadline(snapshot: &Snapshot, now: i64) -> Option<i64> {
-    snapshot.lock.as_ref().map(|l| l.value.deadline_ms).filter(|&deadline| deadline > now)
+/// When a caller that found a lock with `deadline` should ask again.
+fn retry_after(deadline: i64, now: i64) -> Duration {
+    match u64::try_from(deadline - now) {
+        Ok(left) if left > 0 => Duration::from_millis(left).clamp(MIN_RETRY_AFTER, MAX_RETRY_AFTER),
+        _ => LAPSED_RETRY_AFTER,
+    }
 }
 
 /// The write that starts `attempt` for `command`, and the attempt's deadline.
@@ -141,13 +152,16 @@ pub fn start_attempt(
         error: None,
         recovered: attempt.recovered,
     };
-    let lease = RecordLease::Until(retention_lease(record.expires_at_ms, default_retention));
-    let write = Write { expect, record: Some((record, lease)), lock: lock_until(deadline) };
+    let lease = RecordLease::Until(retention_lease(record.expires_at_ms, now, default_retention));
+    let write = Write { expect, record: Some((record, lease)), lock: lock_until(deadline, now) };
     (write, deadline)
 }
 
-fn lock_until(deadline_ms: i64) -> LockChange {
-    LockChange::Put { lock: Lock { deadline_ms }, lease: LeaseWant { until_ms: deadline_ms, slack: LOCK_LEASE_SLACK } }
+/// A lock that lasts until `deadline_ms`, on a lease measured by the store
+/// from the write: at least as long as the owner was told.
+fn lock_until(deadline_ms: i64, now: i64) -> LockChange {
+    let lasts = Duration::from_millis((deadline_ms - now).max(0) as u64);
+    LockChange::Put { lock: Lock { deadline_ms }, lease: LeaseWant { lasts, slack: LOCK_LEASE_SLACK } }
 }
 
 /// How a Complete or Fail ends an attempt.
@@ -194,12 +208,12 @@ impl Finish {
             Finish::Complete { result, retention } => {
                 record.result = Some(result.clone());
                 record.expires_at_ms = spread_expiry(now, *retention);
-                RecordLease::Until(retention_lease(record.expires_at_ms, *retention))
+                RecordLease::Until(retention_lease(record.expires_at_ms, now, *retention))
             }
             Finish::Fail { error, retention } => {
                 record.error = Some(error.clone());
                 record.expires_at_ms = spread_expiry(now, *retention);
-                RecordLease::Until(retention_lease(record.expires_at_ms, *retention))
+                RecordLease::Until(retention_lease(record.expires_at_ms, now, *retention))
             }
             // A released record keeps the expiry (and lease) of the attempt
             // it ended: it is abandoned unless someone takes over.
@@ -226,14 +240,16 @@ pub fn extend(current: &Record, token: u64, lease_ttl: Duration, now: i64) -> Re
             ),
         ));
     }
-    Ok((Write { expect: Expect::Token(token), record: None, lock: lock_until(deadline) }, deadline))
+    Ok((Write { expect: Expect::Token(token), record: None, lock: lock_until(deadline, now) }, deadline))
 }
 
-/// The record, unless it is missing or past its expiry (a store deletes
-/// expired records a little after their expiry; callers must not see the
-/// difference).
-pub fn live_record(snapshot: &Snapshot, now: i64) -> Result<&Versioned<Record>, Error> {
-    snapshot.record.as_ref().filter(|r| r.value.expires_at_ms > now).ok_or(Error::NotFound)
+/// The record, unless the store no longer holds it. A record outlives its
+/// `expires_at` until its retention lease runs out (at most 1% of the
+/// retention, 2 s to 60 s, later): on this replica's clock alone a record is
+/// never treated as gone, since a clock running ahead would make a finished
+/// request new again.
+pub fn live_record(snapshot: &Snapshot) -> Result<&Versioned<Record>, Error> {
+    snapshot.record.as_ref().ok_or(Error::NotFound)
 }
 
 /// Whether `token` is the attempt in progress on `record`. A lapsed lease does
@@ -291,10 +307,11 @@ fn spread_expiry(now: i64, retention: Duration) -> i64 {
     now + retention.as_millis() as i64 + rand::rng().random_range(0..=spread)
 }
 
+/// The lease of a record kept until `expires_at_ms`, written at `now`.
 /// Records expiring within a 1% window (2 s to 60 s) share one store lease.
-fn retention_lease(expires_at_ms: i64, retention: Duration) -> LeaseWant {
+fn retention_lease(expires_at_ms: i64, now: i64, retention: Duration) -> LeaseWant {
     LeaseWant {
-        until_ms: expires_at_ms,
+        lasts: Duration::from_millis((expires_at_ms - now).max(0) as u64),
         slack: (retention / 100).clamp(Duration::from_secs(2), Duration::from_secs(60)),
     }
 }
@@ -378,12 +395,27 @@ mod tests {
     }
 
     #[test]
-    fn a_lapsed_or_missing_lock_is_taken_over_as_abandoned() {
-        for lock in [None, Some(NOW), Some(NOW - 1)] {
-            let (expect, attempt) = started(decide(&snapshot(State::InProgress, lock), 1, "req-b").unwrap());
+    fn a_lock_past_its_deadline_on_this_clock_is_still_busy() {
+        // Only the store's revocation of the lock's lease frees the record:
+        // a clock running ahead must not take over a live attempt.
+        for deadline in [NOW, NOW - 1, NOW - 3_600_000] {
+            match decide(&snapshot(State::InProgress, Some(deadline)), 1, "req-b").unwrap() {
+                BeginDecision::Busy(in_progress) => {
+                    assert_eq!(in_progress.lease_expires_at_ms, deadline);
+                    assert_eq!(in_progress.retry_after, LAPSED_RETRY_AFTER);
+                }
+                other => panic!("expected Busy, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_missing_lock_is_taken_over_as_abandoned() {
+        {
+            let (expect, attempt) = started(decide(&snapshot(State::InProgress, None), 1, "req-b").unwrap());
             assert_eq!(
                 expect,
-                Expect::Unchanged { record_revision: 42, lock_revision: lock.map(|_| 43) },
+                Expect::Unchanged { record_revision: 42, lock_revision: None },
                 "a takeover must lose to any change since the read"
             );
             let recovery = attempt.recovered.expect("a takeover says what it recovered from");
@@ -428,11 +460,12 @@ mod tests {
     }
 
     #[test]
-    fn an_expired_record_is_new_again_whatever_its_fingerprint() {
+    fn a_record_past_its_expiry_on_this_clock_still_replays_while_stored() {
         let mut expired = snapshot(State::Completed, None);
-        expired.record.as_mut().unwrap().value.expires_at_ms = NOW;
-        let (_, attempt) = started(decide(&expired, 9, "x").unwrap());
-        assert_eq!(attempt, AttemptStart { attempt: 1, created_at_ms: NOW, recovered: None });
+        expired.record.as_mut().unwrap().value.expires_at_ms = NOW - 3_600_000;
+        assert!(matches!(decide(&expired, 1, "x"), Ok(BeginDecision::Answer(BeginOutcome::Completed(_)))));
+        assert!(matches!(decide(&expired, 9, "x"), Err(Error::KeyReused { .. })));
+        assert!(live_record(&expired).is_ok());
     }
 
     #[test]

@@ -9,8 +9,10 @@
 //!   revision is the fencing token of the attempt that wrote it.
 //! - A write either happens entirely, when its [`Expect`] holds, or not at
 //!   all, and then answers with what the store holds instead.
-//! - A value written with a lease is there for every read until the lease's
-//!   `until_ms` and gone for reads after `until_ms + slack`. Its removal is a
+//! - A value written with a lease is there for every read until `lasts` has
+//!   passed since the write and gone for reads after `lasts + slack`. Leases
+//!   are durations, never instants, so no replica's clock decides when a
+//!   value goes: only the store's (etcd: its leader's). Its removal is a
 //!   change that watches see, possibly late (etcd's leader revokes leases
 //!   when it gets to them), so the core never waits on a watch alone for a
 //!   deadline to pass.
@@ -27,12 +29,12 @@ use tokio_stream::Stream;
 use crate::core::error::Error;
 use crate::core::record::{Lock, Record, RecordId, Snapshot};
 
-/// How long a value must live: it must not vanish before `until_ms` (Unix ms)
-/// and may outlive it by at most `slack`, which lets values that end at about
-/// the same time share one store lease.
+/// How long a value must live, from its write: it must not vanish before
+/// `lasts` and may outlive it by at most `slack`, which lets values that end at
+/// about the same time share one store lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseWant {
-    pub until_ms: i64,
+    pub lasts: Duration,
     pub slack: Duration,
 }
 

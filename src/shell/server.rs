@@ -60,7 +60,7 @@ pub async fn run(
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     match config.store {
         StoreKind::Etcd => {
-            let store = EtcdStore::connect(&config.etcd, clock.clone()).await?;
+            let store = EtcdStore::connect(&config.etcd).await?;
             serve(Arc::new(store), clock, config, listener, shutdown).await
         }
         StoreKind::Memory => {

@@ -5,13 +5,13 @@
 //!
 //! For local development, client tests and the conformance suite: records
 //! are lost when the process exits and are not shared between replicas.
-//! Expired values are removed on the next call to the store, as etcd removes
-//! them when its leader gets to the lease; a watch therefore learns of an
-//! expiry late, which is why a waiting Begin also wakes at the lock's
-//! deadline by itself.
+//! Expired values are removed on the next call to the store, and a lock also
+//! when its lease runs out, as etcd's leader revokes leases by itself: a
+//! waiting Begin hears of a freed lock from its watch, whatever its own
+//! clock says.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -22,12 +22,12 @@ use tokio_stream::wrappers::WatchStream;
 use crate::core::clock::Clock;
 use crate::core::error::Error;
 use crate::core::record::{Lock, Record, RecordId, Snapshot, Versioned};
-use crate::core::store::{Changes, Expect, LockChange, RecordLease, RecordStore, Write, Written};
+use crate::core::store::{Changes, Expect, LeaseWant, LockChange, RecordLease, RecordStore, Write, Written};
 
 pub struct MemoryStore {
     clock: Arc<dyn Clock>,
     // A std Mutex, not a tokio one: nothing awaits while it is held.
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
 }
 
 #[derive(Default)]
@@ -59,14 +59,30 @@ struct Stored<T> {
 
 impl MemoryStore {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
-        Self { clock, state: Mutex::default() }
+        Self { clock, state: Arc::default() }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        let mut state = self.state.lock().expect("memory store lock poisoned");
-        state.expire(self.clock.now_ms());
-        state
+        lock_and_expire(&self.state, self.clock.as_ref())
     }
+
+    /// Removes a lock when its lease runs out, so that its watchers hear of
+    /// it then (a few hundred bytes for one sleeping task per lock).
+    fn expire_after(&self, lasts: Duration) {
+        let (state, clock) = (Arc::downgrade(&self.state), self.clock.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(lasts).await;
+            if let Some(state) = Weak::upgrade(&state) {
+                drop(lock_and_expire(&state, clock.as_ref()));
+            }
+        });
+    }
+}
+
+fn lock_and_expire<'a>(state: &'a Mutex<State>, clock: &dyn Clock) -> std::sync::MutexGuard<'a, State> {
+    let mut state = state.lock().expect("memory store lock poisoned");
+    state.expire(clock.now_ms());
+    state
 }
 
 impl State {
@@ -115,11 +131,13 @@ impl State {
         }
     }
 
-    fn apply(&mut self, id: &RecordId, write: &Write) -> Result<i64, Error> {
+    /// Applies `write` at `now_ms`, on the store's own clock.
+    fn apply(&mut self, id: &RecordId, write: &Write, now_ms: i64) -> Result<i64, Error> {
+        let ends = |want: &LeaseWant| now_ms + want.lasts.as_millis() as i64;
         let old_expiry = self.entries.get(id).and_then(|e| e.record.as_ref()).map(|s| s.expires_at_ms);
         let new_expiry = match &write.record {
             None => None,
-            Some((_, RecordLease::Until(want))) => Some(want.until_ms),
+            Some((_, RecordLease::Until(want))) => Some(ends(want)),
             // etcd refuses the same: "ignore_lease" on a key that does not exist.
             Some((_, RecordLease::Keep)) => Some(
                 old_expiry
@@ -144,12 +162,12 @@ impl State {
         match &write.lock {
             LockChange::Keep => {}
             LockChange::Put { lock, lease } => {
-                entry.lock =
-                    Some(Stored { value: Versioned { value: *lock, revision }, expires_at_ms: lease.until_ms });
+                let expires_at_ms = ends(lease);
+                entry.lock = Some(Stored { value: Versioned { value: *lock, revision }, expires_at_ms });
                 if let Some(old) = old_lock_expiry {
                     self.expiries.remove(&(old, Part::Lock, id.clone()));
                 }
-                self.expiries.insert((lease.until_ms, Part::Lock, id.clone()));
+                self.expiries.insert((expires_at_ms, Part::Lock, id.clone()));
             }
             LockChange::Delete => {
                 entry.lock = None;
@@ -176,7 +194,11 @@ impl RecordStore for MemoryStore {
         if !state.holds(id, write.expect) {
             return Ok(Written::Conflict(Box::new(state.snapshot(id))));
         }
-        Ok(Written::Committed { revision: state.apply(id, write)? })
+        let revision = state.apply(id, write, self.clock.now_ms())?;
+        if let LockChange::Put { lease, .. } = &write.lock {
+            self.expire_after(lease.lasts);
+        }
+        Ok(Written::Committed { revision })
     }
 
     async fn watch(&self, id: &RecordId, after_revision: i64, _deadline: Instant) -> Result<Changes, Error> {
@@ -199,7 +221,6 @@ mod tests {
     use super::*;
     use crate::core::clock::TokioClock;
     use crate::core::record::State;
-    use crate::core::store::LeaseWant;
 
     fn id() -> RecordId {
         RecordId { tenant: "t".into(), namespace: "ns".into(), key: "k".into() }
@@ -222,8 +243,8 @@ mod tests {
         }
     }
 
-    fn lease(until_ms: i64) -> LeaseWant {
-        LeaseWant { until_ms, slack: Duration::from_secs(2) }
+    fn lease(lasts_ms: u64) -> LeaseWant {
+        LeaseWant { lasts: Duration::from_millis(lasts_ms), slack: Duration::from_secs(2) }
     }
 
     #[tokio::test(start_paused = true)]
@@ -233,8 +254,8 @@ mod tests {
         let now = clock.now_ms();
         let write = Write {
             expect: Expect::Absent,
-            record: Some((record(), RecordLease::Until(lease(now + 60_000)))),
-            lock: LockChange::Put { lock: Lock { deadline_ms: now + 2_000 }, lease: lease(now + 2_000) },
+            record: Some((record(), RecordLease::Until(lease(60_000)))),
+            lock: LockChange::Put { lock: Lock { deadline_ms: now + 2_000 }, lease: lease(2_000) },
         };
         let Written::Committed { revision } = store.write(&id(), &write, Instant::now()).await.unwrap() else {
             panic!("the first write commits")

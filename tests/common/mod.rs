@@ -3,7 +3,9 @@
 //! stopped when its handle drops, also when a test panics.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod fault_proxy;
 pub mod pki;
+pub mod process;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;

@@ -127,9 +127,11 @@ pub async fn an_abandoned_attempt_is_taken_over_with_a_higher_token<S: RecordSto
     let until_deadline = |h: &Harness<S>, ms: i64| Duration::from_millis((ms - h.now_ms()).max(0) as u64);
     sleep(until_deadline(h, first.lease_expires_at_ms - 300)).await;
     assert!(matches!(h.begin(&begin("crashy", "cart", 5)).await, Ok(BeginOutcome::InProgress(_))));
-    // The owner "crashes": no Complete, no Extend. Its 2 s lease lapses.
-    sleep(until_deadline(h, first.lease_expires_at_ms + 200)).await;
-    let second = h.acquire(&owned_by(begin("crashy", "cart", 5), "pod-b")).await;
+    // The owner "crashes": no Complete, no Extend. Its 2 s lease lapses, and
+    // the store frees the lock a little later: a waiting Begin takes over
+    // then, never before the deadline the owner was told.
+    let second = h.acquire(&owned_by(waiting(begin("crashy", "cart", 5), 10), "pod-b")).await;
+    assert!(h.now_ms() >= first.lease_expires_at_ms, "taken over before the owner's deadline");
     assert_eq!(second.attempt, 2);
     assert!(second.fencing_token > first.fencing_token);
     let recovered = second.recovered.expect("the takeover says what it recovered from");
@@ -168,13 +170,12 @@ pub async fn fencing_tokens_grow_with_every_takeover<S: RecordStore>(h: &Harness
 /// owner and the new one's work.
 pub async fn a_stale_owner_is_refused_even_by_the_replica_that_knew_its_attempt<S: RecordStore>(h: &Harness<S>) {
     let paused = h.acquire(&begin("paused-owner", "cart", 2)).await;
-    sleep(Duration::from_millis(2_100)).await;
     let other = h.replica();
-    let new_owner = acquired(other.begin(&begin("paused-owner", "cart", 5), deadline()).await);
+    let new_owner = acquired(other.begin(&waiting(begin("paused-owner", "cart", 5), 10), deadline()).await);
     assert_eq!(new_owner.attempt, 2);
 
     lease_lost(h.complete("paused-owner", paused.fencing_token, "late").await, 2);
-    lease_lost(h.extend("paused-owner", paused.fencing_token, 5).await, 2);
+    lease_lost(h.extend("paused-owner", paused.fencing_token, 2).await, 2);
     lease_lost(h.fail("paused-owner", paused.fencing_token, "late", true).await, 2);
     let record = h.lookup("paused-owner").await.unwrap();
     assert_eq!(
@@ -298,7 +299,8 @@ pub async fn retention_expiry_makes_a_key_new_again<S: RecordStore>(h: &Harness<
     assert!((1_000..=1_020).contains(&retained_ms), "retained for {retained_ms} ms");
     assert!(matches!(h.begin(&begin("short-lived", "cart", 5)).await, Ok(BeginOutcome::Completed(_))));
 
-    sleep(Duration::from_millis(1_100)).await;
+    // Gone once the store drops it: within the retention lease's slack.
+    sleep(Duration::from_millis(1_000) + RECORD_GONE_WITHIN).await;
     assert!(matches!(h.lookup("short-lived").await, Err(Error::NotFound)));
     // Even a different request may now use the key: it is a new record.
     let again = h.acquire(&begin("short-lived", "another cart", 5)).await;
@@ -315,7 +317,7 @@ pub async fn an_abandoned_record_disappears_after_retention<S: RecordStore>(h: &
     assert!((retention_ms..=retention_ms + retention_ms / 50).contains(&kept_ms), "kept {kept_ms} ms");
     sleep(Duration::from_millis(2_000) + DEFAULT_RETENTION / 2).await;
     assert!(h.lookup("forgotten").await.is_ok(), "abandoned, but still within retention");
-    sleep(DEFAULT_RETENTION / 2 + DEFAULT_RETENTION / 50 + Duration::from_millis(100)).await;
+    sleep(DEFAULT_RETENTION / 2 + DEFAULT_RETENTION / 50 + RECORD_GONE_WITHIN).await;
     assert!(matches!(h.lookup("forgotten").await, Err(Error::NotFound)));
     let fresh = h.acquire(&begin("forgotten", "a new cart", 5)).await;
     assert_eq!((fresh.attempt, fresh.recovered), (1, None));
@@ -425,7 +427,7 @@ pub async fn exactly_one_waiter_acquires_when_the_owner_lapses<S: RecordStore>(h
     let waiters: Vec<_> = (0..8)
         .map(|i| {
             let replica = if i % 2 == 0 { h.coordinator.clone() } else { h.replica() };
-            tokio::spawn(async move { replica.begin(&waiting(begin("wait-lapse", "cart", 5), 5), deadline()).await })
+            tokio::spawn(async move { replica.begin(&waiting(begin("wait-lapse", "cart", 30), 8), deadline()).await })
         })
         .collect();
     let mut outcomes = Vec::new();
@@ -441,7 +443,7 @@ pub async fn exactly_one_waiter_acquires_when_the_owner_lapses<S: RecordStore>(h
     // The others waited on for the new owner and ran out of wait.
     let busy = outcomes.iter().filter(|o| matches!(o, BeginOutcome::InProgress(p) if p.attempt == 2)).count();
     assert_eq!(busy, 7, "{outcomes:?}");
-    assert!(started.elapsed() >= Duration::from_secs(5), "the losers stopped waiting early");
+    assert!(started.elapsed() >= Duration::from_secs(8), "the losers stopped waiting early");
 }
 
 pub async fn the_wait_ends_with_in_progress_when_it_runs_out<S: RecordStore>(h: &Harness<S>) {
@@ -459,4 +461,47 @@ pub async fn the_callers_deadline_bounds_the_wait<S: RecordStore>(h: &Harness<S>
     let outcome = h.coordinator.begin(&waiting(begin("wait-deadline", "cart", 5), 20), deadline).await;
     assert!(matches!(outcome, Ok(BeginOutcome::InProgress(_))), "{outcome:?}");
     assert!(started.elapsed() <= Duration::from_millis(850), "took {:?}", started.elapsed());
+}
+
+/// Replicas whose clocks run a lease and more ahead of, or behind, the store's
+/// owner decide exactly as one with the right time: the store's lock, not a
+/// clock, says when an attempt is abandoned, and the store's retention lease
+/// when a record is gone.
+pub async fn skewed_clocks_neither_take_over_early_nor_forget_early<S: RecordStore>(h: &Harness<S>) {
+    let skew = Duration::from_secs(2 + 4);
+    let (ahead, behind) = (h.replica_with_skew(skew, true), h.replica_with_skew(skew, false));
+    let owner = h.acquire(&owned_by(begin("skewed", "cart", 2), "pod-a")).await;
+    // Ahead by more than the lease: the deadline has "passed" on its clock
+    // from the start, yet the owner still holds the lock.
+    for replica in [&ahead, &behind] {
+        match replica.begin(&begin("skewed", "cart", 5), deadline()).await {
+            Ok(BeginOutcome::InProgress(busy)) => assert_eq!(busy.lease_expires_at_ms, owner.lease_expires_at_ms),
+            other => panic!("a skewed replica took over a live attempt: {other:?}"),
+        }
+    }
+    // Behind by more than the lease: once the store freed the lock, it takes
+    // over without waiting for its own clock to reach the deadline.
+    let started = Instant::now();
+    let second = acquired(behind.begin(&owned_by(waiting(begin("skewed", "cart", 5), 10), "pod-b"), deadline()).await);
+    assert!(h.now_ms() >= owner.lease_expires_at_ms, "taken over before the owner's deadline");
+    assert!(started.elapsed() < Duration::from_secs(5), "waited for its own clock: {:?}", started.elapsed());
+    assert_eq!((second.attempt, second.recovered.map(|r| r.reason)), (2, Some(RecoveryReason::Abandoned)));
+    lease_lost(h.complete("skewed", owner.fencing_token, "late").await, 2);
+
+    // A record finished with a short retention: on the fast clock its expiry
+    // has passed, but the store still holds it, so it replays and is not a
+    // new request (the double effect a fast clock used to cause).
+    let mut command = complete("skewed", second.fencing_token, "paid");
+    command.retention = Duration::from_secs(3);
+    behind.complete(command, deadline()).await.unwrap();
+    for replica in [&ahead, &behind, &h.coordinator] {
+        let replay = replica.begin(&begin("skewed", "cart", 5), deadline()).await;
+        assert_eq!(replayed_response(replay.as_ref().unwrap()), Some(b"paid".as_slice()), "{replay:?}");
+        assert_eq!(replica.lookup(&id("skewed"), deadline()).await.unwrap().state, PublicState::Completed);
+    }
+    // Once the store drops it, it is gone for every replica alike.
+    sleep(Duration::from_secs(3) + RECORD_GONE_WITHIN).await;
+    for replica in [&ahead, &behind, &h.coordinator] {
+        assert!(matches!(replica.lookup(&id("skewed"), deadline()).await, Err(Error::NotFound)));
+    }
 }

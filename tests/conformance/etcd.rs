@@ -12,7 +12,7 @@ async fn harness() -> (Harness<EtcdStore>, Etcd) {
     let etcd = Etcd::start().await;
     let config = crate::common::etcd_config(&etcd, "/conformance/");
     let clock = Arc::new(SystemClock);
-    let store = EtcdStore::connect(&config, clock.clone()).await.expect("an etcd client");
+    let store = EtcdStore::connect(&config).await.expect("an etcd client");
     (Harness::new(Arc::new(store), clock), etcd)
 }
 

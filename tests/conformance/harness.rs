@@ -21,6 +21,11 @@ pub const NAMESPACE: &str = "payments.create";
 /// finish in seconds on etcd too.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(6);
 
+/// How long after its `expires_at` a store may still hold a record with a
+/// short retention: the retention lease's slack (2 s) and etcd's lease
+/// revocation lag (its leader checks every 500 ms).
+pub const RECORD_GONE_WITHIN: Duration = Duration::from_millis(3_000);
+
 /// Retention the cases ask for when they finish a record.
 pub const RETENTION: Duration = Duration::from_secs(600);
 
@@ -40,6 +45,13 @@ impl<S: RecordStore> Harness<S> {
     /// Another replica on the same store, with caches of its own.
     pub fn replica(&self) -> Arc<Coordinator<S>> {
         replica(&self.store, &self.clock)
+    }
+
+    /// Another replica whose clock is `skew` ahead of (or behind) the
+    /// store's.
+    pub fn replica_with_skew(&self, skew: Duration, ahead: bool) -> Arc<Coordinator<S>> {
+        let offset = skew.as_millis() as i64 * if ahead { 1 } else { -1 };
+        replica(&self.store, &(Arc::new(SkewedClock { clock: self.clock.clone(), offset }) as Arc<dyn Clock>))
     }
 
     pub async fn begin(&self, command: &BeginCommand) -> Result<BeginOutcome, Error> {
@@ -70,6 +82,18 @@ impl<S: RecordStore> Harness<S> {
 
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
+    }
+}
+
+/// A clock `offset` ms off another.
+struct SkewedClock {
+    clock: Arc<dyn Clock>,
+    offset: i64,
+}
+
+impl Clock for SkewedClock {
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms() + self.offset
     }
 }
 

@@ -46,6 +46,7 @@ macro_rules! conformance_suite {
             exactly_one_waiter_acquires_when_the_owner_lapses,
             the_wait_ends_with_in_progress_when_it_runs_out,
             the_callers_deadline_bounds_the_wait,
+            skewed_clocks_neither_take_over_early_nor_forget_early,
         );
     };
     (@cases $test:meta, $harness:path; $($case:ident),* $(,)?) => {

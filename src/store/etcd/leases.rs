@@ -16,10 +16,10 @@ use tokio::time::Instant;
 use crate::core::limits::MIN_LEASE_TTL;
 use crate::core::store::LeaseWant;
 
-/// The TTL to grant at `now_ms` for a lease that lands inside `want`'s
-/// window: aimed at its middle, in the whole seconds etcd deals in.
-pub fn grant_ttl_secs(want: LeaseWant, now_ms: i64) -> i64 {
-    let aim = want.until_ms + want.slack.as_millis() as i64 / 2 - now_ms;
+/// The TTL to grant for a lease that lands inside `want`'s window: aimed at
+/// its middle, in the whole seconds etcd deals in.
+pub fn grant_ttl_secs(want: LeaseWant) -> i64 {
+    let aim = (want.lasts + want.slack / 2).as_millis() as i64;
     ((aim + 999) / 1000).max(MIN_LEASE_TTL.as_secs() as i64)
 }
 
@@ -97,13 +97,13 @@ mod tests {
 
     #[test]
     fn grants_land_inside_the_window() {
-        for (until_ms, now_ms) in [(5_000, 0), (5_001, 0), (86_400_000, 123), (2_100, 2_000)] {
-            let want = LeaseWant { until_ms, slack: SLACK };
-            let expiry = now_ms + grant_ttl_secs(want, now_ms) * 1000;
-            assert!(expiry >= until_ms + MARGIN.as_millis() as i64, "{expiry} ends too soon for {until_ms}");
+        for lasts_ms in [5_000, 5_001, 86_399_877, 100] {
+            let want = LeaseWant { lasts: Duration::from_millis(lasts_ms), slack: SLACK };
+            let expiry = grant_ttl_secs(want) as u64 * 1000;
+            assert!(expiry >= lasts_ms + MARGIN.as_millis() as u64, "{expiry} ends too soon for {lasts_ms}");
             assert!(
-                expiry <= until_ms + SLACK.as_millis() as i64 || until_ms - now_ms < 2_000,
-                "{expiry} too late for {until_ms}"
+                expiry <= lasts_ms + SLACK.as_millis() as u64 || lasts_ms < 2_000,
+                "{expiry} too late for {lasts_ms}"
             );
         }
     }

@@ -30,7 +30,6 @@ use tokio::time::{Instant, timeout_at};
 use tokio_stream::StreamExt;
 use tracing::{Instrument, debug, info, warn};
 
-use crate::core::clock::Clock;
 use crate::core::error::Error;
 use crate::core::record::{RecordId, Snapshot};
 use crate::core::store::{Changes, Expect, LeaseWant, LockChange, RecordLease, RecordStore, Write, Written};
@@ -47,7 +46,6 @@ pub struct EtcdStore {
     client: Arc<OnceLock<Client>>,
     prefix: String,
     request_timeout: Duration,
-    clock: Arc<dyn Clock>,
     leases: Arc<LeasePool>,
     /// Where reads and conditional writes go to be committed in groups.
     batcher: mpsc::Sender<batch::Call>,
@@ -60,7 +58,7 @@ impl EtcdStore {
     /// Connects lazily: the process starts (and reports itself alive) even
     /// while etcd is down, and requests fail with STORE_UNAVAILABLE until it
     /// is back.
-    pub async fn connect(config: &EtcdConfig, clock: Arc<dyn Clock>) -> Result<Self, Error> {
+    pub async fn connect(config: &EtcdConfig) -> Result<Self, Error> {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(config.connect_timeout)
             .with_timeout(config.request_timeout)
@@ -114,7 +112,6 @@ impl EtcdStore {
             client,
             prefix: config.prefix.clone(),
             request_timeout: config.request_timeout,
-            clock,
             leases: Default::default(),
         })
     }
@@ -204,18 +201,17 @@ impl EtcdStore {
     }
 
     /// A lease ending inside `want`'s window: pooled, or granted now. The
-    /// wall clock says how far away `want` is; the pool measures on the
-    /// monotonic clock.
+    /// pool measures on the monotonic clock; the wall clock plays no part.
     async fn lease(&self, want: LeaseWant) -> Result<i64, Failure> {
-        let (now_ms, now) = (self.clock.now_ms(), Instant::now());
-        let until = now + Duration::from_millis((want.until_ms - now_ms).max(0) as u64);
+        let now = Instant::now();
+        let until = now + want.lasts;
         if let Some(id) = self.leases.find(until, want.slack, now) {
             return Ok(id);
         }
         // About one grant a second per TTL: boxed, so that the client's
         // large grant future is not part of every write's future (which
         // is moved, byte by byte, on every call).
-        let ttl = leases::grant_ttl_secs(want, now_ms);
+        let ttl = leases::grant_ttl_secs(want);
         let mut client = self.connected()?.lease_client();
         let granted = Box::pin(async move { client.grant(ttl, None).await }).await.map_err(classify)?;
         debug!(lease = granted.id(), ttl, "granted a shared lease");

@@ -1,0 +1,175 @@
+//! Networks that hang rather than refuse, and an etcd that answers seconds
+//! late: a fault-injecting TCP proxy ([`common::fault_proxy`]) stands between
+//! one replica and etcd while another replica reaches etcd directly.
+//! Calls on the cut-off replica end within their deadlines as UNAVAILABLE,
+//! its readiness goes NOT_SERVING and comes back by itself when the network
+//! heals; the other replica keeps working, and nothing acknowledged is lost.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::fault_proxy::{FaultProxy, Network, socket_of};
+use common::*;
+use idempotency_coordinator::proto::v1::{self, begin_response::Outcome};
+use tonic::{Code, IntoRequest};
+use tonic_health::pb::health_check_response::ServingStatus;
+
+/// The replica behind the proxy gives etcd this long per call.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn replica_behind(proxy: &FaultProxy, etcd: &Etcd) -> Server {
+    let endpoints = proxy.url();
+    let server = Server::start(etcd, &["--etcd-endpoints", &endpoints, "--etcd-request-timeout", "2s"]).await;
+    wait_for_health(&server.url(), "readiness", ServingStatus::Serving, Duration::from_secs(10)).await;
+    server
+}
+
+fn completed_response(outcome: Outcome) -> Vec<u8> {
+    match outcome {
+        Outcome::Completed(replay) => match replay.result.and_then(|r| r.body) {
+            Some(v1::result::Body::Response(body)) => body,
+            other => panic!("a replay without a response: {other:?}"),
+        },
+        other => panic!("expected a replay, got {other:?}"),
+    }
+}
+
+async fn partition_then_heal(network: Network) {
+    let etcd = Etcd::start().await;
+    let proxy = FaultProxy::start(socket_of(&etcd.client_url)).await;
+    let cut_off = replica_behind(&proxy, &etcd).await;
+    let other = Server::start(&etcd, &[]).await;
+    let (mut cut, mut healthy) = (cut_off.client().await, other.client().await);
+    let before = acquired(begin(&mut cut, begin_request("before", "cart", 30)).await);
+    cut.complete(complete_request("before", before.fencing_token, "kept")).await.unwrap();
+
+    proxy.set(network);
+
+    // The other replica does not notice.
+    let during = acquired(begin(&mut healthy, begin_request("during", "cart", 30)).await);
+    healthy.complete(complete_request("during", during.fencing_token, "paid")).await.unwrap();
+
+    // A replay it has cached needs no etcd and is still the truth.
+    assert_eq!(completed_response(begin(&mut cut, begin_request("before", "cart", 30)).await), b"kept");
+    // Every call that needs etcd ends within the request timeout, as
+    // UNAVAILABLE with the store's reason; a shorter caller deadline holds.
+    for key in ["new-key", "during"] {
+        let started = Instant::now();
+        let status = client_call_status(&mut cut, key).await;
+        assert_eq!((status.code(), reason(&status).as_str()), (Code::Unavailable, "STORE_UNAVAILABLE"), "{status:?}");
+        let took = started.elapsed();
+        assert!(took < REQUEST_TIMEOUT + Duration::from_millis(700), "{key}: took {took:?}");
+    }
+    let mut request = begin_request("short-deadline", "cart", 30).into_request();
+    request.set_timeout(Duration::from_millis(500));
+    let started = Instant::now();
+    let status = cut.begin(request).await.expect_err("etcd is out of reach");
+    assert!(matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled), "{status:?}");
+    assert!(started.elapsed() < Duration::from_millis(900), "took {:?}", started.elapsed());
+    wait_for_health(&cut_off.url(), "readiness", ServingStatus::NotServing, Duration::from_secs(5)).await;
+    assert_eq!(health(&other.url(), "readiness").await, Some(ServingStatus::Serving));
+
+    proxy.set(Network::Pass);
+    wait_for_health(&cut_off.url(), "readiness", ServingStatus::Serving, Duration::from_secs(30)).await;
+    // Both sides' outcomes, on the healed replica; and it works again.
+    assert_eq!(completed_response(begin(&mut cut, begin_request("before", "cart", 30)).await), b"kept");
+    assert_eq!(completed_response(begin(&mut cut, begin_request("during", "cart", 30)).await), b"paid");
+    let after = acquired(begin(&mut cut, begin_request("after", "cart", 30)).await);
+    cut.complete(complete_request("after", after.fencing_token, "ok")).await.unwrap();
+    assert_eq!(completed_response(begin(&mut healthy, begin_request("after", "cart", 30)).await), b"ok");
+}
+
+/// A Begin on `key` that must fail.
+async fn client_call_status(client: &mut Client, key: &str) -> tonic::Status {
+    client.begin(begin_request(key, "cart", 30)).await.expect_err("etcd is out of reach")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_cut_off_by_a_silent_network_is_unavailable_then_recovers() {
+    partition_then_heal(Network::Drop).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_connections_are_reset_is_unavailable_then_recovers() {
+    partition_then_heal(Network::Reset).await;
+}
+
+/// etcd answers 0.8 s late in each direction (1.6 s a round trip) on one
+/// replica's connection, for calls whose callers allow 4 s: a Complete
+/// needs one round trip, a new key's Begin three (two lease grants and its
+/// transaction). Every call ends within its caller's deadline, and every
+/// Complete that was answered OK is there afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_etcd_keeps_every_deadline_and_loses_no_acknowledged_outcome() {
+    let etcd = Etcd::start().await;
+    let proxy = FaultProxy::start(socket_of(&etcd.client_url)).await;
+    let slow = Server::start(&etcd, &["--etcd-endpoints", &proxy.url(), "--etcd-request-timeout", "10s"]).await;
+    wait_for_health(&slow.url(), "readiness", ServingStatus::Serving, Duration::from_secs(10)).await;
+    let other = Server::start(&etcd, &[]).await;
+    let client = slow.client().await;
+    // A finished record, so that Completes find a pooled retention lease.
+    let warm = acquired(begin(&mut client.clone(), begin_request("warm", "cart", 60)).await);
+    client.clone().complete(complete_request("warm", warm.fencing_token, "ok")).await.unwrap();
+    // Owners that began before etcd slowed down, to complete while it is slow.
+    let mut owners = Vec::new();
+    for i in 0..8 {
+        let key = format!("owned-{i}");
+        owners.push((key.clone(), acquired(begin(&mut client.clone(), begin_request(&key, "cart", 60)).await)));
+    }
+
+    proxy.set(Network::Delay(Duration::from_millis(800)));
+    let caller_deadline = Duration::from_secs(4);
+    let calls: Vec<_> = owners
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, owner))| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                // Half the calls complete an attempt, half begin a new one.
+                let answered = if i % 2 == 0 {
+                    let mut request = complete_request(&key, owner.fencing_token, "paid").into_request();
+                    request.set_timeout(caller_deadline);
+                    client.complete(request).await.map(|_| Some(key))
+                } else {
+                    let mut request = begin_request(&format!("new-{i}"), "cart", 60).into_request();
+                    request.set_timeout(caller_deadline);
+                    client.begin(request).await.map(|_| None)
+                };
+                (started.elapsed(), answered)
+            })
+        })
+        .collect();
+    let mut acknowledged = Vec::new();
+    for call in calls {
+        let (took, answered) = call.await.unwrap();
+        assert!(took < caller_deadline + Duration::from_millis(300), "a call outlived its deadline: {took:?}");
+        match answered {
+            Ok(Some(key)) => acknowledged.push(key),
+            Ok(None) => {}
+            Err(status) => assert!(
+                matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled),
+                "{status:?}"
+            ),
+        }
+    }
+
+    // A caller with time to spare is served, however slowly.
+    let mut patient = client.clone();
+    let mut request = begin_request("patient", "cart", 60).into_request();
+    request.set_timeout(Duration::from_secs(9));
+    let started = Instant::now();
+    let outcome = patient.begin(request).await.expect("a patient caller is served").into_inner().outcome;
+    assert!(matches!(outcome, Some(Outcome::Acquired(_))), "{outcome:?}");
+    assert!(started.elapsed() >= Duration::from_millis(1_600), "the delay did not bite: {:?}", started.elapsed());
+
+    proxy.set(Network::Pass);
+    let mut check = other.client().await;
+    for key in &acknowledged {
+        let record = check.lookup(lookup_request(key)).await.unwrap().into_inner().record.unwrap();
+        assert_eq!(record.state(), v1::State::Completed, "{key} was acknowledged but is not completed");
+    }
+    println!("slow etcd: {} of 4 Completes acknowledged within the deadline", acknowledged.len());
+    assert!(!acknowledged.is_empty(), "no Complete was acknowledged: nothing was checked");
+}
