@@ -371,7 +371,7 @@ mod tests {
             self.inner.watch(id, after_revision, deadline).await
         }
 
-        async fn ping(&self, within: Duration) -> Result<(), Error> {
+        async fn ping(&self, within: Duration) -> Result<crate::core::store::Capacity, Error> {
             self.inner.ping(within).await
         }
     }

@@ -37,6 +37,11 @@ pub enum Error {
     #[error("store unavailable: {0}")]
     StoreUnavailable(String),
 
+    /// The store refuses writes until an operator frees space (etcd's
+    /// NOSPACE alarm); reads and replays still work.
+    #[error("store full: it refuses new writes until an operator frees space; replays still work: {0}")]
+    StoreFull(String),
+
     #[error("overloaded: too many calls in flight; retry after a short delay")]
     Overloaded,
 

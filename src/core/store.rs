@@ -51,6 +51,21 @@ pub enum Expect {
     Token(u64),
 }
 
+impl Expect {
+    /// Whether a write expecting this would go ahead on `snapshot`.
+    pub fn holds(self, snapshot: &Snapshot) -> bool {
+        let record_revision = snapshot.record.as_ref().map(|r| r.revision);
+        let lock_revision = snapshot.lock.as_ref().map(|l| l.revision);
+        match self {
+            Expect::Absent => record_revision.is_none(),
+            Expect::Unchanged { record_revision: expected_record, lock_revision: expected_lock } => {
+                record_revision.unwrap_or(0) == expected_record && lock_revision == expected_lock
+            }
+            Expect::Token(token) => record_revision == Some(token as i64),
+        }
+    }
+}
+
 /// How long a written record lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordLease {
@@ -90,6 +105,14 @@ pub enum Written {
     Conflict(Box<Snapshot>),
 }
 
+/// Whether a store that answers also takes writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Capacity {
+    Writable,
+    /// It serves reads but refuses writes until an operator frees space.
+    Full(String),
+}
+
 /// The revisions at which a watched record or its lock changed. The stream
 /// ending, or an error, means changes may have been missed: read again.
 pub type Changes = Pin<Box<dyn Stream<Item = Result<i64, Error>> + Send>>;
@@ -115,6 +138,7 @@ pub trait RecordStore: Send + Sync + 'static {
         deadline: Instant,
     ) -> impl Future<Output = Result<Changes, Error>> + Send;
 
-    /// Whether the store answers within `within`: the readiness check.
-    fn ping(&self, within: Duration) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Whether the store answers within `within` (the readiness check), and
+    /// whether it takes writes.
+    fn ping(&self, within: Duration) -> impl Future<Output = Result<Capacity, Error>> + Send;
 }

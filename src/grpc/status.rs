@@ -20,6 +20,7 @@ pub mod reason {
     pub const ALREADY_FINISHED: &str = "ALREADY_FINISHED";
     pub const RECORD_NOT_FOUND: &str = "RECORD_NOT_FOUND";
     pub const STORE_UNAVAILABLE: &str = "STORE_UNAVAILABLE";
+    pub const STORE_FULL: &str = "STORE_FULL";
     pub const OVERLOADED: &str = "OVERLOADED";
     pub const INTERNAL: &str = "INTERNAL";
 }
@@ -27,6 +28,10 @@ pub mod reason {
 /// How long a caller should wait before retrying after the store was
 /// unreachable: long enough for an etcd leader election to finish.
 const STORE_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// How long a caller should wait after the store refused a write for lack of
+/// space: an operator has to act, so not soon.
+const STORE_FULL_RETRY_DELAY: Duration = Duration::from_secs(30);
 
 /// How long a shed caller should back off: short, since admitted calls finish
 /// in milliseconds, and callers add their own jitter.
@@ -67,6 +72,13 @@ impl From<Error> for Status {
                 let mut details = info(reason::STORE_UNAVAILABLE, vec![]);
                 details.set_retry_info(Some(STORE_RETRY_DELAY));
                 (Code::Unavailable, details)
+            }
+            // RESOURCE_EXHAUSTED as gRPC defines it ("the entire file system
+            // is out of space"); retryable, but only after an operator acts.
+            Error::StoreFull(_) => {
+                let mut details = info(reason::STORE_FULL, vec![]);
+                details.set_retry_info(Some(STORE_FULL_RETRY_DELAY));
+                (Code::ResourceExhausted, details)
             }
             Error::Overloaded => {
                 let mut details = info(reason::OVERLOADED, vec![]);

@@ -22,7 +22,7 @@ use tokio_stream::wrappers::WatchStream;
 use crate::core::clock::Clock;
 use crate::core::error::Error;
 use crate::core::record::{Lock, Record, RecordId, Snapshot, Versioned};
-use crate::core::store::{Changes, Expect, LeaseWant, LockChange, RecordLease, RecordStore, Write, Written};
+use crate::core::store::{Capacity, Changes, LeaseWant, LockChange, RecordLease, RecordStore, Write, Written};
 
 pub struct MemoryStore {
     clock: Arc<dyn Clock>,
@@ -118,19 +118,6 @@ impl State {
         }
     }
 
-    fn holds(&self, id: &RecordId, expect: Expect) -> bool {
-        let entry = self.entries.get(id);
-        let record_revision = entry.and_then(|e| e.record.as_ref()).map(|s| s.value.revision);
-        let lock_revision = entry.and_then(|e| e.lock.as_ref()).map(|s| s.value.revision);
-        match expect {
-            Expect::Absent => record_revision.is_none(),
-            Expect::Unchanged { record_revision: expected_record, lock_revision: expected_lock } => {
-                record_revision.unwrap_or(0) == expected_record && lock_revision == expected_lock
-            }
-            Expect::Token(token) => record_revision == Some(token as i64),
-        }
-    }
-
     /// Applies `write` at `now_ms`, on the store's own clock.
     fn apply(&mut self, id: &RecordId, write: &Write, now_ms: i64) -> Result<i64, Error> {
         let ends = |want: &LeaseWant| now_ms + want.lasts.as_millis() as i64;
@@ -191,8 +178,9 @@ impl RecordStore for MemoryStore {
 
     async fn write(&self, id: &RecordId, write: &Write, _deadline: Instant) -> Result<Written, Error> {
         let mut state = self.state();
-        if !state.holds(id, write.expect) {
-            return Ok(Written::Conflict(Box::new(state.snapshot(id))));
+        let snapshot = state.snapshot(id);
+        if !write.expect.holds(&snapshot) {
+            return Ok(Written::Conflict(Box::new(snapshot)));
         }
         let revision = state.apply(id, write, self.clock.now_ms())?;
         if let LockChange::Put { lease, .. } = &write.lock {
@@ -211,8 +199,8 @@ impl RecordStore for MemoryStore {
         Ok(Box::pin(changes))
     }
 
-    async fn ping(&self, _within: Duration) -> Result<(), Error> {
-        Ok(())
+    async fn ping(&self, _within: Duration) -> Result<Capacity, Error> {
+        Ok(Capacity::Writable)
     }
 }
 
@@ -221,6 +209,7 @@ mod tests {
     use super::*;
     use crate::core::clock::TokioClock;
     use crate::core::record::State;
+    use crate::core::store::Expect;
 
     fn id() -> RecordId {
         RecordId { tenant: "t".into(), namespace: "ns".into(), key: "k".into() }

@@ -9,7 +9,7 @@ use std::time::Duration;
 /// `etcd_endpoints` with short timeouts, its wall clock `skew_secs` off the
 /// machine's (0: the machine's clock), plus `extra` flags.
 pub fn serve_command(port: u16, etcd_endpoints: &str, skew_secs: i64, extra: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_idempotency-coordinator"));
+    let mut command = Command::new(coordinator_binary());
     if skew_secs != 0 {
         // Preloaded into the coordinator itself (not through the `faketime`
         // wrapper, whose own process would be the one a test kills). Only the
@@ -26,6 +26,12 @@ pub fn serve_command(port: u16, etcd_endpoints: &str, skew_secs: i64, extra: &[&
         .args(["--etcd-connect-timeout", "300ms", "--metrics-listen", "127.0.0.1:0"])
         .args(extra);
     command
+}
+
+/// This build's coordinator, or `COORDINATOR_BIN`: the same tests against
+/// another build (how they were shown to fail on the release before).
+pub fn coordinator_binary() -> String {
+    std::env::var("COORDINATOR_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_idempotency-coordinator").into())
 }
 
 /// libfaketime's multi-threaded library (Debian package `faketime`), or

@@ -20,6 +20,9 @@ pub enum Failure {
     TooLarge(String),
     /// The transaction may or may not have committed: read what etcd holds.
     Unknown(String),
+    /// etcd's NOSPACE alarm is raised: it refuses every put and lease grant
+    /// (and every transaction that holds one), and serves reads.
+    Full(String),
     Permanent(String),
 }
 
@@ -38,6 +41,9 @@ pub fn classify(error: etcd_client::Error) -> Failure {
             Code::OutOfRange => Failure::TooLarge(status.message().to_owned()),
             // etcd's "request is too large" (over --max-request-bytes) and
             // its gRPC server's "received message larger than max".
+            Code::ResourceExhausted if status.message().contains(NO_SPACE) => {
+                Failure::Full(status.message().to_owned())
+            }
             Code::InvalidArgument | Code::ResourceExhausted
                 if status.message().contains("too large") || status.message().contains("larger than max") =>
             {
@@ -54,6 +60,9 @@ pub fn classify(error: etcd_client::Error) -> Failure {
         other => Failure::Permanent(other.to_string()),
     }
 }
+
+/// etcd's answer while its NOSPACE alarm is raised.
+pub const NO_SPACE: &str = "database space exceeded";
 
 pub fn timed_out() -> Error {
     Error::StoreUnavailable("etcd did not answer in time".into())
@@ -76,6 +85,7 @@ impl Backoff {
     pub async fn after(&mut self, failure: Failure, deadline: Instant, leases: &LeasePool) -> Result<(), Error> {
         let message = match failure {
             Failure::Permanent(message) => return Err(Error::Internal(format!("etcd refused the request: {message}"))),
+            Failure::Full(message) => return Err(Error::StoreFull(message)),
             Failure::TooLarge(message) => {
                 return Err(Error::Internal(format!("one call is larger than etcd takes on its own: {message}")));
             }

@@ -19,11 +19,13 @@ pub mod format;
 pub mod keys;
 pub mod leases;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    AlarmAction, AlarmType, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, PutOptions, Txn, TxnOp,
+    TxnOpResponse, WatchOptions,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout_at};
@@ -32,7 +34,7 @@ use tracing::{Instrument, debug, info, warn};
 
 use crate::core::error::Error;
 use crate::core::record::{RecordId, Snapshot};
-use crate::core::store::{Changes, Expect, LeaseWant, LockChange, RecordLease, RecordStore, Write, Written};
+use crate::core::store::{Capacity, Changes, Expect, LeaseWant, LockChange, RecordLease, RecordStore, Write, Written};
 use config::EtcdConfig;
 use failure::{Backoff, Failure, classify, timed_out};
 use keys::RecordKeys;
@@ -52,6 +54,11 @@ pub struct EtcdStore {
     /// Calls per transaction, as etcd's `--max-txn-ops` allows.
     limit: Arc<batch::CallLimit>,
     counters: Arc<batch::Counters>,
+    /// Set while etcd's NOSPACE alarm is raised. etcd's own quota check does
+    /// not see puts inside nested transactions (it counts their cost as 0),
+    /// and group commit nests every call: without this a full etcd would
+    /// refuse only the writes that need a new lease and take the rest.
+    full: Arc<AtomicBool>,
 }
 
 impl EtcdStore {
@@ -110,6 +117,7 @@ impl EtcdStore {
             limit,
             counters,
             client,
+            full: Default::default(),
             prefix: config.prefix.clone(),
             request_timeout: config.request_timeout,
             leases: Default::default(),
@@ -219,6 +227,25 @@ impl EtcdStore {
         Ok(granted.id())
     }
 
+    /// etcd refused `write` for lack of space. If what the write expected no
+    /// longer holds, the coordinator decides again on what etcd holds (a
+    /// replay needs no write); if it still holds, the write was needed and
+    /// cannot be made: STORE_FULL.
+    async fn refused_for_space(
+        &self,
+        id: &RecordId,
+        write: &Write,
+        message: String,
+        deadline: Instant,
+    ) -> Result<Written, Error> {
+        self.full.store(true, Ordering::Relaxed);
+        let snapshot = Box::pin(self.read(id, deadline)).await?;
+        if write.expect.holds(&snapshot) {
+            return Err(Error::StoreFull(message));
+        }
+        Ok(Written::Conflict(Box::new(snapshot)))
+    }
+
     /// The caller's deadline, capped at one request timeout from now.
     fn bound(&self, deadline: Instant) -> Instant {
         deadline.min(Instant::now() + self.request_timeout)
@@ -235,7 +262,9 @@ impl RecordStore for EtcdStore {
             let txn = Txn::new().and_then(read_ops(&keys));
             match self.submit(&keys, txn, read_bytes(&keys), solo, deadline).await {
                 Ok(answer) => return snapshot_of(&answer.responses, answer.revision),
-                Err(Failure::TooLarge(_)) if !solo => solo = true,
+                // A full etcd refused the batch for the writes in it; a
+                // read alone it serves.
+                Err(Failure::TooLarge(_) | Failure::Full(_)) if !solo => solo = true,
                 Err(failure) => backoff.after(failure, deadline, &self.leases).await?,
             }
         }
@@ -247,8 +276,12 @@ impl RecordStore for EtcdStore {
         let mut backoff = Backoff::default();
         let mut solo = false;
         loop {
+            if self.full.load(Ordering::Relaxed) {
+                return self.refused_for_space(id, write, NOSPACE_ALARM.into(), deadline).await;
+            }
             let (txn, bytes) = match timeout_at(deadline, self.build_txn(&keys, write)).await {
                 Err(_) => return Err(timed_out()),
+                Ok(Err(Failure::Full(message))) => return self.refused_for_space(id, write, message, deadline).await,
                 Ok(Err(failure)) => {
                     backoff.after(failure, deadline, &self.leases).await?;
                     continue;
@@ -260,6 +293,7 @@ impl RecordStore for EtcdStore {
                 Ok(answer) => {
                     return Ok(Written::Conflict(Box::new(snapshot_of(&answer.responses, answer.revision)?)));
                 }
+                Err(Failure::Full(message)) => return self.refused_for_space(id, write, message, deadline).await,
                 // Sent again alone: safe even if the batch committed, since
                 // the compare then fails and answers with what we wrote.
                 Err(Failure::TooLarge(_)) if !solo => solo = true,
@@ -298,15 +332,33 @@ impl RecordStore for EtcdStore {
         Ok(Box::pin(changes))
     }
 
-    /// A linearizable read that needs an etcd quorum.
-    async fn ping(&self, within: Duration) -> Result<(), Error> {
+    /// A linearizable read that needs an etcd quorum, and etcd's alarms: a
+    /// NOSPACE alarm means it refuses writes.
+    async fn ping(&self, within: Duration) -> Result<Capacity, Error> {
         let key = health_key(&self.prefix);
-        let mut client = self.connected().map_err(|_| Error::StoreUnavailable(NOT_CONNECTED.into()))?.kv_client();
-        match tokio::time::timeout(within, client.get(key, None)).await {
-            Err(_) => Err(timed_out()),
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(Error::StoreUnavailable(e.to_string())),
+        let client = self.connected().map_err(|_| Error::StoreUnavailable(NOT_CONNECTED.into()))?;
+        let (mut kv, mut maintenance) = (client.kv_client(), client.maintenance_client());
+        let (read, alarms) = tokio::join!(
+            tokio::time::timeout(within, kv.get(key, None)),
+            tokio::time::timeout(within, maintenance.alarm(AlarmAction::Get, AlarmType::None, None)),
+        );
+        match read {
+            Err(_) => return Err(timed_out()),
+            Ok(Err(e)) => return Err(Error::StoreUnavailable(e.to_string())),
+            Ok(Ok(_)) => {}
         }
+        // An alarm list that cannot be read counts as no alarm: a write that
+        // etcd refuses for space raises the flag again.
+        let full = match alarms {
+            Ok(Ok(alarms)) => alarms.alarms().iter().any(|a| a.alarm() == AlarmType::Nospace),
+            Ok(Err(error)) => {
+                debug!(%error, "cannot list etcd's alarms");
+                false
+            }
+            Err(_) => false,
+        };
+        self.full.store(full, Ordering::Relaxed);
+        Ok(if full { Capacity::Full(NOSPACE_ALARM.into()) } else { Capacity::Writable })
     }
 }
 
@@ -322,6 +374,8 @@ fn read_bytes(keys: &RecordKeys) -> usize {
 }
 
 const NOT_CONNECTED: &str = "not connected to etcd yet";
+
+const NOSPACE_ALARM: &str = "etcd's NOSPACE alarm is raised (its --quota-backend-bytes is reached)";
 
 /// A key no record uses, read by the readiness check and the size probe.
 fn health_key(prefix: &str) -> String {
