@@ -9,7 +9,7 @@ mod common;
 use std::process::{Child, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::process::{START_WITHIN, serve_command};
+use common::process::{START_WITHIN, coordinator_binary, serve_command};
 use common::*;
 use idempotency_coordinator::proto::v1::{self, begin_response::Outcome};
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -27,7 +27,7 @@ struct Replica {
 impl Replica {
     async fn start(etcd: &Etcd, skew_secs: i64) -> Replica {
         let port = free_port();
-        let child = serve_command(port, &etcd.client_url, skew_secs, &["--log", "warn"])
+        let child = serve_command(&coordinator_binary(), port, &etcd.client_url, skew_secs, &["--log", "warn"])
             .stdout(Stdio::null())
             .spawn()
             .expect("the coordinator starts");

@@ -6,6 +6,7 @@
 //! meanwhile, as a network that loses packets does: nothing is refused and
 //! nothing arrives, so a client notices only by its own timeouts. On healing
 //! the held bytes flow again, as TCP's retransmissions would deliver them.
+#![allow(dead_code)] // each test binary uses a different part
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,15 +1,16 @@
 //! The coordinator binary as a process of its own, optionally with a wall
 //! clock set off by libfaketime (Debian `faketime`): a replica on a host
 //! whose clock is wrong. Shared by the wire tests and the fault suite.
+#![allow(dead_code)] // each test binary uses a different part
 
 use std::process::Command;
 use std::time::Duration;
 
-/// The command that runs `idempotency-coordinator serve` on `port` against
+/// The command that runs `binary serve` on `port` against
 /// `etcd_endpoints` with short timeouts, its wall clock `skew_secs` off the
 /// machine's (0: the machine's clock), plus `extra` flags.
-pub fn serve_command(port: u16, etcd_endpoints: &str, skew_secs: i64, extra: &[&str]) -> Command {
-    let mut command = Command::new(coordinator_binary());
+pub fn serve_command(binary: &str, port: u16, etcd_endpoints: &str, skew_secs: i64, extra: &[&str]) -> Command {
+    let mut command = Command::new(binary);
     if skew_secs != 0 {
         // Preloaded into the coordinator itself (not through the `faketime`
         // wrapper, whose own process would be the one a test kills). Only the

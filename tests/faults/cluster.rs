@@ -1,10 +1,14 @@
 //! The processes the fault suite breaks: a 3-member etcd cluster and
 //! coordinator replicas, all on loopback, each restartable on the same ports
-//! and data. Everything is killed when dropped.
+//! and data, and the network between them. Everything is killed when
+//! dropped.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::fault_proxy::{FaultProxy, Network, socket_of};
+use crate::process::serve_command;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -47,8 +51,8 @@ impl EtcdCluster {
         cluster
     }
 
-    pub fn endpoints(&self) -> String {
-        self.members.iter().map(|m| m.client_url.clone()).collect::<Vec<_>>().join(",")
+    pub fn client_urls(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.client_url.clone()).collect()
     }
 
     /// Starts member `i` (again) with its own data directory.
@@ -138,16 +142,25 @@ impl Drop for EtcdCluster {
     }
 }
 
-/// One coordinator process, restartable on the same port.
+/// One coordinator process, restartable on the same port, reaching each etcd
+/// member through a fault proxy of its own, so that it alone can be cut off.
 pub struct Replica {
     pub port: u16,
-    etcd_endpoints: String,
+    proxies: Vec<FaultProxy>,
+    /// Its wall clock's offset from the machine's, in seconds.
+    skew_secs: i64,
+    /// What the next (re)start runs: a rolling upgrade changes it.
+    pub binary: String,
     child: Option<Child>,
 }
 
 impl Replica {
-    pub fn start(etcd_endpoints: &str) -> Replica {
-        let mut replica = Replica { port: free_port(), etcd_endpoints: etcd_endpoints.to_owned(), child: None };
+    pub async fn start(etcd: &EtcdCluster, binary: &str, skew_secs: i64) -> Replica {
+        let mut proxies = Vec::new();
+        for url in etcd.client_urls() {
+            proxies.push(FaultProxy::start(socket_of(&url)).await);
+        }
+        let mut replica = Replica { port: free_port(), proxies, skew_secs, binary: binary.to_owned(), child: None };
         replica.spawn();
         replica
     }
@@ -157,10 +170,8 @@ impl Replica {
     }
 
     pub fn spawn(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_idempotency-coordinator"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
-            .args(["--etcd-endpoints", &self.etcd_endpoints, "--etcd-request-timeout", "2s"])
-            .args(["--etcd-connect-timeout", "300ms", "--log", "error", "--metrics-listen", "127.0.0.1:0"])
+        let endpoints = self.proxies.iter().map(FaultProxy::url).collect::<Vec<_>>().join(",");
+        let child = serve_command(&self.binary, self.port, &endpoints, self.skew_secs, &["--log", "error"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -170,6 +181,17 @@ impl Replica {
 
     pub fn kill(&mut self) {
         kill_9(&mut self.child);
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// What the network between this replica and every etcd member does.
+    pub fn network(&self, network: Network) {
+        for proxy in &self.proxies {
+            proxy.set(network);
+        }
     }
 }
 

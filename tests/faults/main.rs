@@ -3,13 +3,22 @@
 //! A 3-member etcd cluster and 2 coordinator replicas on loopback; worker
 //! processes charge random keys (many deliberately shared) through the
 //! coordinator onto a fenced ledger while this test kill -9s replicas,
-//! SIGSTOPs workers for longer than their lease, kills etcd members (the
+//! SIGSTOPs workers for longer than their lease, cuts one replica off from
+//! etcd (silently, or by resetting its connections), kills etcd members (the
 //! leader too) and takes etcd's quorum away. Then every key is settled and
 //! checked: one effect each in the ledger, the same completed result on every
-//! replica and in everything any caller was told. Bounded: about 40 s of faults.
+//! replica and in everything any caller was told, and no attempt taken over
+//! before the deadline its owner was told. Bounded: about 40 s of faults per
+//! run; three runs (as is, with replica clocks skewed by more than a lease,
+//! and a rolling upgrade from the previous release), one at a time.
 
 mod cluster;
+#[path = "../common/fault_proxy.rs"]
+mod fault_proxy;
+mod gauges;
 mod ledger;
+#[path = "../common/process.rs"]
+mod process;
 mod worker;
 
 use std::process::{Child, Command, Stdio};
@@ -21,17 +30,21 @@ use tokio::time::Instant;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 use cluster::{EtcdCluster, Replica};
+use fault_proxy::Network;
 use ledger::Ledger;
+use process::coordinator_binary;
 use worker::{NAMESPACE, Report, Worker};
 
 /// New keys become current at this rate; workers pick among the current
 /// window, so several of them contend for the same key at the same moment.
 const KEYS_PER_SECOND: f64 = 10.0;
 const KEY_WINDOW: usize = 12;
-const KEYS: usize = 40 * 10 + KEY_WINDOW;
 const WORKER_PROCESSES: usize = 3;
 const TASKS_PER_WORKER: usize = 6;
 const FAULT_PHASE: Duration = Duration::from_secs(40);
+/// More locks than this at once would mean attempts leak: 18 tasks own at
+/// most 18, and crashed or paused owners' locks lapse within seconds.
+const MOST_LOCKS: usize = 64;
 const WORKER_ENV: &str = "IDEMPOTENCY_FAULT_WORKER";
 const REPORT_PREFIX: &str = "FAULT-WORKER-REPORT ";
 
@@ -40,6 +53,12 @@ struct WorkerPlan {
     urls: Vec<String>,
     ledger: String,
     seconds: u64,
+    keys: usize,
+}
+
+/// Keys become current at `KEYS_PER_SECOND` over a run of `duration`.
+fn keys_for(duration: Duration) -> usize {
+    (duration.as_secs_f64() * KEYS_PER_SECOND) as usize + KEY_WINDOW
 }
 
 /// Entry point of the worker processes: this test binary runs itself with
@@ -61,7 +80,7 @@ fn worker_process() {
                     while Instant::now() < until {
                         let newest = (started.elapsed().as_secs_f64() * KEYS_PER_SECOND) as usize;
                         let pick = newest + rand::Rng::random_range(&mut rand::rng(), 0..KEY_WINDOW);
-                        let key = format!("k{}", pick.min(KEYS - 1));
+                        let key = format!("k{}", pick.min(plan.keys - 1));
                         worker.settle(&key, until).await;
                         // Callers think between requests; 2 cores are shared by everything here.
                         let think = rand::Rng::random_range(&mut rand::rng(), 10..40);
@@ -79,6 +98,15 @@ fn worker_process() {
         report
     });
     println!("{REPORT_PREFIX}{}", serde_json::to_string(&report).unwrap());
+}
+
+/// The gauges now; a replica that is down (being restarted) has none.
+async fn sample(at: Duration, replicas: &[Replica], etcd: &EtcdCluster) -> gauges::Sample {
+    gauges::Sample {
+        at,
+        replicas: replicas.iter().map(|r| r.pid().and_then(gauges::process_gauges)).collect(),
+        etcd: gauges::etcd_gauges(etcd).await,
+    }
 }
 
 fn signal(child: &Child, signal: &str) {
@@ -110,13 +138,16 @@ enum Fault {
     KillEtcdLeader,
     KillEtcdFollower,
     LoseQuorum,
+    PartitionReplica,
 }
 
-/// Every kind comes up within the first five steps (about 20 s).
-const FAULT_CYCLE: [Fault; 7] = [
+/// Every kind comes up within the first six steps (about 20 s); the second
+/// replica kill comes at about 25 s.
+const FAULT_CYCLE: [Fault; 8] = [
     Fault::KillReplica,
     Fault::PauseWorker,
     Fault::KillEtcdLeader,
+    Fault::PartitionReplica,
     Fault::LoseQuorum,
     Fault::KillEtcdFollower,
     Fault::PauseWorker,
@@ -130,28 +161,101 @@ struct Faults {
     etcd_leader_kills: u32,
     etcd_follower_kills: u32,
     quorum_losses: u32,
+    partitions: u32,
 }
 
+/// What one run of the suite varies.
+struct Run {
+    /// Each replica's wall clock offset from the machine's, in seconds.
+    skews: [i64; 2],
+    /// The binary both replicas start with.
+    first_binary: String,
+    /// The binary a killed replica restarts with: a different one makes the
+    /// kills a rolling upgrade.
+    restart_binary: String,
+    /// How long the load and the faults go on.
+    duration: Duration,
+    /// How often to sample the gauges a soak must keep flat (None: never).
+    sample_every: Option<Duration>,
+}
+
+impl Run {
+    fn of(first_binary: String, restart_binary: String, skews: [i64; 2]) -> Run {
+        Run { skews, first_binary, restart_binary, duration: FAULT_PHASE, sample_every: None }
+    }
+}
+
+/// The runs share 2 cores: one at a time.
+static ONE_RUN_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exactly_once_through_crashes_pauses_and_etcd_failures() {
+async fn exactly_once_through_crashes_pauses_partitions_and_etcd_failures() {
+    // Sampled too: the soak's short form.
+    let run_plan = Run {
+        sample_every: Some(Duration::from_secs(2)),
+        ..Run::of(coordinator_binary(), coordinator_binary(), [0, 0])
+    };
+    run(run_plan).await;
+}
+
+/// `SOAK_MINUTES` (30 unless set) of the same load and faults, with the
+/// gauges sampled every 30 s: `scripts/soak.sh --minutes N`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: scripts/soak.sh runs it"]
+async fn soak() {
+    let minutes: u64 =
+        std::env::var("SOAK_MINUTES").map(|m| m.parse().expect("SOAK_MINUTES is a number")).unwrap_or(30);
+    let every = Duration::from_secs(if minutes >= 5 { 30 } else { 5 });
+    let duration = Duration::from_secs(minutes * 60);
+    run(Run { duration, sample_every: Some(every), ..Run::of(coordinator_binary(), coordinator_binary(), [0, 0]) })
+        .await;
+}
+
+/// Replica clocks a lease and more ahead and behind: ownership and retention
+/// follow etcd's leases, so nothing changes (RELIABILITY.md, "Clocks").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_with_replica_clocks_skewed_by_more_than_a_lease() {
+    let skew = worker::LEASE_TTL_SECONDS + 4;
+    run(Run::of(coordinator_binary(), coordinator_binary(), [skew, -skew])).await;
+}
+
+/// Both replicas start as the previous release (`PREVIOUS_COORDINATOR_BIN`,
+/// built by scripts/build-previous-release.sh) and each restarts as this
+/// build at its first kill: old and new side by side on one etcd, then new
+/// only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the previous release's binary: scripts/test.sh builds it and runs this"]
+async fn exactly_once_through_a_rolling_upgrade_from_the_previous_release() {
+    let previous = std::env::var("PREVIOUS_COORDINATOR_BIN")
+        .expect("PREVIOUS_COORDINATOR_BIN names the previous release's binary (scripts/build-previous-release.sh)");
+    run(Run::of(previous, coordinator_binary(), [0, 0])).await;
+}
+
+async fn run(plan: Run) {
+    let _alone = ONE_RUN_AT_A_TIME.lock().await;
+    let keys = keys_for(plan.duration);
     let mut etcd = EtcdCluster::start().await;
-    let mut replicas = vec![Replica::start(&etcd.endpoints()), Replica::start(&etcd.endpoints())];
+    let mut replicas = vec![
+        Replica::start(&etcd, &plan.first_binary, plan.skews[0]).await,
+        Replica::start(&etcd, &plan.first_binary, plan.skews[1]).await,
+    ];
     for replica in &replicas {
         wait_ready(&replica.url()).await;
     }
     let ledger = Ledger::start().await;
     let urls: Vec<String> = replicas.iter().map(Replica::url).collect();
-    let plan = serde_json::to_string(&WorkerPlan {
+    let worker_plan = serde_json::to_string(&WorkerPlan {
         urls: urls.clone(),
         ledger: ledger.addr.to_string(),
-        seconds: FAULT_PHASE.as_secs(),
+        seconds: plan.duration.as_secs(),
+        keys,
     })
     .unwrap();
     let workers: Vec<Child> = (0..WORKER_PROCESSES)
         .map(|_| {
             Command::new(std::env::current_exe().unwrap())
                 .args(["worker_process", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-                .env(WORKER_ENV, &plan)
+                .env(WORKER_ENV, &worker_plan)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -161,17 +265,35 @@ async fn exactly_once_through_crashes_pauses_and_etcd_failures() {
 
     // Faults, one after another, until the phase ends.
     let mut faults = Faults::default();
-    let phase_end = Instant::now() + FAULT_PHASE - Duration::from_secs(4);
+    let started = Instant::now();
+    let phase_end = started + plan.duration - Duration::from_secs(4);
     let mut step = 0;
+    let mut samples = Vec::new();
     while Instant::now() < phase_end {
+        if let Some(every) = plan.sample_every
+            && started.elapsed() >= every * samples.len() as u32
+        {
+            samples.push(sample(started.elapsed(), &replicas, &etcd).await);
+        }
         tokio::time::sleep(Duration::from_millis(1_500)).await;
         match FAULT_CYCLE[step % FAULT_CYCLE.len()] {
             Fault::KillReplica => {
                 let replica = &mut replicas[faults.replica_kills as usize % 2];
                 replica.kill();
                 tokio::time::sleep(Duration::from_millis(800)).await;
+                replica.binary = plan.restart_binary.clone();
                 replica.spawn();
                 faults.replica_kills += 1;
+            }
+            Fault::PartitionReplica => {
+                // Longer than the lease, so its owners' attempts lapse and
+                // are taken over through the other replica meanwhile.
+                let replica = &replicas[faults.partitions as usize % 2];
+                let network = if faults.partitions % 2 == 0 { Network::Drop } else { Network::Reset };
+                replica.network(network);
+                tokio::time::sleep(Duration::from_millis(3_000)).await;
+                replica.network(Network::Pass);
+                faults.partitions += 1;
             }
             Fault::PauseWorker => {
                 // Longer than the 2 s lease: its in-flight owners go stale.
@@ -235,7 +357,7 @@ async fn exactly_once_through_crashes_pauses_and_etcd_failures() {
         .map(|lane| {
             let finisher = finisher.clone();
             tokio::spawn(async move {
-                for key in (lane..KEYS).step_by(4) {
+                for key in (lane..keys).step_by(4) {
                     finisher.settle(&format!("k{key}"), settle_until).await;
                 }
             })
@@ -251,7 +373,7 @@ async fn exactly_once_through_crashes_pauses_and_etcd_failures() {
     let mut effect_of = std::collections::HashMap::new();
     let stale_rejected = {
         let ledger_state = ledger.state.lock().unwrap();
-        for key in (0..KEYS).map(|k| format!("k{k}")) {
+        for key in (0..keys).map(|k| format!("k{k}")) {
             let effects = ledger_state.keys.get(&key).map(|e| e.effects.clone()).unwrap_or_default();
             match effects.as_slice() {
                 [(_, effect)] => {
@@ -262,6 +384,25 @@ async fn exactly_once_through_crashes_pauses_and_etcd_failures() {
         }
         (ledger_state.stale_writes_rejected, ledger_state.stale_claims_rejected)
     };
+    // No attempt was taken over as abandoned before its owner's lease could
+    // have ended (its Begin was sent, plus the TTL), on the machine's clock.
+    let earliest_end: std::collections::HashMap<(&str, u32), i64> = report
+        .acquisitions
+        .iter()
+        .map(|(key, attempt, ends)| ((key.as_str(), *attempt), *ends))
+        .fold(std::collections::HashMap::new(), |mut all, (id, ends)| {
+            let earliest = all.entry(id).or_insert(ends);
+            *earliest = (*earliest).min(ends);
+            all
+        });
+    let mut early_takeovers = 0;
+    for (key, attempt, taken_at) in &report.abandoned_takeovers {
+        if let Some(ends) = earliest_end.get(&(key.as_str(), *attempt)).filter(|ends| taken_at < ends) {
+            early_takeovers += 1;
+            violations
+                .push(format!("{key}: attempt {attempt} taken over {} ms before its lease ended", ends - taken_at));
+        }
+    }
     for (key, result) in &report.observed {
         if effect_of.get(key) != Some(result) {
             violations.push(format!("{key}: a caller was told {result:?}, the ledger has {:?}", effect_of.get(key)));
@@ -286,7 +427,8 @@ async fn exactly_once_through_crashes_pauses_and_etcd_failures() {
     }
 
     println!(
-        "fault suite: {KEYS} keys, {WORKER_PROCESSES} worker processes x {TASKS_PER_WORKER} tasks, {FAULT_PHASE:?} of faults"
+        "fault suite: {keys} keys, {WORKER_PROCESSES} worker processes x {TASKS_PER_WORKER} tasks, {:?} of faults; clocks {:?} s; binaries {} then {}",
+        plan.duration, plan.skews, plan.first_binary, plan.restart_binary
     );
     println!("faults injected: {faults:?}");
     println!(
@@ -308,7 +450,15 @@ async fn exactly_once_through_crashes_pauses_and_etcd_failures() {
         "UNAVAILABLE (or transport) answers: {}; RESOURCE_EXHAUSTED: {}; stale owners stopped by the ledger: {} (writes rejected {}, fenced reads rejected {})",
         report.unavailable, report.overloaded, report.stale_stopped_by_ledger, stale_rejected.0, stale_rejected.1
     );
-    println!("keys with exactly one effect: {} of {KEYS}; violations: {}", effect_of.len(), violations.len());
+    println!(
+        "takeovers checked against their owners' deadlines: {}, early: {early_takeovers}",
+        report.abandoned_takeovers.len()
+    );
+    if plan.sample_every.is_some() {
+        gauges::print(&samples);
+        violations.extend(gauges::unbounded(&samples, keys, MOST_LOCKS));
+    }
+    println!("keys with exactly one effect: {} of {keys}; violations: {}", effect_of.len(), violations.len());
     for violation in &violations {
         println!("VIOLATION {violation}");
     }
@@ -318,6 +468,10 @@ async fn exactly_once_through_crashes_pauses_and_etcd_failures() {
             && faults.worker_pauses > 0
             && faults.etcd_leader_kills > 0
             && faults.quorum_losses > 0
+            && faults.partitions > 0
     );
+    if plan.first_binary != plan.restart_binary {
+        assert!(replicas.iter().all(|r| r.binary == plan.restart_binary), "not every replica was upgraded: {faults:?}");
+    }
     assert!(report.takeovers_abandoned > 0, "no takeover happened: the faults did not bite");
 }

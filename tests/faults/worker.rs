@@ -39,6 +39,13 @@ pub struct Report {
     pub overloaded: u64,
     pub stale_stopped_by_ledger: u64,
     pub crashes: u64,
+    /// (key, attempt, the earliest its lease can end, Unix ms): when its
+    /// Begin was sent plus the lease TTL. The machine's clock, which the
+    /// workers read unskewed.
+    pub acquisitions: Vec<(String, u32, i64)>,
+    /// (key, the attempt taken over as abandoned, when the takeover's answer
+    /// arrived, Unix ms).
+    pub abandoned_takeovers: Vec<(String, u32, i64)>,
     pub violations: Vec<String>,
 }
 
@@ -56,6 +63,8 @@ impl Report {
         self.overloaded += other.overloaded;
         self.stale_stopped_by_ledger += other.stale_stopped_by_ledger;
         self.crashes += other.crashes;
+        self.acquisitions.extend(other.acquisitions);
+        self.abandoned_takeovers.extend(other.abandoned_takeovers);
         self.violations.extend(other.violations);
     }
 }
@@ -101,6 +110,11 @@ fn transient(status: &tonic::Status) -> bool {
     matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown)
 }
 
+/// The machine's wall clock, Unix ms.
+pub fn wall_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
 fn reason(status: &tonic::Status) -> String {
     status.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default()
 }
@@ -140,6 +154,7 @@ impl Worker {
         let request = payload(key); // one request_id for all retries of this call
         while Instant::now() < until {
             self.note(|r| r.begins += 1);
+            let sent_ms = wall_ms();
             let outcome = match self.client().begin(request.clone()).await {
                 Ok(response) => response.into_inner().outcome,
                 Err(status) if transient(&status) => {
@@ -170,7 +185,7 @@ impl Worker {
                     return Some(result);
                 }
                 Some(Outcome::InProgress(_)) => continue, // Begin already waited 1 s
-                Some(Outcome::Acquired(acquired)) => match self.own(key, acquired, until).await {
+                Some(Outcome::Acquired(acquired)) => match self.own(key, acquired, sent_ms, until).await {
                     Owned::Done(result) => return Some(result),
                     // Lost the attempt or released it: ask again.
                     Owned::Lost => continue,
@@ -192,15 +207,22 @@ impl Worker {
     }
 
     /// The owner's part: reconcile, act, complete.
-    async fn own(&self, key: &str, acquired: v1::Acquired, until: Instant) -> Owned {
+    async fn own(&self, key: &str, acquired: v1::Acquired, sent_ms: i64, until: Instant) -> Owned {
         let token = acquired.fencing_token;
-        self.note(|r| r.acquired += 1);
+        let answered_ms = wall_ms();
+        self.note(|r| {
+            r.acquired += 1;
+            r.acquisitions.push((key.to_owned(), acquired.attempt, sent_ms + LEASE_TTL_SECONDS * 1000));
+        });
         let mut ledger = LedgerClient::connect(&self.ledger_addr).await;
         let mut already_done = None;
         if let Some(recovered) = &acquired.recovered {
             match recovered.reason() {
                 v1::RecoveryReason::Released => self.note(|r| r.takeovers_released += 1),
-                _ => self.note(|r| r.takeovers_abandoned += 1),
+                _ => self.note(|r| {
+                    r.takeovers_abandoned += 1;
+                    r.abandoned_takeovers.push((key.to_owned(), recovered.previous_attempt, answered_ms));
+                }),
             }
             // The earlier attempt may have half-happened: look before acting.
             match ledger.claim(key, token).await {
