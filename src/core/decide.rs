@@ -411,19 +411,17 @@ mod tests {
 
     #[test]
     fn a_missing_lock_is_taken_over_as_abandoned() {
-        {
-            let (expect, attempt) = started(decide(&snapshot(State::InProgress, None), 1, "req-b").unwrap());
-            assert_eq!(
-                expect,
-                Expect::Unchanged { record_revision: 42, lock_revision: None },
-                "a takeover must lose to any change since the read"
-            );
-            let recovery = attempt.recovered.expect("a takeover says what it recovered from");
-            assert_eq!(attempt.attempt, 3);
-            assert_eq!(recovery.reason, RecoveryReason::Abandoned);
-            assert_eq!((recovery.previous_attempt, recovery.previous_owner.as_str()), (2, "worker-a"));
-            assert_eq!(recovery.last_error, None);
-        }
+        let (expect, attempt) = started(decide(&snapshot(State::InProgress, None), 1, "req-b").unwrap());
+        assert_eq!(
+            expect,
+            Expect::Unchanged { record_revision: 42, lock_revision: None },
+            "a takeover must lose to any change since the read"
+        );
+        let recovery = attempt.recovered.expect("a takeover says what it recovered from");
+        assert_eq!(attempt.attempt, 3);
+        assert_eq!(recovery.reason, RecoveryReason::Abandoned);
+        assert_eq!((recovery.previous_attempt, recovery.previous_owner.as_str()), (2, "worker-a"));
+        assert_eq!(recovery.last_error, None);
     }
 
     #[test]
