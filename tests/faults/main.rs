@@ -45,6 +45,8 @@ const FAULT_PHASE: Duration = Duration::from_secs(40);
 /// More locks than this at once would mean attempts leak: 18 tasks own at
 /// most 18, and crashed or paused owners' locks lapse within seconds.
 const MOST_LOCKS: usize = 64;
+/// Keys settled at once after the faults.
+const SETTLE_LANES: usize = 8;
 const WORKER_ENV: &str = "IDEMPOTENCY_FAULT_WORKER";
 const REPORT_PREFIX: &str = "FAULT-WORKER-REPORT ";
 
@@ -352,12 +354,13 @@ async fn run(plan: Run) {
         wait_ready(&replica.url()).await;
     }
     let finisher = std::sync::Arc::new(Worker::new(&urls, &ledger.addr.to_string(), 0.0, 0.0));
-    let settle_until = Instant::now() + Duration::from_secs(60);
-    let settled: Vec<_> = (0..4)
+    // A minute, and more for a soak's thousands of keys.
+    let settle_until = Instant::now() + Duration::from_secs(60) + Duration::from_millis(20) * keys as u32;
+    let settled: Vec<_> = (0..SETTLE_LANES)
         .map(|lane| {
             let finisher = finisher.clone();
             tokio::spawn(async move {
-                for key in (lane..keys).step_by(4) {
+                for key in (lane..keys).step_by(SETTLE_LANES) {
                     finisher.settle(&format!("k{key}"), settle_until).await;
                 }
             })

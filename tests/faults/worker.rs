@@ -152,9 +152,14 @@ impl Worker {
     /// passes. Returns the result it learned, if any.
     pub async fn settle(&self, key: &str, until: Instant) -> Option<String> {
         let request = payload(key); // one request_id for all retries of this call
+        // When the first Begin that may have made the next acquisition was
+        // sent: a Begin retried with the same request_id after a lost answer
+        // gets back an attempt decided at an earlier send, so only the first
+        // send since the last acquisition bounds its deadline from below.
+        let mut first_sent_ms = None;
         while Instant::now() < until {
             self.note(|r| r.begins += 1);
-            let sent_ms = wall_ms();
+            let sent_ms = *first_sent_ms.get_or_insert_with(wall_ms);
             let outcome = match self.client().begin(request.clone()).await {
                 Ok(response) => response.into_inner().outcome,
                 Err(status) if transient(&status) => {
@@ -188,7 +193,10 @@ impl Worker {
                 Some(Outcome::Acquired(acquired)) => match self.own(key, acquired, sent_ms, until).await {
                     Owned::Done(result) => return Some(result),
                     // Lost the attempt or released it: ask again.
-                    Owned::Lost => continue,
+                    Owned::Lost => {
+                        first_sent_ms = None;
+                        continue;
+                    }
                     // A crashed process forgets its request_id with the rest
                     // of its memory. (Retrying Begin with it would hand back
                     // this very attempt, token and all, and the effect would
