@@ -13,8 +13,12 @@ if [ -x "$binary" ] && [ "$(cat "$out/commit" 2>/dev/null)" = "$commit" ]; then
   echo "$PWD/$binary"
   exit 0
 fi
+if ! git cat-file -e "$commit^{commit}" 2>/dev/null; then
+  # A shallow clone: fetch just that commit from origin.
+  git fetch --quiet --depth=1 origin "$commit" >&2 || true
+fi
 git cat-file -e "$commit^{commit}" 2>/dev/null || {
-  echo "commit $commit (testdata/previous-release) is not in this clone; fetch the full history" >&2
+  echo "commit $commit (testdata/previous-release) is not in this clone and cannot be fetched from origin" >&2
   exit 1
 }
 rm -rf "$out/src"
