@@ -21,6 +21,7 @@ ALLOWED = {
     "grpc": {"grpc", "core", "proto"},
     "shell": {"shell", "grpc", "store", "core", "proto"},
     "cli": {"cli", "proto", "core"},
+    "gateway": {"gateway", "shell", "grpc", "cli", "proto", "core"},
 }
 FORBIDDEN_IN_CORE = re.compile(r"\b(etcd_client|tonic|prost|prost_types)::")
 

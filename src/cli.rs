@@ -7,17 +7,23 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use tonic_types::StatusExt;
 
 use crate::proto::convert;
 use crate::proto::v1::{self, begin_response::Outcome, coordinator_service_client::CoordinatorServiceClient};
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
-    /// The coordinator's address.
-    #[arg(long, global = true, env = "IDEMPOTENCY_ADDR", default_value = "http://127.0.0.1:50051")]
+    /// The coordinator's address (`--coordinator` is the same flag, as the gateway names it).
+    #[arg(
+        long,
+        alias = "coordinator",
+        global = true,
+        env = "IDEMPOTENCY_ADDR",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub addr: String,
 
     /// Deadline of the call.
@@ -43,13 +49,19 @@ pub struct ClientArgs {
 
 impl ClientArgs {
     async fn connect(&self) -> Result<Channel, String> {
+        let endpoint = self.endpoint()?.timeout(self.timeout);
+        endpoint.connect().await.map_err(|e| format!("cannot connect to {}: {e}", self.addr))
+    }
+
+    /// The coordinator's endpoint with TLS as configured and `--timeout` to
+    /// connect; each call sets its own deadline.
+    pub fn endpoint(&self) -> Result<Endpoint, String> {
         let read = |flag: &str, path: &PathBuf| {
             std::fs::read(path).map_err(|e| format!("--{flag}: cannot read {}: {e}", path.display()))
         };
         let mut endpoint = Channel::from_shared(self.addr.clone())
             .map_err(|e| format!("--addr {:?} is not a URI: {e}", self.addr))?
-            .connect_timeout(self.timeout)
-            .timeout(self.timeout);
+            .connect_timeout(self.timeout);
         if self.addr.starts_with("https://") {
             let mut tls = ClientTlsConfig::new();
             if let Some(ca) = &self.ca_cert {
@@ -63,23 +75,30 @@ impl ClientArgs {
             // Never send a token where anyone on the path can read it.
             return Err("--ca-cert, --client-cert and --bearer-token need an https:// --addr".into());
         }
-        endpoint.connect().await.map_err(|e| format!("cannot connect to {}: {e}", self.addr))
+        Ok(endpoint)
     }
 
     /// Adds the bearer token, if any, to every call.
-    fn authorization(&self) -> Result<impl Interceptor + use<>, String> {
-        let header: Option<MetadataValue<Ascii>> = match &self.bearer_token {
-            Some(token) => Some(
+    pub fn authorization(&self) -> Result<Authorization, String> {
+        match &self.bearer_token {
+            Some(token) => Ok(Authorization(Some(
                 format!("Bearer {token}").parse().map_err(|_| "--bearer-token must be printable ASCII".to_owned())?,
-            ),
-            None => None,
-        };
-        Ok(move |mut request: tonic::Request<()>| {
-            if let Some(header) = &header {
-                request.metadata_mut().insert("authorization", header.clone());
-            }
-            Ok(request)
-        })
+            ))),
+            None => Ok(Authorization(None)),
+        }
+    }
+}
+
+/// The `authorization` header every call carries, when a token is configured.
+#[derive(Debug, Clone)]
+pub struct Authorization(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Authorization {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(header) = &self.0 {
+            request.metadata_mut().insert("authorization", header.clone());
+        }
+        Ok(request)
     }
 }
 

@@ -20,10 +20,12 @@
 //!   trait and the clock. No wire format and no etcd.
 //!
 //! [`cli`] is the command-line client in the same binary, a gRPC caller like
-//! any other.
+//! any other; so is [`gateway`], the HTTP front door that enforces the
+//! `Idempotency-Key` header in front of any HTTP service.
 
 pub mod cli;
 pub mod core;
+pub mod gateway;
 pub mod grpc;
 pub mod proto;
 pub mod shell;

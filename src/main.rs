@@ -1,10 +1,12 @@
-//! `idempotency-coordinator serve` runs the service; the other subcommands are
-//! a command-line client for trying every RPC from a shell.
+//! `idempotency-coordinator serve` runs the service, `gateway` the HTTP
+//! Idempotency-Key proxy in front of another service; the other subcommands
+//! are a command-line client for trying every RPC from a shell.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use idempotency_coordinator::cli::{self, ClientArgs, ClientCommand};
+use idempotency_coordinator::gateway::config::GatewayArgs;
 use idempotency_coordinator::shell::auth::tokens::{MIN_TOKEN_CHARS, hash_token as hash_token_digest};
 use idempotency_coordinator::shell::config::ServeArgs;
 use idempotency_coordinator::shell::{print_config, server, shutdown, telemetry};
@@ -24,6 +26,8 @@ struct Cli {
 enum Command {
     /// Run the coordinator.
     Serve(ServeArgs),
+    /// Run the HTTP Idempotency-Key gateway in front of a service (--coordinator names the coordinator).
+    Gateway(GatewayArgs),
     /// Print the SHA-256 digest of the bearer token read from stdin, for a --tokens-file line.
     HashToken,
     #[command(flatten)]
@@ -35,6 +39,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::Gateway(args) => gateway(args, cli.client).await,
         Command::HashToken => hash_token(),
         Command::Client(command) => cli::run(cli.client, command).await.map_err(anyhow::Error::msg),
     };
@@ -65,6 +70,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let served = server::run(config, listener, shutdown).await;
+    telemetry.shutdown().await;
+    Ok(served?)
+}
+
+async fn gateway(args: GatewayArgs, coordinator: ClientArgs) -> anyhow::Result<()> {
+    let telemetry = telemetry::init(args.log_format, &args.log, None).map_err(anyhow::Error::msg)?;
+    let config = args.validate().map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let served = idempotency_coordinator::gateway::server::run(config, &coordinator, listener, async {
+        match shutdown::signal_received().await {
+            Ok(signal) => tracing::info!(signal, "shutdown requested"),
+            Err(error) => tracing::error!(%error, "cannot watch for signals; stopping"),
+        }
+    })
+    .await;
     telemetry.shutdown().await;
     Ok(served?)
 }

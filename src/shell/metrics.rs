@@ -65,8 +65,12 @@ pub fn export_at_zero() {
     }
 }
 
-/// Serves `/metrics` on `listener` until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+/// Serves `/metrics`, and `routes` beside it, on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    routes: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let handle = handle();
     let upkeep = tokio::spawn(async move {
         let mut every = tokio::time::interval(UPKEEP_EVERY);
@@ -77,6 +81,7 @@ pub async fn serve(listener: TcpListener, shutdown: impl Future<Output = ()> + S
     });
     // Stopped with the server.
     let _upkeep = tokio_util::task::AbortOnDropHandle::new(upkeep);
-    let app = axum::Router::new().route("/metrics", axum::routing::get(move || async move { handle.render() }));
+    let app =
+        axum::Router::new().route("/metrics", axum::routing::get(move || async move { handle.render() })).merge(routes);
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

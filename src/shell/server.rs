@@ -114,7 +114,9 @@ async fn serve<S: RecordStore>(
         .await
         .map_err(|e| ServeError::Metrics(config.metrics_listen, e))?;
     let metrics_stop = draining.clone();
-    tokio::spawn(crate::shell::metrics::serve(metrics_listener, async move { metrics_stop.cancelled().await }));
+    tokio::spawn(crate::shell::metrics::serve(metrics_listener, axum::Router::new(), async move {
+        metrics_stop.cancelled().await
+    }));
 
     if let Some(tls) = &config.tls {
         let files = tls.files.clone();

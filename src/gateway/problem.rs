@@ -1,0 +1,150 @@
+//! Every answer the gateway writes itself, as an RFC 9457 problem document
+//! (`application/problem+json`): the status the Idempotency-Key draft names,
+//! a `type` a client can branch on, and a `detail` a person can act on.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::Response;
+use http::{HeaderValue, StatusCode, header};
+
+use crate::gateway::key::HEADER;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Problem {
+    /// The route requires a key and the request has none.
+    KeyMissing,
+    /// The key header does not parse; the text says why.
+    KeyMalformed(String),
+    /// The key was used for a different request.
+    KeyReused,
+    /// The first request with this key is still running.
+    InProgress { retry_after: Duration },
+    /// The request body is over the route's limit; nothing was begun.
+    BodyTooLarge { limit: usize },
+    /// The request body could not be read.
+    BodyUnreadable(String),
+    /// The request with this key finished, but its response could not be stored.
+    NotReplayable { detail: String },
+    /// The request with this key ended with a stored, final error.
+    StoredFailure { code: String, message: String },
+    /// The coordinator cannot be reached or is overloaded; nothing was forwarded.
+    CoordinatorUnavailable { retry_after: Duration },
+    /// The coordinator refused the gateway's call: a configuration error.
+    CoordinatorRefused,
+    /// The upstream could not be reached or broke off; the key is free for a retry.
+    UpstreamUnreachable,
+    /// The upstream did not answer in time; the key is free for a retry.
+    UpstreamTimeout { after: Duration },
+}
+
+impl Problem {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Problem::KeyMissing | Problem::KeyMalformed(_) | Problem::BodyUnreadable(_) => StatusCode::BAD_REQUEST,
+            Problem::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Problem::InProgress { .. } | Problem::NotReplayable { .. } | Problem::StoredFailure { .. } => {
+                StatusCode::CONFLICT
+            }
+            Problem::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Problem::CoordinatorUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Problem::CoordinatorRefused => StatusCode::INTERNAL_SERVER_ERROR,
+            Problem::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
+            Problem::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The last segment of the problem's `type` URI.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Problem::KeyMissing => "idempotency-key-missing",
+            Problem::KeyMalformed(_) => "idempotency-key-malformed",
+            Problem::KeyReused => "idempotency-key-reused",
+            Problem::InProgress { .. } => "request-in-progress",
+            Problem::BodyTooLarge { .. } => "request-body-too-large",
+            Problem::BodyUnreadable(_) => "request-body-unreadable",
+            Problem::NotReplayable { .. } => "response-not-replayable",
+            Problem::StoredFailure { .. } => "request-failed",
+            Problem::CoordinatorUnavailable { .. } => "coordinator-unavailable",
+            Problem::CoordinatorRefused => "gateway-misconfigured",
+            Problem::UpstreamUnreachable => "upstream-unreachable",
+            Problem::UpstreamTimeout { .. } => "upstream-timeout",
+        }
+    }
+
+    fn title_and_detail(&self) -> (&'static str, String) {
+        match self {
+            Problem::KeyMissing => (
+                "Idempotency-Key is missing",
+                format!("This request needs an {HEADER} header, e.g. {HEADER}: \"<uuid>\"."),
+            ),
+            Problem::KeyMalformed(why) => ("Idempotency-Key is malformed", why.clone()),
+            Problem::KeyReused => (
+                "Idempotency-Key was used for a different request",
+                format!(
+                    "This {HEADER} was already used with a different method, path, query, headers or body; use a new key for a new request."
+                ),
+            ),
+            Problem::InProgress { .. } => (
+                "A request with this Idempotency-Key is in progress",
+                "Retry after the time in Retry-After; the first request's answer will be replayed.".into(),
+            ),
+            Problem::BodyTooLarge { limit } => {
+                ("Request body too large", format!("The request body is over this route's limit of {limit} bytes."))
+            }
+            Problem::BodyUnreadable(why) => ("Request body could not be read", why.clone()),
+            Problem::NotReplayable { detail } => ("The response to this request cannot be replayed", detail.clone()),
+            Problem::StoredFailure { code, message } => {
+                ("The request with this Idempotency-Key failed", format!("{code}: {message}"))
+            }
+            Problem::CoordinatorUnavailable { .. } => (
+                "Idempotency protection is unavailable",
+                "The request was not forwarded, so it has not run; retry after the time in Retry-After.".into(),
+            ),
+            Problem::CoordinatorRefused => (
+                "The idempotency gateway is misconfigured",
+                "The request was not forwarded, so it has not run; the gateway's log says why.".into(),
+            ),
+            Problem::UpstreamUnreachable => (
+                "The service could not be reached",
+                "The request may not have completed; retry with the same Idempotency-Key.".into(),
+            ),
+            Problem::UpstreamTimeout { after } => (
+                "The service did not answer in time",
+                format!("No answer within {after:?}; retry with the same Idempotency-Key."),
+            ),
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Problem::InProgress { retry_after } | Problem::CoordinatorUnavailable { retry_after } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    pub fn into_response(self) -> Response {
+        let status = self.status();
+        let (title, detail) = self.title_and_detail();
+        let mut document = serde_json::json!({
+            "type": format!("urn:idempotency-gateway:{}", self.name()),
+            "title": title,
+            "status": status.as_u16(),
+            "detail": detail,
+        });
+        if matches!(self, Problem::KeyMissing | Problem::KeyMalformed(_)) {
+            document["header"] = HEADER.into();
+        }
+        let mut response = Response::new(Body::from(document.to_string()));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(after) = self.retry_after() {
+            // Whole seconds, rounded up: Retry-After: 0 would invite a busy loop.
+            let seconds = after.as_millis().div_ceil(1000).max(1);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds as u64));
+        }
+        response
+    }
+}

@@ -1,0 +1,344 @@
+//! What the gateway does with one request: pass it through when no route
+//! protects it; otherwise Begin with the request's key and fingerprint, then
+//! replay, refuse, or forward it and store the service's answer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::Response;
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderValue, Request, StatusCode, header};
+use tokio_util::task::AbortOnDropHandle;
+use tracing::{error, info, warn};
+
+use crate::gateway::bodies::{self, RequestBodyError, ResponseBody};
+use crate::gateway::coordinator::{CallError, Coordinator, RecordName};
+use crate::gateway::gateway_metrics::{self as gm, Outcome};
+use crate::gateway::key;
+use crate::gateway::problem::Problem;
+use crate::gateway::request_fingerprint;
+use crate::gateway::routes::RouteTable;
+use crate::gateway::routes::{KeyRule, Route};
+use crate::gateway::stored_response::{self, StoredResponse};
+use crate::gateway::upstream::{Upstream, UpstreamError};
+use crate::proto::convert;
+use crate::proto::v1::{self, begin_response::Outcome as Begun};
+
+/// Marks a replayed answer, as the Idempotency-Key draft's implementations do.
+const REPLAYED: &str = "idempotent-replayed";
+
+/// The error code of the terminal record stored when an answer was too large
+/// to store: a retry learns the request ran, and that its answer is gone.
+pub const RESPONSE_NOT_STORED: &str = "RESPONSE_NOT_STORED";
+
+/// How long an in-progress answer tells a client to wait when the coordinator named no time.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+pub struct Gateway {
+    pub routes: RouteTable,
+    pub upstream: Upstream,
+    pub coordinator: Coordinator,
+}
+
+/// The axum handler for every path.
+pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request<Body>) -> Response {
+    let (response, outcome) = gateway.answer(request).await;
+    gm::count(outcome);
+    response
+}
+
+impl Gateway {
+    async fn answer(self: Arc<Self>, request: Request<Body>) -> (Response, Outcome) {
+        let Some(route) = self.routes.find(request.method(), request.uri().path()) else {
+            return (self.forward(request, None).await, Outcome::Passthrough);
+        };
+        let key = match key::idempotency_key(request.headers()) {
+            Ok(Some(key)) => key,
+            Ok(None) if route.key == KeyRule::Optional => {
+                let response = self.forward(request, Some(route.upstream_timeout)).await;
+                return (no_store(response), Outcome::Unkeyed);
+            }
+            Ok(None) => return (Problem::KeyMissing.into_response(), Outcome::BadRequest),
+            Err(why) => return (Problem::KeyMalformed(why).into_response(), Outcome::BadRequest),
+        };
+        let (parts, body) = request.into_parts();
+        let body = match bodies::read_request(&parts.headers, body, route.max_request_bytes).await {
+            Ok(body) => body,
+            Err(RequestBodyError::TooLarge) => {
+                let problem = Problem::BodyTooLarge { limit: route.max_request_bytes };
+                return (problem.into_response(), Outcome::BodyTooLarge);
+            }
+            Err(RequestBodyError::Unreadable(why)) => {
+                return (Problem::BodyUnreadable(why).into_response(), Outcome::BadRequest);
+            }
+        };
+        // A client that hangs up must not cancel the attempt: the service may
+        // already be acting on it, and its answer must still be stored.
+        let attempt = tokio::spawn(self.clone().protect(route, key, parts, body));
+        match attempt.await {
+            Ok((response, outcome)) => (no_store(response), outcome),
+            Err(panicked) => {
+                error!(error = %panicked, "the request's task failed");
+                (no_store(status_only(StatusCode::INTERNAL_SERVER_ERROR)), Outcome::CoordinatorRefused)
+            }
+        }
+    }
+
+    async fn protect(
+        self: Arc<Self>,
+        route: Arc<Route>,
+        key: String,
+        parts: Parts,
+        body: Bytes,
+    ) -> (Response, Outcome) {
+        let fingerprint = request_fingerprint::of_request(&parts, &body, &route);
+        let name = RecordName { route: &route, key: &key };
+        let request_id = uuid::Uuid::new_v4().to_string();
+        match self.coordinator.begin(&name, fingerprint, &request_id).await {
+            Ok(Begun::Acquired(acquired)) => self.execute(&route, &key, acquired.fencing_token, parts, body).await,
+            Ok(Begun::Completed(completed)) => replay(completed.result),
+            Ok(Begun::Failed(failed)) => {
+                let error = failed.error.unwrap_or_default();
+                let problem = if error.code == RESPONSE_NOT_STORED {
+                    Problem::NotReplayable { detail: error.message }
+                } else {
+                    Problem::StoredFailure { code: error.code, message: error.message }
+                };
+                (problem.into_response(), Outcome::NotReplayable)
+            }
+            Ok(Begun::InProgress(busy)) => {
+                let retry_after =
+                    busy.retry_after.as_ref().and_then(convert::std_duration).unwrap_or(DEFAULT_RETRY_AFTER);
+                (Problem::InProgress { retry_after }.into_response(), Outcome::InProgress)
+            }
+            Err(CallError::KeyReused) => (Problem::KeyReused.into_response(), Outcome::KeyReused),
+            Err(CallError::Unavailable { why, .. }) if route.fail_open => {
+                warn!(route = %route.name, %why, "coordinator unavailable: forwarding WITHOUT idempotency protection (fail_open)");
+                let request = Request::from_parts(parts, Body::from(body));
+                (self.forward(request, Some(route.upstream_timeout)).await, Outcome::FailOpen)
+            }
+            Err(CallError::Unavailable { retry_after, why }) => {
+                warn!(route = %route.name, %why, "coordinator unavailable: refusing with 503");
+                (Problem::CoordinatorUnavailable { retry_after }.into_response(), Outcome::CoordinatorUnavailable)
+            }
+            Err(refused @ (CallError::LeaseLost | CallError::Invalid(_) | CallError::Refused(_))) => {
+                error!(route = %route.name, error = ?refused, "the coordinator refused Begin: check the route and the gateway's credentials");
+                (Problem::CoordinatorRefused.into_response(), Outcome::CoordinatorRefused)
+            }
+        }
+    }
+
+    /// Forwards an acquired request with its fencing token, heartbeating
+    /// while the service works, and stores or releases by its answer.
+    async fn execute(
+        &self,
+        route: &Arc<Route>,
+        key: &str,
+        token: u64,
+        parts: Parts,
+        body: Bytes,
+    ) -> (Response, Outcome) {
+        let name = RecordName { route, key };
+        // Stopped when this returns, after the outcome is stored.
+        let _heartbeat = heartbeat(self.coordinator.clone(), route.clone(), key.to_owned(), token);
+        let started = Instant::now();
+        let request = Request::from_parts(parts, Body::from(body));
+        let token_header = (route.fencing_token_header.clone(), HeaderValue::from(token));
+        let response = match self.upstream.send(request, Some(token_header), Some(route.upstream_timeout)).await {
+            Ok(response) => response,
+            Err(failure) => {
+                let (class, code, why, problem) = match failure {
+                    UpstreamError::TimedOut(after) => (
+                        "timeout",
+                        "UPSTREAM_TIMEOUT",
+                        format!("no answer within {after:?}"),
+                        Problem::UpstreamTimeout { after },
+                    ),
+                    UpstreamError::Unreachable(why) => {
+                        warn!(route = %route.name, %why, "upstream unreachable");
+                        ("unreachable", "UPSTREAM_UNREACHABLE", why, Problem::UpstreamUnreachable)
+                    }
+                };
+                gm::observe_upstream(class, started.elapsed());
+                self.release(&name, token, code, &why).await;
+                return (problem.into_response(), Outcome::UpstreamFailed);
+            }
+        };
+        let status = response.status();
+        let class = gm::class_of(status);
+        let (head, body) = response.into_parts();
+        if status.is_server_error() || status.is_informational() || route.retryable_4xx.contains(&status) {
+            gm::observe_upstream(class, started.elapsed());
+            self.release(&name, token, "UPSTREAM_STATUS", &format!("the service answered {status}")).await;
+            return (Response::from_parts(head, Body::new(body)), Outcome::UpstreamFailed);
+        }
+        let left = route.upstream_timeout.saturating_sub(started.elapsed());
+        let read = tokio::time::timeout(left, bodies::read_response(body, route.max_stored_response_bytes)).await;
+        gm::observe_upstream(class, started.elapsed());
+        match read {
+            Ok(Ok(ResponseBody::Whole(bytes))) => {
+                let stored = StoredResponse::keep(status, &head.headers, &route.replay_headers, bytes.clone());
+                let outcome = self.store(&name, token, &stored).await;
+                (Response::from_parts(head, Body::from(bytes)), outcome)
+            }
+            Ok(Ok(ResponseBody::TooLarge(whole))) => {
+                let why = format!("more than the {} bytes this route stores", route.max_stored_response_bytes);
+                self.mark_not_replayable(&name, token, status, &why).await;
+                (Response::from_parts(head, whole), Outcome::Executed)
+            }
+            Ok(Err(broken)) => {
+                warn!(route = %route.name, error = %broken, "upstream broke off its response");
+                self.release(&name, token, "UPSTREAM_UNREACHABLE", &format!("the response broke off: {broken}")).await;
+                (Problem::UpstreamUnreachable.into_response(), Outcome::UpstreamFailed)
+            }
+            Err(_) => {
+                let problem = Problem::UpstreamTimeout { after: route.upstream_timeout };
+                self.release(&name, token, "UPSTREAM_TIMEOUT", "the response body did not arrive in time").await;
+                (problem.into_response(), Outcome::UpstreamFailed)
+            }
+        }
+    }
+
+    /// Completes the record with `stored`; the client gets the service's
+    /// answer whatever happens here, since the work is done.
+    async fn store(&self, name: &RecordName<'_>, token: u64, stored: &StoredResponse) -> Outcome {
+        let result = v1::Result {
+            body: Some(v1::result::Body::Response(stored.encode())),
+            content_type: stored_response::MEDIA_TYPE.into(),
+            status_code: stored.status.as_u16().into(),
+        };
+        let patience = name.route.lease_ttl;
+        match retrying(patience, || self.coordinator.complete(name, token, result.clone())).await {
+            Ok(()) => Outcome::Executed,
+            // The coordinator's result limit is below this route's: the answer cannot be kept.
+            Err(CallError::Invalid(why)) => {
+                self.mark_not_replayable(name, token, stored.status, &why).await;
+                Outcome::Executed
+            }
+            Err(CallError::LeaseLost) => {
+                warn!(route = %name.route.name, token, "another attempt took over while the service worked; its answer is passed on but not stored (the fencing token lets the service tell the two apart)");
+                Outcome::Unstored
+            }
+            Err(error) => {
+                error!(route = %name.route.name, ?error, "cannot store the service's answer; a retry after the lease lapses will run again, with a higher fencing token");
+                Outcome::Unstored
+            }
+        }
+    }
+
+    /// Ends the attempt with a terminal marker: the request ran, its answer is not kept.
+    async fn mark_not_replayable(&self, name: &RecordName<'_>, token: u64, status: StatusCode, why: &str) {
+        let message = format!(
+            "the request was processed (status {status}), but its response ({why}) was not stored, so it cannot be replayed"
+        );
+        let patience = name.route.lease_ttl;
+        let marked =
+            retrying(patience, || self.coordinator.fail(name, token, RESPONSE_NOT_STORED, message.clone(), false));
+        if let Err(error) = marked.await {
+            error!(route = %name.route.name, ?error, "cannot mark the record as not replayable");
+        }
+    }
+
+    /// Frees the key for the next retry: this attempt's request did not finish.
+    async fn release(&self, name: &RecordName<'_>, token: u64, code: &str, why: &str) {
+        let message = format!("the gateway released the key: {why}");
+        let patience = name.route.lease_ttl;
+        let released = retrying(patience, || self.coordinator.fail(name, token, code, message.clone(), true));
+        if let Err(error) = released.await {
+            // The lease lapses on its own; the next retry takes over as attempt n+1.
+            warn!(route = %name.route.name, ?error, "cannot release the key; it frees itself when the lease lapses");
+        }
+    }
+
+    /// Passes a request through unprotected.
+    async fn forward(&self, request: Request<Body>, timeout: Option<Duration>) -> Response {
+        match self.upstream.send(request, None, timeout).await {
+            Ok(response) => response.map(Body::new),
+            Err(UpstreamError::TimedOut(after)) => Problem::UpstreamTimeout { after }.into_response(),
+            Err(UpstreamError::Unreachable(why)) => {
+                warn!(%why, "upstream unreachable");
+                Problem::UpstreamUnreachable.into_response()
+            }
+        }
+    }
+}
+
+/// The stored answer, marked as a replay.
+fn replay(result: Option<v1::Result>) -> (Response, Outcome) {
+    let stored = match result {
+        Some(v1::Result { body: Some(v1::result::Body::Response(bytes)), content_type, .. })
+            if content_type == stored_response::MEDIA_TYPE =>
+        {
+            StoredResponse::decode(&bytes)
+        }
+        _ => Err("the stored outcome was not written by the gateway (no message/http response)".into()),
+    };
+    match stored {
+        Ok(stored) => {
+            let mut response = Response::new(Body::from(stored.body));
+            *response.status_mut() = stored.status;
+            *response.headers_mut() = stored.headers;
+            response.headers_mut().insert(REPLAYED, HeaderValue::from_static("true"));
+            (response, Outcome::Replayed)
+        }
+        Err(why) => {
+            warn!(%why, "cannot replay a completed record");
+            (Problem::NotReplayable { detail: why }.into_response(), Outcome::NotReplayable)
+        }
+    }
+}
+
+/// Calls `call` until it succeeds or fails for good, retrying an unavailable
+/// coordinator with backoff for up to `patience`: Complete and Fail are
+/// idempotent, so a repeat is safe.
+async fn retrying<F, Fut>(patience: Duration, mut call: F) -> Result<(), CallError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), CallError>>,
+{
+    let give_up = Instant::now() + patience;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match call().await {
+            Err(CallError::Unavailable { why, .. }) if Instant::now() + pause < give_up => {
+                info!(%why, retry_in = ?pause, "coordinator unavailable; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            done => return done,
+        }
+    }
+}
+
+/// Extends the lease every third of its TTL until dropped, so a slow service
+/// keeps its attempt; stops on LEASE_LOST, which the Complete will report.
+fn heartbeat(coordinator: Coordinator, route: Arc<Route>, key: String, token: u64) -> AbortOnDropHandle<()> {
+    AbortOnDropHandle::new(tokio::spawn(async move {
+        let name = RecordName { route: &route, key: &key };
+        loop {
+            tokio::time::sleep(route.lease_ttl / 3).await;
+            match coordinator.extend(&name, token).await {
+                Ok(()) => {}
+                Err(CallError::LeaseLost) => {
+                    warn!(route = %route.name, token, "lease lost while the service worked");
+                    return;
+                }
+                Err(error) => warn!(route = %route.name, ?error, "heartbeat failed; trying again"),
+            }
+        }
+    }))
+}
+
+fn no_store(mut response: Response) -> Response {
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn status_only(status: StatusCode) -> Response {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = status;
+    response
+}
