@@ -3,6 +3,7 @@
 //! stopped when its handle drops, also when a test panics.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod charging_service;
 pub mod fault_proxy;
 pub mod pki;
 pub mod process;

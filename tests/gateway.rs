@@ -1,0 +1,538 @@
+//! The HTTP gateway end to end, real parts only: a charging service on a
+//! loopback port, the coordinator on a real etcd, the gateway between them,
+//! and a real HTTP client (reqwest). Every test ends by checking that each
+//! key caused at most one charge, and exactly one where the client was told
+//! the payment happened.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::charging_service::ChargingService;
+use common::{Etcd, Server, free_port};
+use idempotency_coordinator::cli::ClientArgs;
+use idempotency_coordinator::gateway::config::{GatewayConfig, parse_routes};
+use reqwest::StatusCode;
+use tokio::sync::oneshot;
+
+const ROUTES: &str = r#"
+[[route]]
+name = "payments"
+methods = ["POST"]
+path = "/payments"
+namespace = "payments.create"
+lease_ttl = "2s"
+upstream_timeout = "10s"
+ignore_fields = ["/sent_at"]
+retryable_4xx = [429]
+max_request_bytes = 4096
+max_stored_response_bytes = 8192
+
+[[route]]
+name = "payments-waiting"
+methods = ["POST"]
+path = "/waiting/payments"
+namespace = "payments.waiting"
+lease_ttl = "2s"
+wait = "10s"
+
+[[route]]
+name = "payments-fail-open"
+methods = ["POST"]
+path = "/open/payments"
+namespace = "payments.open"
+fail_open = true
+
+[[route]]
+name = "payments-key-optional"
+methods = ["POST"]
+path = "/optional/payments"
+namespace = "payments.optional"
+key = "optional"
+
+[[route]]
+name = "payments-impatient"
+methods = ["POST"]
+path = "/impatient/payments"
+namespace = "payments.impatient"
+upstream_timeout = "1s"
+"#;
+
+/// The gateway, served in-process from `gateway::server::run`.
+struct Gateway {
+    addr: SocketAddr,
+    admin: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Gateway {
+    async fn start(upstream: &str, coordinator: &str) -> Gateway {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let addr = listener.local_addr().expect("local addr");
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("an address");
+        let config = GatewayConfig {
+            listen: addr,
+            admin_listen: admin,
+            upstream: upstream.parse().expect("upstream URI"),
+            routes: parse_routes(ROUTES).expect("valid routes"),
+            tenant: String::new(),
+            owner: "gateway-test".into(),
+            shutdown_grace: Duration::from_secs(5),
+        };
+        let client = ClientArgs {
+            addr: coordinator.to_owned(),
+            timeout: Duration::from_secs(2),
+            ca_cert: None,
+            client_cert: None,
+            client_key: None,
+            bearer_token: None,
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            idempotency_coordinator::gateway::server::run(config, &client, listener, shutdown)
+                .await
+                .expect("the gateway runs");
+        });
+        // Ready once its admin port answers: both ports are bound by then.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while reqwest::get(format!("http://{admin}/livez")).await.is_err() {
+            assert!(Instant::now() < deadline, "the gateway did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Gateway { addr, admin, stop: Some(stop), task }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.abort();
+    }
+}
+
+/// Everything a test needs, stopped when dropped.
+struct Setup {
+    service: ChargingService,
+    gateway: Gateway,
+    http: reqwest::Client,
+    _coordinator: Option<Server>,
+    _etcd: Option<Etcd>,
+}
+
+impl Setup {
+    async fn start() -> Setup {
+        let etcd = Etcd::start().await;
+        let coordinator = Server::start(&etcd, &[]).await;
+        let service = ChargingService::start().await;
+        let gateway = Gateway::start(&service.url(), &coordinator.url()).await;
+        Setup { service, gateway, http: reqwest::Client::new(), _coordinator: Some(coordinator), _etcd: Some(etcd) }
+    }
+
+    /// A POST of `body` (JSON) with `key` as a Structured Field string.
+    fn pay(&self, path: &str, key: &str, body: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(self.gateway.url(path))
+            .header("idempotency-key", format!("\"{key}\""))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+    }
+
+    /// The key as the service sees it in the header.
+    fn charges(&self, key: &str) -> usize {
+        self.service.ledger.charges(&format!("\"{key}\""))
+    }
+
+    fn assert_no_key_charged_twice(&self) {
+        assert_eq!(self.service.ledger.charged_twice(), vec![], "a key caused more than one charge");
+    }
+}
+
+/// An answer read whole.
+struct Answer {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: bytes::Bytes,
+}
+
+impl Answer {
+    async fn of(response: reqwest::Response) -> Answer {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.expect("the whole body");
+        Answer { status, headers, body }
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn replayed(&self) -> bool {
+        self.header("idempotent-replayed") == Some("true")
+    }
+
+    /// The problem document's `type`, checking it is one.
+    fn problem_type(&self) -> String {
+        assert_eq!(self.header("content-type"), Some("application/problem+json"), "{:?}", self.body);
+        let document: serde_json::Value = serde_json::from_slice(&self.body).expect("problem+json");
+        assert_eq!(document["status"], self.status.as_u16(), "{document}");
+        document["type"].as_str().expect("a type").to_owned()
+    }
+}
+
+async fn send(request: reqwest::RequestBuilder) -> Answer {
+    Answer::of(request.send().await.expect("an answer")).await
+}
+
+#[tokio::test]
+async fn a_double_submit_charges_once_and_replays_the_created_answer_byte_for_byte() {
+    let setup = Setup::start().await;
+    let first = send(setup.pay("/payments", "double-1", r#"{"amount":1000,"sent_at":"09:00"}"#)).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
+    assert!(!first.replayed());
+    assert_eq!(first.header("cache-control"), Some("no-store"));
+    assert!(first.header("x-served-at").is_some(), "the first answer is the service's own, every header");
+
+    // The same request, re-sent with a changed volatile field the route ignores.
+    let second = send(setup.pay("/payments", "double-1", r#"{ "sent_at": "09:01", "amount": 1000 }"#)).await;
+    assert_eq!(second.status, StatusCode::CREATED);
+    assert!(second.replayed(), "a replay says it is one");
+    assert_eq!(second.header("cache-control"), Some("no-store"));
+    for name in ["location", "etag", "content-type"] {
+        assert_eq!(second.header(name), first.header(name), "{name} is replayed");
+    }
+    assert_eq!(second.body, first.body, "the body is replayed byte for byte");
+    assert_eq!(second.header("x-served-at"), None, "headers not named for replay are not stored");
+
+    assert_eq!(setup.charges("double-1"), 1);
+    assert_eq!(setup.service.ledger.requests(), 1, "a replay never reaches the service");
+    let tokens = setup.service.ledger.tokens("\"double-1\"");
+    assert!(tokens[0].is_some_and(|t| t > 0), "the service got the fencing token: {tokens:?}");
+}
+
+#[tokio::test]
+async fn http2_clients_get_the_same_protection() {
+    let setup = Setup::start().await;
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().expect("an h2c client");
+    let pay = || {
+        h2.post(setup.gateway.url("/payments"))
+            .header("idempotency-key", "\"h2-1\"")
+            .header("content-type", "application/json")
+            .body(r#"{"amount":5}"#)
+    };
+    let first = Answer::of(pay().send().await.expect("an answer")).await;
+    let second = Answer::of(pay().send().await.expect("an answer")).await;
+    assert_eq!((first.status, first.replayed()), (StatusCode::CREATED, false));
+    assert_eq!((second.status, second.replayed()), (StatusCode::CREATED, true));
+    assert_eq!(second.body, first.body);
+    assert_eq!(setup.charges("h2-1"), 1);
+}
+
+#[tokio::test]
+async fn a_retry_after_a_client_timeout_waits_for_the_first_attempt_instead_of_charging_again() {
+    let setup = Setup::start().await;
+    let slow = setup
+        .pay("/payments", "timeout-1", r#"{"amount":700}"#)
+        .header("x-test-delay-ms", "1500")
+        .timeout(Duration::from_millis(300));
+    assert!(slow.send().await.expect_err("the client gives up").is_timeout());
+
+    // The service is still working on it: the retry is told so, not run.
+    let busy = send(setup.pay("/payments", "timeout-1", r#"{"amount":700}"#)).await;
+    assert_eq!(busy.status, StatusCode::CONFLICT);
+    assert_eq!(busy.problem_type(), "urn:idempotency-gateway:request-in-progress");
+    let retry_after: u64 = busy.header("retry-after").expect("Retry-After").parse().expect("seconds");
+    assert!((1..=5).contains(&retry_after), "{retry_after}");
+
+    // The first attempt finishes although its client hung up; the next retry replays it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let done = loop {
+        let answer = send(setup.pay("/payments", "timeout-1", r#"{"amount":700}"#)).await;
+        if answer.status != StatusCode::CONFLICT || Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!((done.status, done.replayed()), (StatusCode::CREATED, true));
+    assert_eq!(setup.charges("timeout-1"), 1);
+}
+
+#[tokio::test]
+async fn a_route_that_waits_holds_the_retry_until_the_first_request_finishes() {
+    let setup = Setup::start().await;
+    let first = tokio::spawn(
+        setup.pay("/waiting/payments", "wait-1", r#"{"amount":1}"#).header("x-test-delay-ms", "1000").send(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = send(setup.pay("/waiting/payments", "wait-1", r#"{"amount":1}"#)).await;
+    let first = Answer::of(first.await.expect("joined").expect("an answer")).await;
+    assert_eq!((first.status, first.replayed()), (StatusCode::CREATED, false));
+    assert_eq!((held.status, held.replayed()), (StatusCode::CREATED, true), "{:?}", held.body);
+    assert_eq!(held.body, first.body);
+    assert_eq!(setup.charges("wait-1"), 1);
+}
+
+#[tokio::test]
+async fn concurrent_retries_charge_once() {
+    let setup = Setup::start().await;
+    let attempts: Vec<_> = (0..8)
+        .map(|_| {
+            tokio::spawn(setup.pay("/payments", "burst-1", r#"{"amount":42}"#).header("x-test-delay-ms", "500").send())
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for attempt in attempts {
+        let answer = Answer::of(attempt.await.expect("joined").expect("an answer")).await;
+        statuses.push((answer.status, answer.replayed()));
+    }
+    let executed = statuses.iter().filter(|s| **s == (StatusCode::CREATED, false)).count();
+    assert_eq!(executed, 1, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == (StatusCode::CREATED, false)
+            || *s == (StatusCode::CREATED, true)
+            || s.0 == StatusCode::CONFLICT),
+        "{statuses:?}"
+    );
+    assert_eq!(setup.charges("burst-1"), 1);
+    assert_eq!(setup.service.ledger.requests(), 1);
+}
+
+#[tokio::test]
+async fn a_key_reused_with_another_body_is_refused_and_never_forwarded() {
+    let setup = Setup::start().await;
+    let first = send(setup.pay("/payments", "cart-1", r#"{"cart":["book"]}"#)).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let reused = send(setup.pay("/payments", "cart-1", r#"{"cart":["book","lamp"]}"#)).await;
+    assert_eq!(reused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reused.problem_type(), "urn:idempotency-gateway:idempotency-key-reused");
+    assert_eq!(reused.header("cache-control"), Some("no-store"));
+    // Another path is another request too.
+    let elsewhere = send(setup.pay("/payments?currency=eur", "cart-1", r#"{"cart":["book"]}"#)).await;
+    assert_eq!(elsewhere.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(setup.service.ledger.requests(), 1);
+    assert_eq!(setup.charges("cart-1"), 1);
+}
+
+#[tokio::test]
+async fn an_upstream_500_releases_the_key_so_the_retry_runs() {
+    let setup = Setup::start().await;
+    let failed = send(setup.pay("/payments", "flaky-1", r#"{"amount":3}"#).header("x-test-status", "500")).await;
+    assert_eq!(failed.status, StatusCode::INTERNAL_SERVER_ERROR, "the service's own answer is passed on");
+    assert_eq!(failed.header("content-type"), Some("application/json"));
+    assert_eq!(failed.header("cache-control"), Some("no-store"));
+    let retried = send(setup.pay("/payments", "flaky-1", r#"{"amount":3}"#)).await;
+    assert_eq!((retried.status, retried.replayed()), (StatusCode::CREATED, false));
+    assert_eq!(setup.charges("flaky-1"), 1);
+    assert_eq!(setup.service.ledger.requests(), 2);
+}
+
+#[tokio::test]
+async fn a_final_4xx_is_stored_and_a_retryable_one_is_not() {
+    let setup = Setup::start().await;
+    let declined = send(setup.pay("/payments", "declined-1", "{}").header("x-test-status", "402")).await;
+    assert_eq!(declined.status, StatusCode::PAYMENT_REQUIRED);
+    let again = send(setup.pay("/payments", "declined-1", "{}")).await;
+    assert_eq!((again.status, again.replayed()), (StatusCode::PAYMENT_REQUIRED, true), "a final 4xx is the answer");
+    assert_eq!(again.body, declined.body);
+
+    let limited = send(setup.pay("/payments", "limited-1", "{}").header("x-test-status", "429")).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    let retried = send(setup.pay("/payments", "limited-1", "{}")).await;
+    assert_eq!((retried.status, retried.replayed()), (StatusCode::CREATED, false), "429 is configured as retryable");
+    assert_eq!(setup.charges("declined-1"), 0);
+    assert_eq!(setup.charges("limited-1"), 1);
+}
+
+#[tokio::test]
+async fn a_service_killed_mid_request_leaves_the_key_free_for_a_retry_that_charges_once() {
+    let mut setup = Setup::start().await;
+    let doomed =
+        tokio::spawn(setup.pay("/payments", "crash-1", r#"{"amount":9}"#).header("x-test-delay-ms", "2000").send());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    setup.service.kill();
+    let doomed = Answer::of(doomed.await.expect("joined").expect("an answer")).await;
+    assert_eq!(doomed.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(doomed.problem_type(), "urn:idempotency-gateway:upstream-unreachable");
+
+    setup.service.restart().await;
+    let retried = send(setup.pay("/payments", "crash-1", r#"{"amount":9}"#)).await;
+    assert_eq!((retried.status, retried.replayed()), (StatusCode::CREATED, false), "{:?}", retried.body);
+    let tokens = setup.service.ledger.tokens("\"crash-1\"");
+    assert_eq!(tokens.len(), 1, "the killed attempt charged nothing, the retry once");
+    let again = send(setup.pay("/payments", "crash-1", r#"{"amount":9}"#)).await;
+    assert!(again.replayed());
+}
+
+#[tokio::test]
+async fn an_upstream_that_does_not_answer_in_time_gets_a_504_and_the_key_is_released() {
+    let setup = Setup::start().await;
+    let late = send(setup.pay("/impatient/payments", "late-1", "{}").header("x-test-delay-ms", "3000")).await;
+    assert_eq!(late.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(late.problem_type(), "urn:idempotency-gateway:upstream-timeout");
+    let retried = send(setup.pay("/impatient/payments", "late-1", "{}")).await;
+    assert_eq!((retried.status, retried.replayed()), (StatusCode::CREATED, false));
+    // The first call's service work was cut off by the gateway dropping the connection.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    setup.assert_no_key_charged_twice();
+}
+
+#[tokio::test]
+async fn heartbeats_keep_a_slow_request_owned_past_its_lease() {
+    let setup = Setup::start().await;
+    // The route's lease is 2 s; the service takes 5 s.
+    let slow =
+        tokio::spawn(setup.pay("/payments", "slow-1", r#"{"amount":8}"#).header("x-test-delay-ms", "5000").send());
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let retry = send(setup.pay("/payments", "slow-1", r#"{"amount":8}"#)).await;
+    assert_eq!(retry.status, StatusCode::CONFLICT, "the lease was extended, so no takeover: {:?}", retry.body);
+    let slow = Answer::of(slow.await.expect("joined").expect("an answer")).await;
+    assert_eq!((slow.status, slow.replayed()), (StatusCode::CREATED, false));
+    assert_eq!(setup.charges("slow-1"), 1);
+}
+
+#[tokio::test]
+async fn missing_or_malformed_keys_are_400_naming_the_header() {
+    let setup = Setup::start().await;
+    let missing = send(setup.http.post(setup.gateway.url("/payments")).body("{}")).await;
+    assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+    assert_eq!(missing.problem_type(), "urn:idempotency-gateway:idempotency-key-missing");
+    let document: serde_json::Value = serde_json::from_slice(&missing.body).expect("json");
+    assert_eq!(document["header"], "Idempotency-Key");
+
+    for bad in ["unquoted-uuid", "\"\"", "42"] {
+        let malformed =
+            send(setup.http.post(setup.gateway.url("/payments")).header("idempotency-key", bad).body("{}")).await;
+        assert_eq!(malformed.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(malformed.problem_type(), "urn:idempotency-gateway:idempotency-key-malformed");
+        assert!(String::from_utf8_lossy(&malformed.body).contains("Idempotency-Key"));
+    }
+    assert_eq!(setup.service.ledger.requests(), 0);
+
+    // Where the key is optional, a request without one is the client's choice.
+    let unkeyed = send(setup.http.post(setup.gateway.url("/optional/payments")).body("{}")).await;
+    assert_eq!(unkeyed.status, StatusCode::CREATED);
+    // And a path no route names passes through untouched.
+    let read = send(setup.http.get(setup.gateway.url("/payments/1"))).await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(read.header("cache-control"), None);
+}
+
+#[tokio::test]
+async fn oversized_requests_are_413_before_anything_begins() {
+    let setup = Setup::start().await;
+    let big = format!("{{\"note\":\"{}\"}}", "x".repeat(5000));
+    let declared = send(setup.pay("/payments", "big-1", &big)).await;
+    assert_eq!(declared.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(declared.problem_type(), "urn:idempotency-gateway:request-body-too-large");
+    assert!(String::from_utf8_lossy(&declared.body).contains("4096"), "the limit is named");
+
+    // Chunked, with no Content-Length to refuse early.
+    let chunks = futures_chunks(big.into_bytes());
+    let streamed = send(
+        setup
+            .http
+            .post(setup.gateway.url("/payments"))
+            .header("idempotency-key", "\"big-2\"")
+            .body(reqwest::Body::wrap_stream(chunks)),
+    )
+    .await;
+    assert_eq!(streamed.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(setup.service.ledger.requests(), 0);
+
+    // Nothing was begun: the same key with a small body is a new request.
+    let small = send(setup.pay("/payments", "big-1", "{}")).await;
+    assert_eq!((small.status, small.replayed()), (StatusCode::CREATED, false));
+}
+
+fn futures_chunks(data: Vec<u8>) -> impl tokio_stream::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = data.chunks(1000).map(|c| Ok(c.to_vec())).collect();
+    tokio_stream::iter(chunks)
+}
+
+#[tokio::test]
+async fn an_answer_too_large_to_store_still_reaches_the_client_and_a_retry_is_told_why() {
+    let setup = Setup::start().await;
+    let large = send(setup.pay("/payments", "report-1", "{}").header("x-test-response-bytes", "20000")).await;
+    assert_eq!((large.status, large.replayed()), (StatusCode::CREATED, false));
+    assert!(large.body.len() > 20000, "the whole answer, {} bytes", large.body.len());
+    let serde_json::Value::Object(_) = serde_json::from_slice(&large.body).expect("complete JSON") else {
+        panic!("not an object")
+    };
+
+    let retry = send(setup.pay("/payments", "report-1", "{}")).await;
+    assert_eq!(retry.status, StatusCode::CONFLICT);
+    assert_eq!(retry.problem_type(), "urn:idempotency-gateway:response-not-replayable");
+    let detail = String::from_utf8_lossy(&retry.body).into_owned();
+    assert!(detail.contains("201") && detail.contains("8192"), "{detail}");
+    assert_eq!(setup.charges("report-1"), 1);
+}
+
+#[tokio::test]
+async fn with_the_coordinator_down_nothing_is_forwarded_unless_the_route_fails_open() {
+    let service = ChargingService::start().await;
+    // Nothing listens on this port.
+    let gateway = Gateway::start(&service.url(), &format!("http://127.0.0.1:{}", free_port())).await;
+    let http = reqwest::Client::new();
+    let refused =
+        send(http.post(gateway.url("/payments")).header("idempotency-key", "\"down-1\"").body(r#"{"amount":1}"#)).await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.problem_type(), "urn:idempotency-gateway:coordinator-unavailable");
+    assert!(refused.header("retry-after").is_some());
+    assert_eq!(service.ledger.requests(), 0, "fail closed: nothing forwarded");
+
+    let forwarded =
+        send(http.post(gateway.url("/open/payments")).header("idempotency-key", "\"down-2\"").body("{}")).await;
+    assert_eq!(forwarded.status, StatusCode::CREATED, "this route fails open");
+    assert_eq!(service.ledger.requests(), 1);
+
+    let metrics = http
+        .get(format!("http://{}/metrics", gateway.admin))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for line in [
+        "idempotency_gateway_requests_total{outcome=\"coordinator_unavailable\"} 1",
+        "idempotency_gateway_requests_total{outcome=\"fail_open\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn health_endpoints_and_metrics_answer_for_the_kubelet() {
+    let setup = Setup::start().await;
+    let admin = setup.gateway.admin;
+    for path in ["/livez", "/readyz"] {
+        let answer = send(setup.http.get(format!("http://{admin}{path}"))).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}");
+    }
+    send(setup.pay("/payments", "metrics-1", "{}")).await;
+    send(setup.pay("/payments", "metrics-1", "{}")).await;
+    let metrics = send(setup.http.get(format!("http://{admin}/metrics"))).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    // Other tests in this binary share the process-wide recorder, so counts are at least, not exactly.
+    for outcome in ["executed", "replayed"] {
+        let prefix = format!("idempotency_gateway_requests_total{{outcome=\"{outcome}\"}} ");
+        let count: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("{prefix} in\n{text}"))
+            .parse()
+            .expect("a count");
+        assert!(count >= 1, "{outcome}: {count}");
+    }
+    assert!(text.contains("idempotency_gateway_upstream_duration_seconds_bucket{class=\"2xx\""), "{text}");
+}
