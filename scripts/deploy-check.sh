@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Validates the Kubernetes manifests offline: yamllint, then each layout
-# (base, overlays/dev, overlays/prod, monitoring) rendered by the real Kustomize built into
+# (base, overlays/dev, overlays/prod, monitoring, and examples/payments-api
+# with the gateway sidecar component) rendered by the real Kustomize built into
 # kubectl (`kubectl kustomize`) and checked with kubernetes-validate --strict
 # against a current Kubernetes, then the probe/port/TLS cross-check against the
 # settings the server binary itself reports for the rendered ConfigMap
-# (`serve --print-config`). The Python tools go into a virtualenv under .tools/.
+# (`serve --print-config`), and the sidecar's against `gateway --check`.
+# The Python tools go into a virtualenv under .tools/.
 #
 # kubectl: the machine image ships it. Elsewhere install it from
 # https://kubernetes.io/docs/tasks/tools/ (a single static binary; Debian and
@@ -26,7 +28,7 @@ venv=.tools/k8s
 cargo build -q --bin idempotency-coordinator
 rendered=.tools/rendered
 rm -rf "$rendered" && mkdir -p "$rendered"
-for layout in base overlays/dev overlays/prod monitoring; do
+for layout in base overlays/dev overlays/prod monitoring examples/payments-api; do
   out="$rendered/${layout//\//-}.yaml"
   "$kubectl" kustomize "deploy/$layout" > "$out"
   "$venv/bin/kubernetes-validate" --strict --quiet -k "$KUBERNETES_VERSION" "$out"
@@ -36,3 +38,4 @@ done
 # kubernetes-validate has no schema for (it warns), checked by promtool in
 # scripts/monitoring-check.sh.
 "$venv/bin/python" scripts/check_probes.py target/debug/idempotency-coordinator "$rendered"/{base,overlays-*}.yaml
+"$venv/bin/python" scripts/check_gateway_sidecar.py target/debug/idempotency-coordinator "$rendered"/examples-payments-api.yaml

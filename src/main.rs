@@ -75,8 +75,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn gateway(args: GatewayArgs, coordinator: ClientArgs) -> anyhow::Result<()> {
-    let telemetry = telemetry::init(args.log_format, &args.log, None).map_err(anyhow::Error::msg)?;
     let config = args.validate().map_err(anyhow::Error::msg)?;
+    if args.check {
+        coordinator.endpoint().map_err(anyhow::Error::msg)?;
+        println!("{}", serde_json::to_string_pretty(&config.summary())?);
+        return Ok(());
+    }
+    let telemetry = telemetry::init(args.log_format, &args.log, None).map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;

@@ -54,6 +54,10 @@ pub struct GatewayArgs {
     /// Log line format.
     #[arg(long, env = "IDEMPOTENCY_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Check the flags and the routes file, print the ports and routes as JSON, and exit (binds nothing).
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// Everything the gateway runs with, checked.
@@ -82,6 +86,18 @@ impl GatewayArgs {
             tenant: self.tenant.clone(),
             owner: self.owner.clone(),
             shutdown_grace: self.shutdown_grace,
+        })
+    }
+}
+
+impl GatewayConfig {
+    /// What `--check` prints: the ports, and each route's name and namespace.
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "listen": self.listen.to_string(),
+            "admin_listen": self.admin_listen.to_string(),
+            "upstream": self.upstream.to_string(),
+            "routes": self.routes.summary(),
         })
     }
 }

@@ -48,6 +48,7 @@ pub struct Route {
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     by_method: HashMap<Method, matchit::Router<Arc<Route>>>,
+    listed: Vec<(Vec<Method>, String, Arc<Route>)>,
 }
 
 impl RouteTable {
@@ -65,7 +66,17 @@ impl RouteTable {
                 .insert(path, route.clone())
                 .map_err(|e| format!("{method} {path}: {e}"))?;
         }
+        self.listed.push((methods.to_vec(), path.to_owned(), route));
         Ok(())
+    }
+
+    /// Each route's name, methods, path and namespace, in the file's order.
+    pub fn summary(&self) -> Vec<serde_json::Value> {
+        let describe = |(methods, path, route): &(Vec<Method>, String, Arc<Route>)| {
+            let methods: Vec<&str> = methods.iter().map(Method::as_str).collect();
+            serde_json::json!({ "name": route.name, "methods": methods, "path": path, "namespace": route.namespace })
+        };
+        self.listed.iter().map(describe).collect()
     }
 
     /// The route `method` and `path` fall under.
