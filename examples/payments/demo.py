@@ -3,6 +3,10 @@ amount against the payments example; exits 1 unless that gives one charge per
 key, the replays, and one clear 422.
 
     python3 demo.py --coordinator 127.0.0.1:50051
+    python3 demo.py --coordinator 127.0.0.1:50051 --gateway target/debug/idempotency-coordinator
+
+The first runs server.py, which calls the coordinator itself; the second
+runs plain_server.py, which has no idempotency code, behind the HTTP gateway.
 """
 
 import argparse
@@ -21,31 +25,44 @@ def post(base, key, body, timeout=10.0, latency=0.0):
     request = urllib.request.Request(
         f"{base}/payments",
         data=json.dumps(body).encode(),
-        headers={"Idempotency-Key": key, "Content-Type": "application/json", "X-Simulate-Latency": str(latency)},
+        # A Structured Field string, as the Idempotency-Key draft (and the gateway) require.
+        headers={"Idempotency-Key": f'"{key}"', "Content-Type": "application/json", "X-Simulate-Latency": str(latency)},
         method="POST",
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, dict(response.headers), json.loads(response.read())
+            return response.status, response.headers, json.loads(response.read())
     except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), json.loads(error.read())
+        return error.code, error.headers, json.loads(error.read())
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--coordinator", default="127.0.0.1:50051")
+    parser.add_argument("--gateway", help="the idempotency-coordinator binary: run plain_server.py behind its gateway")
     args = parser.parse_args()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, str(pathlib.Path(__file__).with_name("server.py")), "--port", str(port), "--coordinator", args.coordinator],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
+    here = pathlib.Path(__file__).parent
+    port = free_port()
+    processes = []
+    if args.gateway:
+        processes.append(subprocess.Popen([sys.executable, str(here / "plain_server.py"), "--port", str(port)], stdout=subprocess.PIPE, text=True))
+        gateway_port, admin_port = free_port(), free_port()
+        processes.append(subprocess.Popen([
+            args.gateway, "gateway", "--coordinator", f"http://{args.coordinator}", "--routes", str(here / "routes.toml"),
+            "--upstream", f"http://127.0.0.1:{port}", "--listen", f"127.0.0.1:{gateway_port}",
+            "--admin-listen", f"127.0.0.1:{admin_port}",
+        ]))
+        base = f"http://127.0.0.1:{gateway_port}"
+        wait_until_up(f"http://127.0.0.1:{admin_port}/readyz")
+    else:
+        processes.append(subprocess.Popen(
+            [sys.executable, str(here / "server.py"), "--port", str(port), "--coordinator", args.coordinator],
+            stdout=subprocess.PIPE,
+            text=True,
+        ))
+        base = f"http://127.0.0.1:{port}"
     try:
-        server.stdout.readline()  # "payments API on ..."
+        processes[0].stdout.readline()  # "payments API on ..."
         checks = []
 
         def check(what, ok):
@@ -81,14 +98,33 @@ def main():
 
         with urllib.request.urlopen(f"{base}/charges") as response:
             charged = json.loads(response.read())["charges"]
-        per_key = {key: sum(c["key"] == key for c in charged) for key in (order, slow)}
+        per_key = {key: sum(c["key"] == f'"{key}"' for c in charged) for key in (order, slow)}
         print(f"charges made: {len(charged)} ({per_key})")
         check("exactly one charge per key", per_key == {order: 1, slow: 1} and len(charged) == 2)
         print(f"{sum(checks)} passed, {len(checks) - sum(checks)} failed")
         return 0 if all(checks) else 1
     finally:
-        server.terminate()
-        server.wait(5)
+        for process in processes:
+            process.terminate()
+            process.wait(5)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(url, within=10.0):
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except (urllib.error.URLError, ConnectionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,9 @@ impl Upstream {
             None => sent.await,
         };
         let mut response = answered.map_err(|e| UpstreamError::Unreachable(error_chain(&e)))?;
+        // The client's connection has its own version: an HTTP/1.0 service
+        // must not turn the gateway's answer into an HTTP/1.0 one.
+        *response.version_mut() = Version::default();
         strip_hop_by_hop(response.headers_mut());
         Ok(response)
     }
