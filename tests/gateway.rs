@@ -10,9 +10,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::charging_service::ChargingService;
+use common::pki::Pki;
 use common::{Etcd, Server, free_port};
 use idempotency_coordinator::cli::ClientArgs;
 use idempotency_coordinator::gateway::config::{GatewayConfig, parse_routes};
+use idempotency_coordinator::shell::auth::tokens::hash_token;
 use reqwest::StatusCode;
 use tokio::sync::oneshot;
 
@@ -69,6 +71,11 @@ struct Gateway {
 
 impl Gateway {
     async fn start(upstream: &str, coordinator: &str) -> Gateway {
+        Gateway::start_with(upstream, plaintext(coordinator)).await
+    }
+
+    /// A gateway calling the coordinator as `client` says (TLS, bearer token).
+    async fn start_with(upstream: &str, client: ClientArgs) -> Gateway {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let addr = listener.local_addr().expect("local addr");
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("an address");
@@ -80,14 +87,6 @@ impl Gateway {
             tenant: String::new(),
             owner: "gateway-test".into(),
             shutdown_grace: Duration::from_secs(5),
-        };
-        let client = ClientArgs {
-            addr: coordinator.to_owned(),
-            timeout: Duration::from_secs(2),
-            ca_cert: None,
-            client_cert: None,
-            client_key: None,
-            bearer_token: None,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -109,6 +108,17 @@ impl Gateway {
 
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+}
+
+fn plaintext(coordinator: &str) -> ClientArgs {
+    ClientArgs {
+        addr: coordinator.to_owned(),
+        timeout: Duration::from_secs(2),
+        ca_cert: None,
+        client_cert: None,
+        client_key: None,
+        bearer_token: None,
     }
 }
 
@@ -535,4 +545,57 @@ async fn health_endpoints_and_metrics_answer_for_the_kubelet() {
         assert!(count >= 1, "{outcome}: {count}");
     }
     assert!(text.contains("idempotency_gateway_upstream_duration_seconds_bucket{class=\"2xx\""), "{text}");
+}
+
+#[tokio::test]
+async fn the_gateway_calls_an_authenticating_coordinator_over_tls_with_its_bearer_token() {
+    const TOKEN: &str = "gateway-token-0123456789abcdef";
+    let pki = Pki::new("gateway");
+    let server_cert = pki.server("server");
+    let tokens = pki.dir.path().join("tokens");
+    std::fs::write(&tokens, format!("payments-team {}\n", hash_token(TOKEN))).expect("tokens file");
+    let path = |p: &std::path::Path| p.to_str().expect("a UTF-8 path").to_owned();
+    let etcd = Etcd::start().await;
+    let coordinator = Server::start(
+        &etcd,
+        &[
+            "--tls-cert",
+            &path(&server_cert.cert),
+            "--tls-key",
+            &path(&server_cert.key),
+            "--tokens-file",
+            &path(&tokens),
+            "--health-listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ],
+    )
+    .await;
+    let service = ChargingService::start().await;
+    let over_tls = |token: &str| ClientArgs {
+        addr: format!("https://{}", coordinator.addr),
+        ca_cert: Some(pki.ca_path()),
+        bearer_token: Some(token.to_owned()),
+        ..plaintext("")
+    };
+    let http = reqwest::Client::new();
+    let pay = |gateway: &Gateway, key: &str| {
+        http.post(gateway.url("/payments"))
+            .header("idempotency-key", format!("\"{key}\""))
+            .header("content-type", "application/json")
+            .body(r#"{"amount":10}"#)
+    };
+
+    let gateway = Gateway::start_with(&service.url(), over_tls(TOKEN)).await;
+    let first = send(pay(&gateway, "tls-1")).await;
+    let second = send(pay(&gateway, "tls-1")).await;
+    assert_eq!((first.status, first.replayed()), (StatusCode::CREATED, false), "{:?}", first.body);
+    assert_eq!((second.status, second.replayed()), (StatusCode::CREATED, true));
+    assert_eq!(service.ledger.charges("\"tls-1\""), 1);
+
+    // A gateway with a token the coordinator does not know forwards nothing.
+    let misconfigured = Gateway::start_with(&service.url(), over_tls("a-token-nobody-was-ever-given")).await;
+    let refused = send(pay(&misconfigured, "tls-2")).await;
+    assert_eq!(refused.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(refused.problem_type(), "urn:idempotency-gateway:gateway-misconfigured");
+    assert_eq!(service.ledger.requests(), 1);
 }
