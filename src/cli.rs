@@ -200,6 +200,18 @@ pub enum ClientCommand {
         #[command(flatten)]
         record: RecordArgs,
     },
+    /// Show the fingerprint Begin would compute for a payload (changes nothing).
+    Fingerprint {
+        /// The request to fingerprint.
+        #[arg(long)]
+        payload: String,
+        /// Fingerprint the payload as canonical JSON (RFC 8785) instead of raw bytes.
+        #[arg(long)]
+        json: bool,
+        /// JSON Pointer of a volatile field to leave out of the fingerprint (repeatable).
+        #[arg(long = "ignore-field", requires = "json")]
+        ignore_fields: Vec<String>,
+    },
     /// Ask the gRPC health service ("", liveness, readiness, idempotency.v1.CoordinatorService).
     Health {
         #[arg(long, default_value = "")]
@@ -305,6 +317,30 @@ pub async fn run(args: ClientArgs, command: ClientCommand) -> Result<(), String>
                 .map_err(describe_status)?;
             print_record("record", reply.into_inner().record.as_ref());
         }
+        ClientCommand::Fingerprint { payload, json, ignore_fields } => {
+            let reply = client
+                .fingerprint(v1::FingerprintRequest {
+                    payload: Some(v1::Payload {
+                        data: payload.into_bytes(),
+                        canonicalization: if json { v1::Canonicalization::Json } else { v1::Canonicalization::Raw }
+                            as i32,
+                        ignore_fields,
+                    }),
+                    include_canonical: true,
+                })
+                .await
+                .map_err(describe_status)?
+                .into_inner();
+            println!("fingerprint");
+            print_field("fingerprint", hex::encode(&reply.fingerprint));
+            match std::str::from_utf8(&reply.canonical) {
+                Ok(text) => print_field("hashed", text),
+                Err(_) => print_field("hashed (hex)", hex::encode(&reply.canonical)),
+            }
+            for member in reply.members {
+                print_field(&format!("member {:?}", member.name), hex::encode(&member.digest));
+            }
+        }
         ClientCommand::Health { service } => {
             let reply = HealthClient::new(channel)
                 .check(HealthCheckRequest { service: service.clone() })
@@ -331,6 +367,9 @@ fn describe_status(status: tonic::Status) -> String {
         text.push_str(&format!(" {}", info.reason));
     }
     text.push_str(&format!(": {}", status.message()));
+    if let Some(members) = details.error_info().and_then(|info| info.metadata.get("differing_members")) {
+        text.push_str(&format!("\n  differing members: {members}"));
+    }
     if let Some(bad_request) = details.bad_request() {
         for violation in &bad_request.field_violations {
             text.push_str(&format!("\n  {}: {}", violation.field, violation.description));

@@ -53,6 +53,7 @@ fn begin(key: &str) -> BeginCommand {
     BeginCommand {
         id: id(key),
         fingerprint: [7; 32],
+        members: vec![],
         lease_ttl: Duration::from_secs(30),
         wait: Duration::ZERO,
         owner: "test".into(),

@@ -145,3 +145,21 @@ fn print_config_reports_the_settings_without_reading_files() {
     assert_eq!(view["health"]["liveness"], serde_json::json!(["", "liveness"]));
     assert_eq!(view["health"]["readiness"], serde_json::json!(["readiness", "idempotency.v1.CoordinatorService"]));
 }
+
+#[tokio::test]
+async fn fingerprint_and_a_reused_key_explain_themselves_in_the_shell() {
+    let (_etcd, server, _client) = start().await;
+    let json = r#"{ "b": 2, "a": "x" }"#;
+    let (ok, out, _) = cli(&server, &["fingerprint", "--json", "--payload", json]).await;
+    assert!(ok && out.starts_with("fingerprint"), "{out}");
+    assert_eq!(field(&out, "hashed"), r#"{"a":"x","b":2}"#);
+    assert_eq!(field(&out, "member \"b\""), "d4735e3a265e16eee03f59718b9b5d03019c07d8b6c51f90da3a666eec13ab35");
+
+    let id = ["-n", "payments.create", "-k", "cli-explain"];
+    let (ok, _, _) = cli(&server, &[&["begin"], &id[..], &["--json", "--payload", json]].concat()).await;
+    assert!(ok);
+    let other = r#"{"a":"x","b":3}"#;
+    let (ok, _, err) = cli(&server, &[&["begin"], &id[..], &["--json", "--payload", other]].concat()).await;
+    assert!(!ok && err.contains("IDEMPOTENCY_KEY_REUSED"), "{err}");
+    assert!(err.contains(r#"differing members: ["b"]"#), "{err}");
+}

@@ -50,6 +50,7 @@ fn begin_command(key: &str, fingerprint: u8) -> BeginCommand {
     BeginCommand {
         id: RecordId { tenant: "default".into(), namespace: "ns".into(), key: key.into() },
         fingerprint: [fingerprint; 32],
+        members: vec![],
         lease_ttl: Duration::from_secs(30),
         wait: Duration::ZERO,
         owner: "test".into(),

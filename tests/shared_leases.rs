@@ -44,6 +44,7 @@ async fn finish(coordinator: &Coordinator<EtcdStore>, key: &str, retention: Dura
     let begin = BeginCommand {
         id: id(key),
         fingerprint: [1; 32],
+        members: vec![],
         lease_ttl: Duration::from_secs(5),
         wait: Duration::ZERO,
         owner: "test".into(),

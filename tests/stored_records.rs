@@ -60,6 +60,7 @@ fn begin(key: &str, fingerprint: [u8; 32]) -> BeginCommand {
     BeginCommand {
         id: id(key),
         fingerprint,
+        members: vec![],
         lease_ttl: Duration::from_secs(3600),
         wait: Duration::ZERO,
         owner: "golden-writer".into(),
@@ -208,5 +209,5 @@ async fn records_an_earlier_release_stored_are_read_completed_and_taken_over() {
     assert!(matches!(c.begin(&begin("in-progress", FINGERPRINT), deadline()).await, Ok(BeginOutcome::Completed(_))));
     // The stored fingerprints still guard their keys.
     let reused = c.begin(&begin("completed-response", [8; 32]), deadline()).await;
-    assert!(matches!(reused, Err(Error::KeyReused { attempt: 1 })), "{reused:?}");
+    assert!(matches!(reused, Err(Error::KeyReused { attempt: 1, .. })), "{reused:?}");
 }

@@ -66,6 +66,13 @@ impl CoordinatorService for DoNothing {
     async fn lookup(&self, _: Request<v1::LookupRequest>) -> Result<Response<v1::LookupResponse>, Status> {
         Err(Status::unimplemented("the do-nothing server only answers Begin and Complete"))
     }
+
+    async fn fingerprint(
+        &self,
+        _: Request<v1::FingerprintRequest>,
+    ) -> Result<Response<v1::FingerprintResponse>, Status> {
+        Err(Status::unimplemented("the do-nothing server only answers Begin and Complete"))
+    }
 }
 
 /// Serves until the process is killed.

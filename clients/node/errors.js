@@ -13,7 +13,17 @@ class IdempotencyError extends Error {
   }
 }
 /** The key was used before for a request with a different fingerprint (a client bug). */
-class KeyReusedError extends IdempotencyError {}
+class KeyReusedError extends IdempotencyError {
+  /**
+   * The top-level JSON members in which this request differs from the first
+   * one, e.g. ['amount']; null when the coordinator could not tell (a raw
+   * payload or fingerprint on either side, or not a JSON object).
+   */
+  get differingMembers() {
+    const names = this.metadata.differing_members;
+    return names === undefined ? null : JSON.parse(names);
+  }
+}
 /** Another attempt took over or finished the record: stop, do not write. */
 class LeaseLostError extends IdempotencyError {}
 /** The coordinator or its store is unavailable (or overloaded): retry later. */

@@ -140,7 +140,10 @@ class Coordinator {
           return this.own(request, response.acquired, sideEffect, leaseTtl, options.retention, heartbeat);
         default:
           if (Date.now() >= giveUp) {
-            throw new errors.UnavailableError(`${namespace}/${key} still in progress after ${giveUpAfter}s`, 'IN_PROGRESS');
+            const after = response.in_progress.retry_after;
+            const error = new errors.UnavailableError(`${namespace}/${key} still in progress after ${giveUpAfter}s`, 'IN_PROGRESS');
+            error.retryAfter = after ? Number(after.seconds) + after.nanos / 1e9 : 1;
+            throw error;
           }
           if (wait <= 0) await new Promise((r) => setTimeout(r, 100));
       }

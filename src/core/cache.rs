@@ -15,11 +15,13 @@ use std::sync::Arc;
 use moka::sync::Cache;
 
 use crate::core::error::Error;
+use crate::core::fingerprint::{MemberDigest, differing_members};
 use crate::core::outcome::{BeginOutcome, Completed, Failed};
 use crate::core::record::{Record, RecordId, ResultBody, State};
 
 struct Replay {
     fingerprint: Vec<u8>,
+    member_digests: Vec<(String, Vec<u8>)>,
     attempt: u32,
     expires_at_ms: i64,
     outcome: BeginOutcome,
@@ -83,7 +85,13 @@ impl ReplayCache {
 
     /// The replay for `id` if cached and not expired at `now_ms`; KeyReused
     /// if it was made by a request with another fingerprint.
-    pub fn get(&self, id: &RecordId, fingerprint: &[u8], now_ms: i64) -> Option<Result<BeginOutcome, Error>> {
+    pub fn get(
+        &self,
+        id: &RecordId,
+        fingerprint: &[u8],
+        members: &[MemberDigest],
+        now_ms: i64,
+    ) -> Option<Result<BeginOutcome, Error>> {
         let cache = self.by_record.as_ref()?;
         let replay = cache.get(id)?;
         if replay.expires_at_ms <= now_ms {
@@ -91,7 +99,8 @@ impl ReplayCache {
             return None;
         }
         if replay.fingerprint != fingerprint {
-            return Some(Err(Error::KeyReused { attempt: replay.attempt }));
+            let differing = differing_members(&replay.member_digests, &replay.fingerprint, members);
+            return Some(Err(Error::KeyReused { attempt: replay.attempt, differing }));
         }
         Some(Ok(replay.outcome.clone()))
     }
@@ -107,6 +116,7 @@ impl ReplayCache {
         let Some(outcome) = replay_of(record) else { return };
         let replay = Replay {
             fingerprint: record.fingerprint.clone(),
+            member_digests: record.member_digests.clone(),
             attempt: record.attempt,
             expires_at_ms: record.expires_at_ms,
             outcome,
@@ -177,6 +187,7 @@ mod tests {
             owner: String::new(),
             request_id: String::new(),
             fingerprint: vec![7; 32],
+            member_digests: vec![],
             created_at_ms: 0,
             updated_at_ms: 0,
             expires_at_ms,
@@ -195,10 +206,10 @@ mod tests {
     fn replays_are_served_until_expiry_and_check_the_fingerprint() {
         let cache = ReplayCache::new(1 << 20);
         cache.remember(&id(), &completed(1_000));
-        assert!(matches!(cache.get(&id(), &[7; 32], 999), Some(Ok(BeginOutcome::Completed(_)))));
-        assert!(matches!(cache.get(&id(), &[8; 32], 999), Some(Err(Error::KeyReused { attempt: 1 }))));
-        assert!(cache.get(&id(), &[7; 32], 1_000).is_none(), "served at its expiry");
-        assert!(cache.get(&id(), &[7; 32], 0).is_none(), "an expired entry must be gone");
+        assert!(matches!(cache.get(&id(), &[7; 32], &[], 999), Some(Ok(BeginOutcome::Completed(_)))));
+        assert!(matches!(cache.get(&id(), &[8; 32], &[], 999), Some(Err(Error::KeyReused { attempt: 1, .. }))));
+        assert!(cache.get(&id(), &[7; 32], &[], 1_000).is_none(), "served at its expiry");
+        assert!(cache.get(&id(), &[7; 32], &[], 0).is_none(), "an expired entry must be gone");
     }
 
     #[test]
@@ -209,7 +220,7 @@ mod tests {
         let mut later = completed(5_000);
         later.fingerprint = vec![8; 32];
         cache.remember(&id(), &later);
-        assert!(matches!(cache.get(&id(), &[8; 32], 2_000), Some(Ok(BeginOutcome::Completed(_)))));
+        assert!(matches!(cache.get(&id(), &[8; 32], &[], 2_000), Some(Ok(BeginOutcome::Completed(_)))));
     }
 
     #[test]
@@ -218,10 +229,10 @@ mod tests {
         let mut in_progress = completed(1_000);
         in_progress.state = State::InProgress;
         cache.remember(&id(), &in_progress);
-        assert!(cache.get(&id(), &[7; 32], 0).is_none());
+        assert!(cache.get(&id(), &[7; 32], &[], 0).is_none());
         let disabled = ReplayCache::new(0);
         disabled.remember(&id(), &completed(1_000));
-        assert!(disabled.get(&id(), &[7; 32], 0).is_none());
+        assert!(disabled.get(&id(), &[7; 32], &[], 0).is_none());
     }
 
     #[test]
@@ -266,6 +277,7 @@ mod tests {
             replays.remember(&id, &record);
             let replay = Replay {
                 fingerprint: record.fingerprint.clone(),
+                member_digests: vec![],
                 attempt: 1,
                 expires_at_ms: 0,
                 outcome: replay_of(&record).unwrap(),

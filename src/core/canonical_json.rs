@@ -39,14 +39,62 @@ enum Json {
 /// `ignore_pointers` (applied in the given order; a pointer that matches
 /// nothing is ignored, since the guarded field may be optional).
 pub fn canonicalize(data: &[u8], ignore_pointers: &[String]) -> Result<Vec<u8>, CanonicalJsonError> {
+    let value = parse_without(data, ignore_pointers)?;
+    let mut out = Vec::with_capacity(data.len());
+    write_value(&value, &mut out);
+    Ok(out)
+}
+
+/// The canonical form of a JSON payload, and, when it is an object, the
+/// canonical form of each top-level member's value, in canonical order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Canonical {
+    pub bytes: Vec<u8>,
+    /// (member name, canonical value); None unless the payload is an object.
+    pub members: Option<Vec<(String, Vec<u8>)>>,
+}
+
+/// [`canonicalize`], keeping each top-level member's canonical value too, so
+/// that two requests can be compared member by member.
+pub fn canonicalize_members(data: &[u8], ignore_pointers: &[String]) -> Result<Canonical, CanonicalJsonError> {
+    let value = parse_without(data, ignore_pointers)?;
+    let Json::Object(members) = value else {
+        let mut bytes = Vec::with_capacity(data.len());
+        write_value(&value, &mut bytes);
+        return Ok(Canonical { bytes, members: None });
+    };
+    let mut members: Vec<(String, Vec<u8>)> = members
+        .into_iter()
+        .map(|(name, member)| {
+            let mut canonical = Vec::new();
+            write_value(&member, &mut canonical);
+            (name, canonical)
+        })
+        .collect();
+    members.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
+    // The whole object is its members in canonical order, so it is written
+    // from them rather than serialized a second time.
+    let mut bytes = Vec::with_capacity(data.len());
+    bytes.push(b'{');
+    for (i, (name, canonical)) in members.iter().enumerate() {
+        if i > 0 {
+            bytes.push(b',');
+        }
+        write_string(name, &mut bytes);
+        bytes.push(b':');
+        bytes.extend_from_slice(canonical);
+    }
+    bytes.push(b'}');
+    Ok(Canonical { bytes, members: Some(members) })
+}
+
+fn parse_without(data: &[u8], ignore_pointers: &[String]) -> Result<Json, CanonicalJsonError> {
     let mut value = parse(data)?;
     for pointer in ignore_pointers {
         let tokens = parse_pointer(pointer)?;
         remove_at(&mut value, &tokens);
     }
-    let mut out = Vec::with_capacity(data.len());
-    write_value(&value, &mut out);
-    Ok(out)
+    Ok(value)
 }
 
 fn parse(data: &[u8]) -> Result<Json, CanonicalJsonError> {
@@ -387,5 +435,18 @@ mod tests {
             let result = canonicalize(b"{}", &[pointer.to_string()]);
             assert!(matches!(result, Err(CanonicalJsonError::BadPointer { .. })), "accepted {pointer:?}");
         }
+    }
+
+    #[test]
+    fn members_are_each_canonical_and_make_up_the_whole() {
+        let data = br#"{ "b": [1.0, {"y":2,"x":1}], "a": "\u0041", "ts": 9 }"#;
+        let ignore = vec!["/ts".to_owned()];
+        let canonical = canonicalize_members(data, &ignore).expect("valid");
+        assert_eq!(canonical.bytes, canonicalize(data, &ignore).expect("valid"));
+        let members = canonical.members.expect("an object");
+        let names: Vec<&str> = members.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(members[1].1, br#"[1,{"x":1,"y":2}]"#);
+        assert_eq!(canonicalize_members(b"[1]", &[]).expect("valid").members, None);
     }
 }

@@ -3,13 +3,16 @@
 
 use std::time::Duration;
 
-use crate::core::fingerprint::Fingerprint;
+use crate::core::fingerprint::{Fingerprint, MemberDigest};
 use crate::core::record::{CallError, CallResult, RecordId};
 
 #[derive(Debug, Clone)]
 pub struct BeginCommand {
     pub id: RecordId,
     pub fingerprint: Fingerprint,
+    /// The payload's top-level member digests, when it is a JSON object
+    /// (empty otherwise): they let a key-reuse error name what differs.
+    pub members: Vec<MemberDigest>,
     pub lease_ttl: Duration,
     pub wait: Duration,
     pub owner: String,

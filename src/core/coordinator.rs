@@ -114,7 +114,7 @@ impl<S: RecordStore> Coordinator<S> {
     pub async fn begin(&self, command: &BeginCommand, deadline: Instant) -> Result<BeginOutcome, Error> {
         let deadline = self.operation_deadline(deadline, command.wait);
         let id = &command.id;
-        if let Some(replay) = self.replays.get(id, &command.fingerprint, self.clock.now_ms()) {
+        if let Some(replay) = self.replays.get(id, &command.fingerprint, &command.members, self.clock.now_ms()) {
             return replay;
         }
         // Without a caller-sent request_id, make one: our own retries of an
@@ -322,6 +322,7 @@ mod tests {
         BeginCommand {
             id: RecordId { tenant: tenant.into(), namespace: "ns".into(), key: "busy".into() },
             fingerprint: [1; 32],
+            members: vec![],
             lease_ttl: Duration::from_secs(30),
             wait,
             owner: tenant.into(),

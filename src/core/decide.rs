@@ -21,6 +21,7 @@ use rand::Rng;
 
 use crate::core::command::BeginCommand;
 use crate::core::error::Error;
+use crate::core::fingerprint;
 use crate::core::outcome::{Acquired, BeginOutcome, InProgress, PublicState, RecordView};
 use crate::core::record::{CallError, CallResult, Lock, Record, Recovery, RecoveryReason, Snapshot, State, Versioned};
 use crate::core::store::{Expect, LeaseWant, LockChange, RecordLease, Write};
@@ -77,7 +78,8 @@ pub fn decide_begin(
         lock_revision: snapshot.lock.as_ref().map(|l| l.revision),
     };
     if record.fingerprint != command.fingerprint {
-        return Err(Error::KeyReused { attempt: record.attempt });
+        let differing = fingerprint::differing_members(&record.member_digests, &record.fingerprint, &command.members);
+        return Err(Error::KeyReused { attempt: record.attempt, differing });
     }
     let take_over = |reason: RecoveryReason, last_error: Option<CallError>, previous_token: u64| BeginDecision::Start {
         expect,
@@ -142,6 +144,7 @@ pub fn start_attempt(
         owner: command.owner.clone(),
         request_id: request_id.to_owned(),
         fingerprint: command.fingerprint.to_vec(),
+        member_digests: fingerprint::stored_member_digests(&command.fingerprint, &command.members),
         created_at_ms: attempt.created_at_ms,
         updated_at_ms: now,
         // An abandoned attempt's record is kept as long as a finished one,
@@ -327,6 +330,7 @@ mod tests {
         BeginCommand {
             id: RecordId { tenant: "t".into(), namespace: "ns".into(), key: "k".into() },
             fingerprint: [fingerprint; 32],
+            members: vec![],
             lease_ttl: Duration::from_secs(5),
             wait: Duration::ZERO,
             owner: "me".into(),
@@ -341,6 +345,7 @@ mod tests {
             owner: "worker-a".into(),
             request_id: "req-a".into(),
             fingerprint: vec![1; 32],
+            member_digests: vec![],
             created_at_ms: NOW - 10_000,
             updated_at_ms: NOW - 1_000,
             expires_at_ms: NOW + 60_000,
@@ -450,7 +455,7 @@ mod tests {
         for state in [State::InProgress, State::Completed, State::Failed, State::Released] {
             for lock in [None, Some(NOW + 3_000)] {
                 assert!(
-                    matches!(decide(&snapshot(state, lock), 9, "req-a"), Err(Error::KeyReused { attempt: 2 })),
+                    matches!(decide(&snapshot(state, lock), 9, "req-a"), Err(Error::KeyReused { attempt: 2, .. })),
                     "{state:?} with lock {lock:?}"
                 );
             }

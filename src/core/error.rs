@@ -21,9 +21,14 @@ pub enum Error {
     InvalidRequest(Vec<Violation>),
 
     #[error(
-        "idempotency key reused: the record (attempt {attempt}) was created by a request with a different fingerprint"
+        "idempotency key reused: the record (attempt {attempt}) was created by a request with a different fingerprint{}",
+        explain_members(.differing)
     )]
-    KeyReused { attempt: u32 },
+    KeyReused {
+        attempt: u32,
+        /// The top-level JSON members that differ, when both requests' member digests are known.
+        differing: Option<Vec<String>>,
+    },
 
     #[error("lease lost: attempt {current_attempt} now owns or has finished the record")]
     LeaseLost { current_attempt: u32 },
@@ -63,4 +68,11 @@ impl Error {
 
 fn describe(violations: &[Violation]) -> String {
     violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ")
+}
+
+fn explain_members(differing: &Option<Vec<String>>) -> String {
+    match differing {
+        Some(names) if !names.is_empty() => format!(" (top-level members that differ: {})", names.join(", ")),
+        _ => String::new(),
+    }
 }

@@ -46,6 +46,9 @@ pub struct Record {
     /// The caller's request_id of the current attempt (may be server-made).
     pub request_id: String,
     pub fingerprint: Vec<u8>,
+    /// The creating request's top-level member digests, keyed by the
+    /// fingerprint (`fingerprint::stored_member_digests`); never values.
+    pub member_digests: Vec<(String, Vec<u8>)>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     /// When the record may be forgotten.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::core::command::{BeginCommand, CompleteCommand, ExtendCommand, FailCommand};
 use crate::core::error::{Error, Violation};
-use crate::core::fingerprint::{self, Canonicalization, Fingerprint};
+use crate::core::fingerprint::{self, Canonicalization, PayloadDigest};
 use crate::core::limits::{DEFAULT_TENANT, Limits, MIN_LEASE_TTL, check_scope_name};
 use crate::core::record::RecordId;
 use crate::proto::convert;
@@ -127,19 +127,22 @@ fn retention(v: &mut Violations, requested: Option<&prost_types::Duration>, limi
 pub fn begin(req: v1::BeginRequest, limits: &Limits) -> Result<BeginCommand, Error> {
     let mut v = Violations::default();
     let id = record_id(&mut v, &req.tenant, &req.namespace, &req.key);
-    let fingerprint = match &req.request {
+    let (fingerprint, members) = match &req.request {
         None => {
             v.add("fingerprint", "one of fingerprint or payload is required");
-            [0; 32]
+            ([0; 32], vec![])
         }
         Some(v1::begin_request::Request::Fingerprint(digest)) => match <[u8; 32]>::try_from(digest.as_slice()) {
-            Ok(digest) => digest,
+            Ok(digest) => (digest, vec![]),
             Err(_) => {
                 v.add("fingerprint", format!("must be a 32-byte SHA-256 digest (got {} bytes)", digest.len()));
-                [0; 32]
+                ([0; 32], vec![])
             }
         },
-        Some(v1::begin_request::Request::Payload(payload)) => payload_fingerprint(&mut v, payload, limits),
+        Some(v1::begin_request::Request::Payload(payload)) => {
+            let digest = payload_digest(&mut v, payload, limits, false);
+            (digest.fingerprint, digest.members)
+        }
     };
     let lease_ttl = lease_ttl(&mut v, req.lease_ttl.as_ref(), limits);
     let wait = match req.wait.as_ref() {
@@ -154,49 +157,64 @@ pub fn begin(req: v1::BeginRequest, limits: &Limits) -> Result<BeginCommand, Err
     };
     check_len(&mut v, "owner", req.owner.len(), MAX_OWNER_BYTES);
     check_len(&mut v, "request_id", req.request_id.len(), MAX_REQUEST_ID_BYTES);
-    v.finish(BeginCommand { id, fingerprint, lease_ttl, wait, owner: req.owner, request_id: req.request_id })
+    v.finish(BeginCommand { id, fingerprint, members, lease_ttl, wait, owner: req.owner, request_id: req.request_id })
 }
 
-fn payload_fingerprint(v: &mut Violations, payload: &v1::Payload, limits: &Limits) -> Fingerprint {
+/// A Fingerprint call's payload, digested as Begin would.
+pub fn fingerprint(req: v1::FingerprintRequest, limits: &Limits) -> Result<PayloadDigest, Error> {
+    let mut v = Violations::default();
+    let digest = match &req.payload {
+        Some(payload) => payload_digest(&mut v, payload, limits, req.include_canonical),
+        None => {
+            v.add("payload", "is required");
+            PayloadDigest { fingerprint: [0; 32], canonical: vec![], members: vec![] }
+        }
+    };
+    v.finish(digest)
+}
+
+/// The payload's digest; a zero digest when it broke a rule (the violation is recorded).
+fn payload_digest(v: &mut Violations, payload: &v1::Payload, limits: &Limits, keep_canonical: bool) -> PayloadDigest {
+    let none = || PayloadDigest { fingerprint: [0; 32], canonical: vec![], members: vec![] };
     if payload.data.len() > limits.max_payload_bytes {
         v.add(
             "payload.data",
             format!("must be at most {} bytes (got {})", limits.max_payload_bytes, payload.data.len()),
         );
-        return [0; 32];
+        return none();
     }
     let canonicalization = match v1::Canonicalization::try_from(payload.canonicalization) {
         Ok(v1::Canonicalization::Raw) => Canonicalization::Raw,
         Ok(v1::Canonicalization::Json) => Canonicalization::Json,
         _ => {
             v.add("payload.canonicalization", "must be CANONICALIZATION_RAW or CANONICALIZATION_JSON");
-            return [0; 32];
+            return none();
         }
     };
     if canonicalization == Canonicalization::Raw && !payload.ignore_fields.is_empty() {
         v.add("payload.ignore_fields", "only applies to CANONICALIZATION_JSON");
-        return [0; 32];
+        return none();
     }
     if payload.ignore_fields.len() > MAX_IGNORE_FIELDS {
         v.add("payload.ignore_fields", format!("must list at most {MAX_IGNORE_FIELDS} pointers"));
-        return [0; 32];
+        return none();
     }
     if let Some(long) = payload.ignore_fields.iter().find(|p| p.len() > MAX_POINTER_BYTES) {
         v.add(
             "payload.ignore_fields",
             format!("pointers must be at most {MAX_POINTER_BYTES} bytes (got {})", long.len()),
         );
-        return [0; 32];
+        return none();
     }
-    match fingerprint::of_payload(&payload.data, canonicalization, &payload.ignore_fields) {
+    match fingerprint::digest_payload(&payload.data, canonicalization, &payload.ignore_fields, keep_canonical) {
         Ok(digest) => digest,
         Err(crate::core::canonical_json::CanonicalJsonError::Invalid(why)) => {
             v.add("payload.data", format!("is not valid I-JSON: {why}"));
-            [0; 32]
+            none()
         }
         Err(bad_pointer) => {
             v.add("payload.ignore_fields", bad_pointer.to_string());
-            [0; 32]
+            none()
         }
     }
 }

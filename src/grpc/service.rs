@@ -174,4 +174,22 @@ impl<S: RecordStore> CoordinatorService for CoordinatorApi<S> {
         Span::current().record("outcome", "found");
         Ok(Response::new(v1::LookupResponse { record: Some(convert::record_message(record)) }))
     }
+
+    #[instrument(level = "debug", skip_all, fields(trace_id = trace_id(&request)))]
+    async fn fingerprint(
+        &self,
+        request: Request<v1::FingerprintRequest>,
+    ) -> Result<Response<v1::FingerprintResponse>, Status> {
+        let call = Call::of(&request, "");
+        let digest = request::fingerprint(request.into_inner(), &self.limits).map_err(|e| call.reject(e))?;
+        Ok(Response::new(v1::FingerprintResponse {
+            fingerprint: digest.fingerprint.to_vec(),
+            canonical: digest.canonical,
+            members: digest
+                .members
+                .into_iter()
+                .map(|m| v1::MemberDigest { name: m.name, digest: m.digest.to_vec() })
+                .collect(),
+        }))
+    }
 }

@@ -56,8 +56,13 @@ impl From<Error> for Status {
                 );
                 (Code::InvalidArgument, details)
             }
-            Error::KeyReused { attempt } => {
-                (Code::FailedPrecondition, info(reason::IDEMPOTENCY_KEY_REUSED, vec![("attempt", attempt.to_string())]))
+            Error::KeyReused { attempt, differing } => {
+                let mut metadata = vec![("attempt", attempt.to_string())];
+                if let Some(names) = differing {
+                    // A JSON array: member names may contain any character, a comma too.
+                    metadata.push(("differing_members", serde_json::to_string(&names).unwrap_or_default()));
+                }
+                (Code::FailedPrecondition, info(reason::IDEMPOTENCY_KEY_REUSED, metadata))
             }
             Error::LeaseLost { current_attempt } => (
                 Code::FailedPrecondition,

@@ -222,6 +222,7 @@ mod tests {
             owner: String::new(),
             request_id: String::new(),
             fingerprint: vec![],
+            member_digests: vec![],
             created_at_ms: 0,
             updated_at_ms: 0,
             expires_at_ms: 0,

@@ -76,7 +76,7 @@ pub async fn a_terminal_failure_is_replayed<S: RecordStore>(h: &Harness<S>) {
 pub async fn a_reused_key_with_another_request_is_refused_in_every_state<S: RecordStore>(h: &Harness<S>) {
     let reused = |key: &str| begin(key, "a different cart", 5);
     let refused = |result: Result<BeginOutcome, Error>| {
-        assert!(matches!(result, Err(Error::KeyReused { attempt: 1 })), "{result:?}");
+        assert!(matches!(result, Err(Error::KeyReused { attempt: 1, .. })), "{result:?}");
     };
     h.acquire(&begin("in-progress", "cart", 5)).await;
     refused(h.begin(&reused("in-progress")).await);

@@ -130,6 +130,7 @@ pub fn begin(key: &str, payload: &str, ttl_seconds: u64) -> BeginCommand {
     BeginCommand {
         id: id(key),
         fingerprint: of_payload(payload.as_bytes(), Canonicalization::Raw, &[]).expect("raw payloads fingerprint"),
+        members: vec![],
         lease_ttl: Duration::from_secs(ttl_seconds),
         wait: Duration::ZERO,
         owner: "test".into(),

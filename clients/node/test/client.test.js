@@ -43,7 +43,7 @@ test('a reused key with another request throws and runs nothing', async () => {
   await coordinator.run('payments.create', key, async () => 'ok', { json: { amount: 100 } });
   await assert.rejects(
     coordinator.run('payments.create', key, async () => assert.fail('ran twice'), { json: { amount: 200 } }),
-    KeyReusedError,
+    (error) => error instanceof KeyReusedError && JSON.stringify(error.differingMembers) === '["amount"]',
   );
 });
 

@@ -41,8 +41,9 @@ def test_the_side_effect_runs_once_and_a_retry_gets_the_replay(coordinator):
 def test_a_reused_key_with_another_request_raises_and_runs_nothing(coordinator):
     key = new_key()
     coordinator.run("payments.create", key, lambda a: "ok", json_payload={"amount": 100})
-    with pytest.raises(KeyReusedError):
+    with pytest.raises(KeyReusedError) as refused:
         coordinator.run("payments.create", key, lambda a: pytest.fail("ran twice"), json_payload={"amount": 200})
+    assert refused.value.differing_members == ["amount"]
 
 
 def test_concurrent_callers_run_the_side_effect_once(coordinator):

@@ -8,6 +8,7 @@ use crate::core::error::Error;
 use crate::core::record::{Lock, Record, Recovery, State, Versioned};
 use crate::proto::convert;
 use crate::proto::storage::{StoredLock, StoredRecord, StoredState};
+use crate::proto::v1::MemberDigest;
 
 /// The layout version this release writes and the only one it reads.
 pub const FORMAT: u32 = 1;
@@ -33,6 +34,11 @@ pub fn encode_record(record: &Record) -> Vec<u8> {
         error: record.error.as_ref().map(convert::error_message),
         recovered: record.recovered.as_ref().map(convert::recovery_message),
         recovered_token: record.recovered.as_ref().map(|r| r.previous_token).unwrap_or_default(),
+        member_digests: record
+            .member_digests
+            .iter()
+            .map(|(name, digest)| MemberDigest { name: name.clone(), digest: digest.clone() })
+            .collect(),
     }
     .encode_to_vec()
 }
@@ -65,6 +71,7 @@ pub fn decode_record(key: &[u8], value: &[u8], revision: i64) -> Result<Versione
         owner: stored.owner,
         request_id: stored.request_id,
         fingerprint: stored.fingerprint,
+        member_digests: stored.member_digests.into_iter().map(|m| (m.name, m.digest)).collect(),
         created_at_ms: stored.created_at_ms,
         updated_at_ms: stored.updated_at_ms,
         expires_at_ms: stored.expires_at_ms,
@@ -114,6 +121,7 @@ mod tests {
             owner: "pod-a".into(),
             request_id: "req".into(),
             fingerprint: vec![9; 32],
+            member_digests: vec![],
             created_at_ms: 1,
             updated_at_ms: 2,
             expires_at_ms: 3,
@@ -142,6 +150,10 @@ mod tests {
         recovered_from.recovered.as_mut().unwrap().previous_token = 41;
         let decoded = decode_record(b"k", &encode_record(&recovered_from), 7).unwrap();
         assert_eq!(decoded.value, recovered_from);
+        let mut with_members = record();
+        with_members.member_digests = vec![("amount".into(), vec![7; 16]), ("cart".into(), vec![8; 16])];
+        let decoded = decode_record(b"k", &encode_record(&with_members), 7).unwrap();
+        assert_eq!(decoded.value, with_members);
         let lock = Lock { deadline_ms: 99 };
         assert_eq!(decode_lock(b"k", &encode_lock(&lock), 8).unwrap(), Versioned { value: lock, revision: 8 });
     }

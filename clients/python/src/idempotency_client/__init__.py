@@ -1,5 +1,6 @@
 """Client helper for the idempotency coordinator (see client.py)."""
 
+from .aio import AsyncCoordinator, aio_channel
 from .client import SERVICE_CONFIG, Attempt, Coordinator, Outcome, Result, channel
 from .errors import (
     AuthenticationError,
@@ -15,6 +16,7 @@ from .errors import (
 )
 
 __all__ = [
+    "AsyncCoordinator",
     "Attempt",
     "AuthenticationError",
     "Coordinator",
@@ -30,5 +32,6 @@ __all__ = [
     "RetryableError",
     "SERVICE_CONFIG",
     "UnavailableError",
+    "aio_channel",
     "channel",
 ]

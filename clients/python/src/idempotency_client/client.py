@@ -118,6 +118,33 @@ def _outcome(stored: pb.Result, replayed: bool, attempt: int) -> Outcome:
     )
 
 
+def begin_request(
+    tenant, owner, namespace, key, payload, json_payload, ignore_fields, fingerprint, lease_ttl, wait
+) -> pb.BeginRequest:
+    """The Begin of a run, with a fresh request_id that its own retries reuse."""
+    request = pb.BeginRequest(
+        tenant=tenant,
+        namespace=namespace,
+        key=key,
+        lease_ttl=_seconds(lease_ttl),
+        wait=_seconds(wait),
+        owner=owner,
+        request_id=str(uuid.uuid4()),
+    )
+    if fingerprint is not None:
+        request.fingerprint = fingerprint
+    elif json_payload is not None:
+        request.payload.data = json.dumps(json_payload).encode()
+        request.payload.canonicalization = pb.CANONICALIZATION_JSON
+        request.payload.ignore_fields.extend(ignore_fields)
+    elif payload is not None:
+        request.payload.data = payload.encode() if isinstance(payload, str) else payload
+        request.payload.canonicalization = pb.CANONICALIZATION_RAW
+    else:
+        raise ValueError("give payload, json_payload or fingerprint")
+    return request
+
+
 class Coordinator:
     def __init__(
         self,
@@ -154,26 +181,9 @@ class Coordinator:
         returns its stored result; on a retry, returns the stored result
         without running anything. Waits (up to `give_up_after` seconds) while
         another caller holds the key."""
-        request = pb.BeginRequest(
-            tenant=self.tenant,
-            namespace=namespace,
-            key=key,
-            lease_ttl=_seconds(lease_ttl),
-            wait=_seconds(wait),
-            owner=self.owner,
-            request_id=str(uuid.uuid4()),
+        request = begin_request(
+            self.tenant, self.owner, namespace, key, payload, json_payload, ignore_fields, fingerprint, lease_ttl, wait
         )
-        if fingerprint is not None:
-            request.fingerprint = fingerprint
-        elif json_payload is not None:
-            request.payload.data = json.dumps(json_payload).encode()
-            request.payload.canonicalization = pb.CANONICALIZATION_JSON
-            request.payload.ignore_fields.extend(ignore_fields)
-        elif payload is not None:
-            request.payload.data = payload.encode() if isinstance(payload, str) else payload
-            request.payload.canonicalization = pb.CANONICALIZATION_RAW
-        else:
-            raise ValueError("give payload, json_payload or fingerprint")
 
         give_up = time.monotonic() + give_up_after
         while True:
@@ -191,7 +201,10 @@ class Coordinator:
                 return self._own(request, response.acquired, side_effect, lease_ttl, retention, heartbeat)
             # In progress elsewhere: Begin already waited up to `wait`.
             if time.monotonic() >= give_up:
-                raise UnavailableError(f"{namespace}/{key} still in progress after {give_up_after}s", "IN_PROGRESS")
+                retry_after = response.in_progress.retry_after.ToTimedelta().total_seconds() or 1.0
+                raise UnavailableError(
+                    f"{namespace}/{key} still in progress after {give_up_after}s", "IN_PROGRESS", retry_after=retry_after
+                )
             if wait <= 0:
                 time.sleep(response.in_progress.retry_after.ToTimedelta().total_seconds() or 0.1)
 

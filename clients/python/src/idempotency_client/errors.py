@@ -1,5 +1,6 @@
 """Typed errors, keyed on the coordinator's google.rpc.ErrorInfo reason."""
 
+import json
 from typing import Optional
 
 import grpc
@@ -18,6 +19,14 @@ class IdempotencyError(Exception):
 
 class KeyReusedError(IdempotencyError):
     """The key was used before for a request with a different fingerprint (a client bug)."""
+
+    @property
+    def differing_members(self) -> Optional[list]:
+        """The top-level JSON members in which this request differs from the
+        first one, e.g. ["amount"]; None when the coordinator could not tell
+        (a raw payload or fingerprint on either side, or not a JSON object)."""
+        names = self.metadata.get("differing_members")
+        return json.loads(names) if names is not None else None
 
 
 class LeaseLostError(IdempotencyError):

@@ -1,0 +1,212 @@
+"""The asyncio helper (`grpc.aio`): the blocking `Coordinator`'s shape for
+async code.
+
+    coordinator = AsyncCoordinator("127.0.0.1:50051", owner="checkout-7")
+    outcome = await coordinator.run("payments.create", key, charge, json_payload=cart)
+
+`await charge(attempt)` runs only if this call acquired the key; a retry of a
+finished key gets the stored result back instead (`outcome.replayed`). While it
+runs, a heartbeat task extends the lease. Exceptions release the key
+(`RetryableError` and any other exception) or store a replayable failure
+(`PermanentError`), and are re-raised; so does cancellation (the key is
+released, so a retry runs again). The channel is created on first use, in the
+event loop that uses it.
+"""
+
+import asyncio
+import time
+import uuid
+from typing import Any, Awaitable, Callable, Optional, Sequence, Union
+
+import grpc
+import grpc.aio
+
+from idempotency.v1 import coordinator_pb2 as pb
+from idempotency.v1 import coordinator_pb2_grpc as pb_grpc
+
+from .client import SERVICE_CONFIG, Attempt, Outcome, _outcome, _seconds, _to_result, begin_request
+from .errors import PermanentError, ReplayedFailure, UnavailableError, from_rpc_error
+
+
+def aio_channel(target: str, credentials: Optional[grpc.ChannelCredentials] = None) -> grpc.aio.Channel:
+    """An asyncio channel with the blocking helper's retry policy."""
+    options = [("grpc.service_config", SERVICE_CONFIG), ("grpc.enable_retries", 1)]
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=options)
+    return grpc.aio.secure_channel(target, credentials, options=options)
+
+
+class AsyncCoordinator:
+    def __init__(
+        self,
+        target: Union[str, Callable[[], grpc.aio.Channel]],
+        *,
+        owner: str = "",
+        tenant: str = "",
+        timeout: float = 10.0,
+    ):
+        """`target` is an address, or a function that makes the channel (for TLS)."""
+        self._make_channel = (lambda: aio_channel(target)) if isinstance(target, str) else target
+        self._channel: Optional[grpc.aio.Channel] = None
+        self.owner, self.tenant, self.timeout = owner, tenant, timeout
+
+    @property
+    def stub(self) -> pb_grpc.CoordinatorServiceStub:
+        if self._channel is None:
+            self._channel = self._make_channel()
+        return pb_grpc.CoordinatorServiceStub(self._channel)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+
+    async def run(
+        self,
+        namespace: str,
+        key: str,
+        side_effect: Callable[[Attempt], Awaitable[Any]],
+        *,
+        payload: Union[bytes, str, None] = None,
+        json_payload: Any = None,
+        ignore_fields: Sequence[str] = (),
+        fingerprint: Optional[bytes] = None,
+        lease_ttl: int = 30,
+        wait: float = 10.0,
+        give_up_after: float = 60.0,
+        retention: Optional[float] = None,
+        heartbeat: bool = True,
+    ) -> Outcome:
+        """As `Coordinator.run`, with an async side effect."""
+        request = begin_request(
+            self.tenant, self.owner, namespace, key, payload, json_payload, ignore_fields, fingerprint, lease_ttl, wait
+        )
+        stub = self.stub
+        give_up = time.monotonic() + give_up_after
+        while True:
+            try:
+                response = await stub.Begin(request, timeout=wait + self.timeout)
+            except grpc.RpcError as error:
+                raise from_rpc_error(error) from None
+            kind = response.WhichOneof("outcome")
+            if kind == "completed":
+                return _outcome(response.completed.result, replayed=True, attempt=response.completed.attempt)
+            if kind == "failed":
+                e = response.failed.error
+                raise ReplayedFailure(e.code, e.message, e.details, response.failed.attempt)
+            if kind == "acquired":
+                return await self._own(stub, request, response.acquired, side_effect, lease_ttl, retention, heartbeat)
+            if time.monotonic() >= give_up:
+                retry_after = response.in_progress.retry_after.ToTimedelta().total_seconds() or 1.0
+                raise UnavailableError(
+                    f"{namespace}/{key} still in progress after {give_up_after}s", "IN_PROGRESS", retry_after=retry_after
+                )
+            if wait <= 0:
+                await asyncio.sleep(response.in_progress.retry_after.ToTimedelta().total_seconds() or 0.1)
+
+    async def _own(self, stub, request, acquired, side_effect, lease_ttl, retention, heartbeat) -> Outcome:
+        attempt = Attempt(
+            fencing_token=acquired.fencing_token,
+            attempt=acquired.attempt,
+            recovered=acquired.recovered if acquired.HasField("recovered") else None,
+            lease_lost=asyncio.Event(),
+        )
+        ids = dict(tenant=request.tenant, namespace=request.namespace, key=request.key)
+        beat = asyncio.ensure_future(self._heartbeat(stub, ids, attempt, lease_ttl)) if heartbeat else None
+        try:
+            value = await side_effect(attempt)
+        except PermanentError as error:
+            await _stop(beat)
+            await self._fail(stub, ids, attempt, pb.Error(code=error.code, message=error.message, details=error.details), False, retention)
+            raise
+        except BaseException as error:
+            await _stop(beat)
+            message = str(error)[:4096]
+            # Shielded: a cancelled caller must still release its key.
+            await asyncio.shield(
+                self._fail(stub, ids, attempt, pb.Error(code=type(error).__name__[:128], message=message), True, retention)
+            )
+            raise
+        await _stop(beat)
+        stored = _to_result(value)
+        result = pb.Result(content_type=stored.content_type, status_code=stored.status_code)
+        if stored.resource_ref is not None:
+            result.resource_ref = stored.resource_ref
+        else:
+            result.response = stored.response or b""
+        complete = pb.CompleteRequest(fencing_token=attempt.fencing_token, result=result, **ids)
+        if retention is not None:
+            complete.retention.CopyFrom(_seconds(retention))
+        try:
+            await stub.Complete(complete, timeout=self.timeout)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        return Outcome(**vars(stored), replayed=False, attempt=attempt.attempt)
+
+    async def _fail(self, stub, ids, attempt, error, retryable, retention) -> None:
+        request = pb.FailRequest(fencing_token=attempt.fencing_token, error=error, retryable=retryable, **ids)
+        if retention is not None and not retryable:
+            request.retention.CopyFrom(_seconds(retention))
+        try:
+            await stub.Fail(request, timeout=self.timeout)
+        except grpc.RpcError:
+            # The original exception matters more; an unreleased key is
+            # abandoned and taken over when its lease lapses.
+            pass
+
+    async def _heartbeat(self, stub, ids, attempt, lease_ttl) -> None:
+        interval = max(lease_ttl / 3.0, 0.5)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await stub.Extend(
+                    pb.ExtendRequest(fencing_token=attempt.fencing_token, lease_ttl=_seconds(lease_ttl), **ids),
+                    timeout=self.timeout,
+                )
+            except grpc.RpcError as error:
+                typed = from_rpc_error(error)
+                if typed.reason in ("LEASE_LOST", "ALREADY_FINISHED", "RECORD_NOT_FOUND"):
+                    attempt.lease_lost.set()
+                    return
+                # Unavailable: keep trying until the lease is really gone.
+
+    async def lookup(self, namespace: str, key: str) -> pb.Record:
+        try:
+            answer = await self.stub.Lookup(
+                pb.LookupRequest(tenant=self.tenant, namespace=namespace, key=key), timeout=self.timeout
+            )
+            return answer.record
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+
+    def idempotent(self, namespace: str, *, key: Callable[..., str], json_payload: Callable[..., Any], **options):
+        """Decorator form for async functions: `key` and `json_payload`
+        compute the idempotency key and the guarded request from the
+        arguments; the function gets the `Attempt` as its first argument."""
+
+        def wrap(function):
+            async def wrapper(*args, **kwargs):
+                return await self.run(
+                    namespace,
+                    key(*args, **kwargs),
+                    lambda attempt: function(attempt, *args, **kwargs),
+                    json_payload=json_payload(*args, **kwargs),
+                    **options,
+                )
+
+            return wrapper
+
+        return wrap
+
+
+async def _stop(beat: Optional[asyncio.Future]) -> None:
+    if beat is None:
+        return
+    beat.cancel()
+    try:
+        await beat
+    except asyncio.CancelledError:
+        pass
+
+
+__all__ = ["AsyncCoordinator", "aio_channel"]

@@ -1,0 +1,337 @@
+"""An ASGI middleware (Starlette, FastAPI, any ASGI app) that applies the IETF
+httpapi `Idempotency-Key` header rules, as the coordinator's HTTP gateway does:
+
+    app = IdempotencyMiddleware(app, AsyncCoordinator("127.0.0.1:50051"), [
+        Route(methods=["POST"], path="/payments", namespace="payments.create", wait=10),
+    ])
+
+On a matching route: a missing or malformed key is 400, a body over the limit
+413, a key reused for another request 422 (naming the JSON members that
+differ), a retry while the first runs 409 with Retry-After (or, with `wait`,
+the first one's answer), and a retry after it finished gets the stored
+status, headers and body with `Idempotent-Replayed: true`, without calling
+the app. The app's 5xx and `retryable_4xx` answers release the key. Every
+answer on a matching route carries `Cache-Control: no-store`; answers the
+middleware writes itself are RFC 9457 problem documents. Answers are stored
+as `message/http`, the gateway's format, so the two can share a namespace's
+records. Needs the `asgi` extra (`pip install idempotency-client[asgi]`).
+"""
+
+import asyncio
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import http_sf
+
+from .aio import AsyncCoordinator
+from .client import Result
+from .errors import (
+    IdempotencyError,
+    KeyReusedError,
+    LeaseLostError,
+    PermanentError,
+    ReplayedFailure,
+    RetryableError,
+    UnavailableError,
+)
+
+log = logging.getLogger("idempotency_client.asgi")
+
+HEADER = "Idempotency-Key"
+MAX_KEY_CHARS = 255
+MEDIA_TYPE = "message/http"
+RESPONSE_NOT_STORED = "RESPONSE_NOT_STORED"
+ALWAYS_REPLAYED = ("content-type", "content-encoding", "location", "etag")
+# The member under which the request line and chosen headers join a JSON
+# body in the fingerprinted payload; a key-reuse error names it when they differ.
+REQUEST_MEMBER = "$request"
+
+
+@dataclass(frozen=True)
+class Route:
+    """A protected route; `path` is exact or has `{name}` segments."""
+
+    methods: Sequence[str]
+    path: str
+    namespace: str
+    key_required: bool = True
+    lease_ttl: int = 30
+    wait: float = 0.0
+    retention: Optional[float] = None
+    fingerprint_headers: Sequence[str] = ()
+    ignore_fields: Sequence[str] = ()
+    replay_headers: Sequence[str] = ()
+    retryable_4xx: Sequence[int] = ()
+    fail_open: bool = False
+    max_request_bytes: int = 1024 * 1024
+    max_stored_response_bytes: int = 192 * 1024
+    fencing_token_header: str = "idempotency-fencing-token"
+
+    def matches(self, method: str, path: str) -> bool:
+        return method in self.methods and _pattern(self.path).fullmatch(path) is not None
+
+
+def _pattern(path: str) -> "re.Pattern[str]":
+    return re.compile("/".join("[^/]+" if re.fullmatch(r"\{\w+\}", s) else re.escape(s) for s in path.split("/")))
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: list  # [(bytes, bytes)]
+    body: bytes
+
+
+def problem(status: int, name: str, title: str, detail: str, retry_after: Optional[float] = None, **extra) -> Answer:
+    document = {"type": f"urn:idempotency-gateway:{name}", "title": title, "status": status, "detail": detail, **extra}
+    headers = [(b"content-type", b"application/problem+json")]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(max(1, int(-(-retry_after // 1)))).encode()))
+    return Answer(status, headers, json.dumps(document).encode())
+
+
+def parse_key(values: list) -> Optional[str]:
+    """The key, None without one; ValueError says what is wrong with it."""
+    if not values:
+        return None
+    if len(values) > 1:
+        raise ValueError(f"{HEADER} must be sent once")
+    try:
+        key, _parameters = http_sf.parse(values[0].encode("latin-1"), tltype="item")
+    except http_sf.StructuredFieldError as error:
+        raise ValueError(f'{HEADER} must be a Structured Field string in double quotes, e.g. "8e03978e-40d5" ({error})') from None
+    if type(key) is not str:
+        raise ValueError(f'{HEADER} must be a Structured Field string in double quotes, e.g. "8e03978e-40d5"')
+    if not 1 <= len(key) <= MAX_KEY_CHARS:
+        raise ValueError(f"{HEADER} must be 1..{MAX_KEY_CHARS} characters (got {len(key)})")
+    return key
+
+
+def fingerprint_payload(route: Route, method: str, path: str, query: str, headers: dict, body: bytes):
+    """The JSON payload Begin fingerprints (coordinator-side, canonical JSON):
+    a JSON object body's own members, with the request line and chosen
+    headers under "$request"; any other body by its digest. Returns the
+    payload and the ignore_fields that apply to it."""
+    request = {
+        "method": method,
+        "path": path,
+        "query": query,
+        "headers": {name: headers.get(name, []) for name in sorted(h.lower() for h in route.fingerprint_headers)},
+    }
+    content_type = (headers.get("content-type") or [""])[0].split(";")[0].strip().lower()
+    if content_type == "application/json" or (content_type.startswith("application/") and content_type.endswith("+json")):
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict) and REQUEST_MEMBER not in parsed:
+            return {**parsed, REQUEST_MEMBER: request}, list(route.ignore_fields)
+        if parsed is not None:
+            return {REQUEST_MEMBER: request, "$body": parsed}, ["/$body" + p for p in route.ignore_fields]
+    return {REQUEST_MEMBER: request, "$body_sha256": hashlib.sha256(body).hexdigest()}, []
+
+
+def encode_stored(status: int, headers: list, keep: Sequence[str], body: bytes) -> bytes:
+    lines = [f"HTTP/1.1 {status} ".encode()]
+    for name, value in headers:
+        if name.decode("latin-1").lower() in keep:
+            lines.append(name.lower() + b": " + value)
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def decode_stored(data: bytes) -> Answer:
+    head, separator, body = data.partition(b"\r\n\r\n")
+    if not separator or not head.startswith(b"HTTP/1.1 "):
+        raise ValueError("the stored response is not message/http")
+    status_line, *header_lines = head.split(b"\r\n")
+    headers = []
+    for line in header_lines:
+        name, _, value = line.partition(b":")
+        headers.append((name.strip().lower(), value.strip()))
+    return Answer(int(status_line.split(b" ")[1]), headers, body)
+
+
+class _Release(RetryableError):
+    """The app's answer releases the key (5xx, a retryable 4xx)."""
+
+    def __init__(self, answer: Answer):
+        super().__init__(f"the app answered {answer.status}")
+        self.answer = answer
+
+
+class _NotStored(PermanentError):
+    """The app's answer is too large to store: the request ran, its answer cannot be replayed."""
+
+    def __init__(self, answer: Answer, limit: int):
+        super().__init__(
+            RESPONSE_NOT_STORED,
+            f"the request was processed (status {answer.status}), but its response (more than {limit} bytes) "
+            "was not stored, so it cannot be replayed",
+        )
+        self.answer = answer
+
+
+class IdempotencyMiddleware:
+    def __init__(self, app, coordinator: AsyncCoordinator, routes: Sequence[Route]):
+        self.app, self.coordinator, self.routes = app, coordinator, list(routes)
+
+    async def __call__(self, scope, receive, send):
+        route = None
+        if scope["type"] == "http":
+            route = next((r for r in self.routes if r.matches(scope["method"], scope["path"])), None)
+        if route is None:
+            return await self.app(scope, receive, send)
+        headers: dict = {}
+        for name, value in scope["headers"]:
+            headers.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+        try:
+            key = parse_key(headers.get("idempotency-key", []))
+        except ValueError as error:
+            return await _send(send, problem(400, "idempotency-key-malformed", "Idempotency-Key is malformed", str(error), header=HEADER))
+        if key is None:
+            if route.key_required:
+                detail = f'This request needs an {HEADER} header, e.g. {HEADER}: "<uuid>".'
+                return await _send(send, problem(400, "idempotency-key-missing", "Idempotency-Key is missing", detail, header=HEADER))
+            return await self.app(scope, receive, _no_store(send))
+        body = await _read_body(receive, route.max_request_bytes)
+        if body is None:
+            detail = f"The request body is over this route's limit of {route.max_request_bytes} bytes."
+            return await _send(send, problem(413, "request-body-too-large", "Request body too large", detail))
+        # Shielded: a client that hangs up must not cancel the attempt, whose answer must still be stored.
+        attempt = asyncio.ensure_future(self._protect(route, key, scope, headers, body))
+        answer = await asyncio.shield(attempt)
+        await _send(send, answer)
+
+    async def _protect(self, route: Route, key: str, scope, headers: dict, body: bytes) -> Answer:
+        query = scope.get("query_string", b"").decode("latin-1")
+        payload, ignore = fingerprint_payload(route, scope["method"], scope["path"], query, headers, body)
+        answered: dict = {}
+
+        async def call_app(attempt) -> Result:
+            inner_scope = dict(scope)
+            token_header = (route.fencing_token_header.lower().encode(), str(attempt.fencing_token).encode())
+            inner_scope["headers"] = [h for h in scope["headers"] if h[0].lower() != token_header[0]] + [token_header]
+            answer = await _capture(self.app, inner_scope, body)
+            answered["answer"] = answer
+            if answer.status >= 500 or answer.status in route.retryable_4xx:
+                raise _Release(answer)
+            if len(answer.body) > route.max_stored_response_bytes:
+                raise _NotStored(answer, route.max_stored_response_bytes)
+            keep = ALWAYS_REPLAYED + tuple(h.lower() for h in route.replay_headers)
+            stored = encode_stored(answer.status, answer.headers, keep, answer.body)
+            return Result(response=stored, content_type=MEDIA_TYPE, status_code=answer.status)
+
+        try:
+            outcome = await self.coordinator.run(
+                route.namespace,
+                key,
+                call_app,
+                json_payload=payload,
+                ignore_fields=ignore,
+                lease_ttl=route.lease_ttl,
+                wait=route.wait,
+                give_up_after=route.wait,
+                retention=route.retention,
+            )
+        except (_Release, _NotStored) as ended:
+            return ended.answer
+        except KeyReusedError as error:
+            detail = "This Idempotency-Key was already used with a different method, path, query, headers or body."
+            differing = error.differing_members
+            if differing:
+                detail += " Members that differ: " + ", ".join(differing) + "."
+            return problem(422, "idempotency-key-reused", "Idempotency-Key was used for a different request", detail, differing_members=differing)
+        except ReplayedFailure as failure:
+            if failure.code == RESPONSE_NOT_STORED:
+                return problem(409, "response-not-replayable", "The response to this request cannot be replayed", str(failure))
+            return problem(409, "request-failed", "The request with this Idempotency-Key failed", str(failure))
+        except UnavailableError as error:
+            if error.reason == "IN_PROGRESS":
+                detail = "Retry after the time in Retry-After; the first request's answer will be replayed."
+                return problem(409, "request-in-progress", "A request with this Idempotency-Key is in progress", detail, error.retry_after)
+            if route.fail_open:
+                log.warning("coordinator unavailable: forwarding WITHOUT idempotency protection (fail_open) on %s", route.path)
+                return await _capture(self.app, scope, body)
+            detail = "The request was not forwarded, so it has not run; retry after the time in Retry-After."
+            return problem(503, "coordinator-unavailable", "Idempotency protection is unavailable", detail, error.retry_after)
+        except LeaseLostError:
+            # Another attempt took over while the app worked: its answer is passed on, not stored.
+            log.warning("lease lost on %s while the app worked; its answer is not stored", route.path)
+            return answered["answer"]
+        except IdempotencyError as error:
+            log.error("the coordinator refused the middleware's call: %s", error)
+            detail = "The request was not forwarded, so it has not run; the application's log says why."
+            return problem(500, "gateway-misconfigured", "The idempotency middleware is misconfigured", detail)
+        if not outcome.replayed:
+            return answered["answer"]
+        try:
+            replayed = decode_stored(outcome.response or b"")
+        except ValueError as error:
+            return problem(409, "response-not-replayable", "The response to this request cannot be replayed", str(error))
+        replayed.headers.append((b"idempotent-replayed", b"true"))
+        return replayed
+
+
+async def _read_body(receive, limit: int) -> Optional[bytes]:
+    """The whole request body, or None once it is over `limit`."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _capture(app, scope, body: bytes) -> Answer:
+    """Runs the app on `body` and keeps its whole answer."""
+    answer = Answer(500, [], b"")
+    sent_body = False
+    chunks = []
+
+    async def receive():
+        nonlocal sent_body
+        if not sent_body:
+            sent_body = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # no disconnect: the attempt finishes whatever the client does
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            answer.status, answer.headers = message["status"], list(message.get("headers", []))
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await app(scope, receive, send)
+    answer.body = b"".join(chunks)
+    return answer
+
+
+def _no_store(send):
+    async def wrapped(message):
+        if message["type"] == "http.response.start":
+            headers = [h for h in message.get("headers", []) if h[0].lower() != b"cache-control"]
+            message = {**message, "headers": headers + [(b"cache-control", b"no-store")]}
+        await send(message)
+
+    return wrapped
+
+
+async def _send(send, answer: Answer) -> None:
+    headers = [h for h in answer.headers if h[0].lower() not in (b"cache-control", b"content-length")]
+    headers += [(b"cache-control", b"no-store"), (b"content-length", str(len(answer.body)).encode())]
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.body})
+
+
+__all__ = ["IdempotencyMiddleware", "Route"]
