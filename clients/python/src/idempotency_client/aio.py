@@ -15,7 +15,6 @@ event loop that uses it.
 
 import asyncio
 import time
-import uuid
 from typing import Any, Awaitable, Callable, Optional, Sequence, Union
 
 import grpc
@@ -24,8 +23,21 @@ import grpc.aio
 from idempotency.v1 import coordinator_pb2 as pb
 from idempotency.v1 import coordinator_pb2_grpc as pb_grpc
 
-from .client import SERVICE_CONFIG, Attempt, Outcome, _outcome, _seconds, _to_result, begin_request
-from .errors import PermanentError, ReplayedFailure, UnavailableError, from_rpc_error
+from .client import (
+    LOST_REASONS,
+    SERVICE_CONFIG,
+    Attempt,
+    Outcome,
+    _to_result,
+    attempt_of,
+    begin_request,
+    complete_request,
+    extend_request,
+    fail_request,
+    replay_of,
+    still_in_progress,
+)
+from .errors import from_rpc_error
 
 
 def aio_channel(target: str, credentials: Optional[grpc.ChannelCredentials] = None) -> grpc.aio.Channel:
@@ -88,65 +100,36 @@ class AsyncCoordinator:
                 response = await stub.Begin(request, timeout=wait + self.timeout)
             except grpc.RpcError as error:
                 raise from_rpc_error(error) from None
-            kind = response.WhichOneof("outcome")
-            if kind == "completed":
-                return _outcome(response.completed.result, replayed=True, attempt=response.completed.attempt)
-            if kind == "failed":
-                e = response.failed.error
-                raise ReplayedFailure(e.code, e.message, e.details, response.failed.attempt)
-            if kind == "acquired":
+            replay = replay_of(response)
+            if replay is not None:
+                return replay
+            if response.WhichOneof("outcome") == "acquired":
                 return await self._own(stub, request, response.acquired, side_effect, lease_ttl, retention, heartbeat)
             if time.monotonic() >= give_up:
-                retry_after = response.in_progress.retry_after.ToTimedelta().total_seconds() or 1.0
-                raise UnavailableError(
-                    f"{namespace}/{key} still in progress after {give_up_after}s", "IN_PROGRESS", retry_after=retry_after
-                )
+                raise still_in_progress(response, namespace, key, give_up_after)
             if wait <= 0:
                 await asyncio.sleep(response.in_progress.retry_after.ToTimedelta().total_seconds() or 0.1)
 
     async def _own(self, stub, request, acquired, side_effect, lease_ttl, retention, heartbeat) -> Outcome:
-        attempt = Attempt(
-            fencing_token=acquired.fencing_token,
-            attempt=acquired.attempt,
-            recovered=acquired.recovered if acquired.HasField("recovered") else None,
-            lease_lost=asyncio.Event(),
-        )
+        attempt = attempt_of(acquired, asyncio.Event())
         ids = dict(tenant=request.tenant, namespace=request.namespace, key=request.key)
         beat = asyncio.ensure_future(self._heartbeat(stub, ids, attempt, lease_ttl)) if heartbeat else None
         try:
             value = await side_effect(attempt)
-        except PermanentError as error:
-            await _stop(beat)
-            await self._fail(stub, ids, attempt, pb.Error(code=error.code, message=error.message, details=error.details), False, retention)
-            raise
         except BaseException as error:
             await _stop(beat)
-            message = str(error)[:4096]
             # Shielded: a cancelled caller must still release its key.
-            await asyncio.shield(
-                self._fail(stub, ids, attempt, pb.Error(code=type(error).__name__[:128], message=message), True, retention)
-            )
+            await asyncio.shield(self._fail(stub, fail_request(ids, attempt, error, retention)))
             raise
         await _stop(beat)
         stored = _to_result(value)
-        result = pb.Result(content_type=stored.content_type, status_code=stored.status_code)
-        if stored.resource_ref is not None:
-            result.resource_ref = stored.resource_ref
-        else:
-            result.response = stored.response or b""
-        complete = pb.CompleteRequest(fencing_token=attempt.fencing_token, result=result, **ids)
-        if retention is not None:
-            complete.retention.CopyFrom(_seconds(retention))
         try:
-            await stub.Complete(complete, timeout=self.timeout)
+            await stub.Complete(complete_request(ids, attempt, stored, retention), timeout=self.timeout)
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
         return Outcome(**vars(stored), replayed=False, attempt=attempt.attempt)
 
-    async def _fail(self, stub, ids, attempt, error, retryable, retention) -> None:
-        request = pb.FailRequest(fencing_token=attempt.fencing_token, error=error, retryable=retryable, **ids)
-        if retention is not None and not retryable:
-            request.retention.CopyFrom(_seconds(retention))
+    async def _fail(self, stub, request: pb.FailRequest) -> None:
         try:
             await stub.Fail(request, timeout=self.timeout)
         except grpc.RpcError:
@@ -159,13 +142,9 @@ class AsyncCoordinator:
         while True:
             await asyncio.sleep(interval)
             try:
-                await stub.Extend(
-                    pb.ExtendRequest(fencing_token=attempt.fencing_token, lease_ttl=_seconds(lease_ttl), **ids),
-                    timeout=self.timeout,
-                )
+                await stub.Extend(extend_request(ids, attempt, lease_ttl), timeout=self.timeout)
             except grpc.RpcError as error:
-                typed = from_rpc_error(error)
-                if typed.reason in ("LEASE_LOST", "ALREADY_FINISHED", "RECORD_NOT_FOUND"):
+                if from_rpc_error(error).reason in LOST_REASONS:
                     attempt.lease_lost.set()
                     return
                 # Unavailable: keep trying until the lease is really gone.

@@ -145,6 +145,61 @@ def begin_request(
     return request
 
 
+# Reasons an Extend gets once the attempt is over: stop heartbeating.
+LOST_REASONS = ("LEASE_LOST", "ALREADY_FINISHED", "RECORD_NOT_FOUND")
+
+
+def replay_of(response: pb.BeginResponse) -> Optional[Outcome]:
+    """The replay a Begin answered with (raising a replayed failure), or None."""
+    kind = response.WhichOneof("outcome")
+    if kind == "completed":
+        return _outcome(response.completed.result, replayed=True, attempt=response.completed.attempt)
+    if kind == "failed":
+        e = response.failed.error
+        raise ReplayedFailure(e.code, e.message, e.details, response.failed.attempt)
+    return None
+
+
+def still_in_progress(response: pb.BeginResponse, namespace: str, key: str, give_up_after: float) -> UnavailableError:
+    retry_after = response.in_progress.retry_after.ToTimedelta().total_seconds() or 1.0
+    return UnavailableError(
+        f"{namespace}/{key} still in progress after {give_up_after}s", "IN_PROGRESS", retry_after=retry_after
+    )
+
+
+def attempt_of(acquired: pb.Acquired, lease_lost) -> Attempt:
+    recovered = acquired.recovered if acquired.HasField("recovered") else None
+    return Attempt(acquired.fencing_token, acquired.attempt, recovered, lease_lost)
+
+
+def fail_request(ids: dict, attempt: Attempt, error: BaseException, retention: Optional[float]) -> pb.FailRequest:
+    """A PermanentError is stored and replayed; anything else releases the key."""
+    if isinstance(error, PermanentError):
+        stored, retryable = pb.Error(code=error.code, message=error.message, details=error.details), False
+    else:
+        stored, retryable = pb.Error(code=type(error).__name__[:128], message=str(error)[:4096]), True
+    request = pb.FailRequest(fencing_token=attempt.fencing_token, error=stored, retryable=retryable, **ids)
+    if retention is not None and not retryable:
+        request.retention.CopyFrom(_seconds(retention))
+    return request
+
+
+def complete_request(ids: dict, attempt: Attempt, stored: Result, retention: Optional[float]) -> pb.CompleteRequest:
+    result = pb.Result(content_type=stored.content_type, status_code=stored.status_code)
+    if stored.resource_ref is not None:
+        result.resource_ref = stored.resource_ref
+    else:
+        result.response = stored.response or b""
+    request = pb.CompleteRequest(fencing_token=attempt.fencing_token, result=result, **ids)
+    if retention is not None:
+        request.retention.CopyFrom(_seconds(retention))
+    return request
+
+
+def extend_request(ids: dict, attempt: Attempt, lease_ttl: int) -> pb.ExtendRequest:
+    return pb.ExtendRequest(fencing_token=attempt.fencing_token, lease_ttl=_seconds(lease_ttl), **ids)
+
+
 class Coordinator:
     def __init__(
         self,
@@ -191,29 +246,19 @@ class Coordinator:
                 response = self._stub.Begin(request, timeout=wait + self.timeout)
             except grpc.RpcError as error:
                 raise from_rpc_error(error) from None
-            kind = response.WhichOneof("outcome")
-            if kind == "completed":
-                return _outcome(response.completed.result, replayed=True, attempt=response.completed.attempt)
-            if kind == "failed":
-                e = response.failed.error
-                raise ReplayedFailure(e.code, e.message, e.details, response.failed.attempt)
-            if kind == "acquired":
+            replay = replay_of(response)
+            if replay is not None:
+                return replay
+            if response.WhichOneof("outcome") == "acquired":
                 return self._own(request, response.acquired, side_effect, lease_ttl, retention, heartbeat)
             # In progress elsewhere: Begin already waited up to `wait`.
             if time.monotonic() >= give_up:
-                retry_after = response.in_progress.retry_after.ToTimedelta().total_seconds() or 1.0
-                raise UnavailableError(
-                    f"{namespace}/{key} still in progress after {give_up_after}s", "IN_PROGRESS", retry_after=retry_after
-                )
+                raise still_in_progress(response, namespace, key, give_up_after)
             if wait <= 0:
                 time.sleep(response.in_progress.retry_after.ToTimedelta().total_seconds() or 0.1)
 
     def _own(self, request, acquired, side_effect, lease_ttl, retention, heartbeat) -> Outcome:
-        attempt = Attempt(
-            fencing_token=acquired.fencing_token,
-            attempt=acquired.attempt,
-            recovered=acquired.recovered if acquired.HasField("recovered") else None,
-        )
+        attempt = attempt_of(acquired, threading.Event())
         ids = dict(tenant=request.tenant, namespace=request.namespace, key=request.key)
         stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(ids, attempt, lease_ttl, stop), daemon=True)
@@ -221,27 +266,19 @@ class Coordinator:
             beat.start()
         try:
             value = side_effect(attempt)
-        except PermanentError as error:
-            self._stop(stop, beat, heartbeat)
-            self._fail(ids, attempt, pb.Error(code=error.code, message=error.message, details=error.details), False, retention)
-            raise
         except BaseException as error:
             self._stop(stop, beat, heartbeat)
-            message = str(error)[:4096]
-            self._fail(ids, attempt, pb.Error(code=type(error).__name__[:128], message=message), True, retention)
+            try:
+                self._stub.Fail(fail_request(ids, attempt, error, retention), timeout=self.timeout)
+            except grpc.RpcError:
+                # The original exception matters more; an unreleased key is
+                # abandoned and taken over when its lease lapses.
+                pass
             raise
         self._stop(stop, beat, heartbeat)
         stored = _to_result(value)
-        result = pb.Result(content_type=stored.content_type, status_code=stored.status_code)
-        if stored.resource_ref is not None:
-            result.resource_ref = stored.resource_ref
-        else:
-            result.response = stored.response or b""
-        complete = pb.CompleteRequest(fencing_token=attempt.fencing_token, result=result, **ids)
-        if retention is not None:
-            complete.retention.CopyFrom(_seconds(retention))
         try:
-            self._stub.Complete(complete, timeout=self.timeout)
+            self._stub.Complete(complete_request(ids, attempt, stored, retention), timeout=self.timeout)
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
         return Outcome(**vars(stored), replayed=False, attempt=attempt.attempt)
@@ -252,28 +289,13 @@ class Coordinator:
         if started:
             beat.join()
 
-    def _fail(self, ids, attempt, error, retryable, retention) -> None:
-        request = pb.FailRequest(fencing_token=attempt.fencing_token, error=error, retryable=retryable, **ids)
-        if retention is not None and not retryable:
-            request.retention.CopyFrom(_seconds(retention))
-        try:
-            self._stub.Fail(request, timeout=self.timeout)
-        except grpc.RpcError:
-            # The original exception matters more; an unreleased key is
-            # abandoned and taken over when its lease lapses.
-            pass
-
     def _heartbeat(self, ids, attempt, lease_ttl, stop: threading.Event) -> None:
         interval = max(lease_ttl / 3.0, 0.5)
         while not stop.wait(interval):
             try:
-                self._stub.Extend(
-                    pb.ExtendRequest(fencing_token=attempt.fencing_token, lease_ttl=_seconds(lease_ttl), **ids),
-                    timeout=self.timeout,
-                )
+                self._stub.Extend(extend_request(ids, attempt, lease_ttl), timeout=self.timeout)
             except grpc.RpcError as error:
-                typed = from_rpc_error(error)
-                if typed.reason in ("LEASE_LOST", "ALREADY_FINISHED", "RECORD_NOT_FOUND"):
+                if from_rpc_error(error).reason in LOST_REASONS:
                     attempt.lease_lost.set()
                     return
                 # Unavailable: keep trying until the lease is really gone.
