@@ -9,7 +9,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .codec_path("crate::grpc::codec::RequestCodec")
         .file_descriptor_set_path(out_dir.join("idempotency_descriptor.bin"))
         .compile_protos(
-            &["proto/idempotency/v1/coordinator.proto", "proto/idempotency/storage/v1/record.proto"],
+            &[
+                "proto/idempotency/v1/coordinator.proto",
+                "proto/idempotency/v1/admin.proto",
+                "proto/idempotency/storage/v1/record.proto",
+            ],
             &["proto"],
         )?;
     Ok(())

@@ -7,12 +7,16 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use tonic_types::StatusExt;
 
 use crate::proto::convert;
-use crate::proto::v1::{self, begin_response::Outcome, coordinator_service_client::CoordinatorServiceClient};
+use crate::proto::v1::{
+    self, admin_service_client::AdminServiceClient, begin_response::Outcome,
+    coordinator_service_client::CoordinatorServiceClient,
+};
 
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
@@ -212,10 +216,42 @@ pub enum ClientCommand {
         #[arg(long = "ignore-field", requires = "json")]
         ignore_fields: Vec<String>,
     },
+    /// Operators: list a namespace's records, or forget a finished one (an admin tenant's credentials).
+    #[command(subcommand)]
+    Records(RecordsCommand),
     /// Ask the gRPC health service ("", liveness, readiness, idempotency.v1.CoordinatorService).
     Health {
         #[arg(long, default_value = "")]
         service: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecordsCommand {
+    /// List a namespace's records, a page at a time.
+    List {
+        /// The records' tenant (empty: "default").
+        #[arg(long, default_value = "")]
+        tenant: String,
+        #[arg(long, short)]
+        namespace: String,
+        /// Records per page (1..1000).
+        #[arg(long, default_value_t = 100)]
+        page_size: u32,
+        /// Where to start: a previous page's next page token.
+        #[arg(long, default_value = "")]
+        page_token: String,
+        /// Follow the pages to the end.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Forget a finished record, so that its key is new again.
+    Forget {
+        #[command(flatten)]
+        record: RecordArgs,
+        /// Why, for the server's log.
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -317,6 +353,10 @@ pub async fn run(args: ClientArgs, command: ClientCommand) -> Result<(), String>
                 .map_err(describe_status)?;
             print_record("record", reply.into_inner().record.as_ref());
         }
+        ClientCommand::Records(command) => {
+            let mut admin = AdminServiceClient::with_interceptor(channel.clone(), args.authorization()?);
+            records(&mut admin, command).await?;
+        }
         ClientCommand::Fingerprint { payload, json, ignore_fields } => {
             let reply = client
                 .fingerprint(v1::FingerprintRequest {
@@ -356,6 +396,59 @@ pub async fn run(args: ClientArgs, command: ClientCommand) -> Result<(), String>
         }
     }
     Ok(())
+}
+
+async fn records(
+    admin: &mut AdminServiceClient<InterceptedService<Channel, Authorization>>,
+    command: RecordsCommand,
+) -> Result<(), String> {
+    match command {
+        RecordsCommand::List { tenant, namespace, page_size, mut page_token, all } => loop {
+            let page = admin
+                .list_records(v1::ListRecordsRequest {
+                    tenant: tenant.clone(),
+                    namespace: namespace.clone(),
+                    page_size,
+                    page_token: page_token.clone(),
+                })
+                .await
+                .map_err(describe_status)?
+                .into_inner();
+            for listed in page.records {
+                let Some(r) = listed.record else { continue };
+                println!(
+                    "{}\t{}\tattempt {}\towner {:?}\tupdated {}\texpires {}",
+                    listed.key,
+                    r.state().as_str_name(),
+                    r.attempt,
+                    r.owner,
+                    time(r.updated_at.as_ref()),
+                    time(r.expires_at.as_ref())
+                );
+            }
+            page_token = page.next_page_token;
+            if page_token.is_empty() {
+                return Ok(());
+            }
+            if !all {
+                println!("next page: --page-token {page_token}");
+                return Ok(());
+            }
+        },
+        RecordsCommand::Forget { record, reason } => {
+            let reply = admin
+                .forget_record(v1::ForgetRecordRequest {
+                    tenant: record.tenant,
+                    namespace: record.namespace,
+                    key: record.key,
+                    reason,
+                })
+                .await
+                .map_err(describe_status)?;
+            print_record("forgotten: the key is new again", reply.into_inner().forgotten.as_ref());
+            Ok(())
+        }
+    }
 }
 
 /// The status code, ErrorInfo reason, message, field violations and retry

@@ -109,6 +109,13 @@ impl Gateway {
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
+
+    /// What SIGTERM does to the binary: the drain starts.
+    fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
 }
 
 fn plaintext(coordinator: &str) -> ClientArgs {
@@ -136,7 +143,7 @@ struct Setup {
     service: ChargingService,
     gateway: Gateway,
     http: reqwest::Client,
-    _coordinator: Option<Server>,
+    coordinator: Option<Server>,
     _etcd: Option<Etcd>,
 }
 
@@ -146,7 +153,7 @@ impl Setup {
         let coordinator = Server::start(&etcd, &[]).await;
         let service = ChargingService::start().await;
         let gateway = Gateway::start(&service.url(), &coordinator.url()).await;
-        Setup { service, gateway, http: reqwest::Client::new(), _coordinator: Some(coordinator), _etcd: Some(etcd) }
+        Setup { service, gateway, http: reqwest::Client::new(), coordinator: Some(coordinator), _etcd: Some(etcd) }
     }
 
     /// A POST of `body` (JSON) with `key` as a Structured Field string.
@@ -598,4 +605,44 @@ async fn the_gateway_calls_an_authenticating_coordinator_over_tls_with_its_beare
     assert_eq!(refused.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(refused.problem_type(), "urn:idempotency-gateway:gateway-misconfigured");
     assert_eq!(service.ledger.requests(), 1);
+}
+
+#[tokio::test]
+async fn on_shutdown_readiness_fails_first_and_in_flight_requests_finish_and_are_stored() {
+    let mut setup = Setup::start().await;
+    let in_flight =
+        tokio::spawn(setup.pay("/payments", "drain-1", r#"{"amount":4}"#).header("x-test-delay-ms", "1500").send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    setup.gateway.begin_shutdown();
+    let readyz = format!("http://{}/readyz", setup.gateway.admin);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let answer = setup.http.get(&readyz).send().await.expect("the admin port outlives the drain");
+        if answer.status() == StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        assert!(Instant::now() < deadline, "/readyz still answers {}", answer.status());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let finished = Answer::of(in_flight.await.expect("joined").expect("the in-flight request is answered")).await;
+    assert_eq!((finished.status, finished.replayed()), (StatusCode::CREATED, false));
+    tokio::time::timeout(Duration::from_secs(5), &mut setup.gateway.task)
+        .await
+        .expect("the gateway stops once its requests are done")
+        .expect("and exits cleanly");
+    // Its answer was stored before the gateway stopped: a new gateway replays it.
+    let service_url = setup.service.url();
+    let coordinator_url = setup.coordinator.as_ref().expect("a coordinator").url();
+    let next = Gateway::start(&service_url, &coordinator_url).await;
+    let retry = send(
+        setup
+            .http
+            .post(next.url("/payments"))
+            .header("idempotency-key", "\"drain-1\"")
+            .header("content-type", "application/json")
+            .body(r#"{"amount":4}"#),
+    )
+    .await;
+    assert_eq!((retry.status, retry.replayed()), (StatusCode::CREATED, true));
+    assert_eq!(setup.charges("drain-1"), 1);
 }

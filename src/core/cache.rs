@@ -105,6 +105,20 @@ impl ReplayCache {
         Some(Ok(replay.outcome.clone()))
     }
 
+    /// Drops the replay of a forgotten record.
+    pub fn forget(&self, id: &RecordId) {
+        if let Some(cache) = &self.by_record {
+            cache.invalidate(id);
+        }
+    }
+
+    /// Drops every replay: some records may have been forgotten unseen.
+    pub fn clear(&self) {
+        if let Some(cache) = &self.by_record {
+            cache.invalidate_all();
+        }
+    }
+
     /// Remembers `record` if it is terminal.
     pub fn remember(&self, id: &RecordId, record: &Record) {
         let Some(cache) = self.by_record.as_ref() else { return };

@@ -18,7 +18,7 @@ use crate::core::decide::{self, BeginDecision, Finish};
 use crate::core::error::Error;
 use crate::core::limits::Limits;
 use crate::core::outcome::{Acquired, BeginOutcome, RecordView};
-use crate::core::record::{RecordId, Snapshot, Versioned};
+use crate::core::record::{RecordId, Snapshot, State, Versioned};
 use crate::core::store::{RecordStore, Written};
 use crate::core::wait_shares::WaitShares;
 
@@ -291,6 +291,61 @@ impl<S: RecordStore> Coordinator<S> {
         }
     }
 
+    /// A page of a namespace's records, with each one's key, and where the next page starts.
+    pub async fn list(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        after: &str,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<(Vec<(String, RecordView)>, Option<String>), Error> {
+        let deadline = self.operation_deadline(deadline, Duration::ZERO);
+        let listing = self.store.list(tenant, namespace, after, limit, deadline).await?;
+        let records = listing
+            .records
+            .iter()
+            .map(|(key, record, lock)| (key.clone(), decide::record_view(record, lock.as_ref())))
+            .collect();
+        Ok((records, listing.next))
+    }
+
+    /// Deletes a finished record, so that its key is new again, and drops
+    /// its replay here; other replicas drop theirs from the store's feed
+    /// ([`Self::follow_forgets`]). Answers the record as it was.
+    pub async fn forget(&self, id: &RecordId, deadline: Instant) -> Result<RecordView, Error> {
+        let deadline = self.operation_deadline(deadline, Duration::ZERO);
+        loop {
+            let snapshot = self.store.read(id, deadline).await?;
+            let current = decide::live_record(&snapshot)?;
+            let view = decide::record_view(current, snapshot.lock.as_ref());
+            if !matches!(current.value.state, State::Completed | State::Failed) || snapshot.lock.is_some() {
+                return Err(Error::RecordInProgress { attempt: current.value.attempt });
+            }
+            // False: it changed since the read (a repeated Complete, another forget); look again.
+            if self.store.forget(id, current.revision, deadline).await? {
+                self.replays.forget(id);
+                self.attempts.forget(id);
+                return Ok(view);
+            }
+        }
+    }
+
+    /// Drops the replays of records forgotten on any replica, for as long as
+    /// the coordinator lives; the server starts it.
+    pub fn follow_forgets(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let (mut feed, coordinator) = (self.store.forgotten(), Arc::downgrade(self));
+        tokio::spawn(async move {
+            while let Some(forgotten) = feed.next().await {
+                let Some(coordinator) = coordinator.upgrade() else { return };
+                match forgotten {
+                    Some(id) => coordinator.replays.forget(&id),
+                    None => coordinator.replays.clear(),
+                }
+            }
+        })
+    }
+
     pub async fn lookup(&self, id: &RecordId, deadline: Instant) -> Result<RecordView, Error> {
         let deadline = self.operation_deadline(deadline, Duration::ZERO);
         let snapshot = self.store.read(id, deadline).await?;
@@ -374,6 +429,25 @@ mod tests {
 
         async fn ping(&self, within: Duration) -> Result<crate::core::store::Capacity, Error> {
             self.inner.ping(within).await
+        }
+
+        async fn list(
+            &self,
+            tenant: &str,
+            namespace: &str,
+            after: &str,
+            limit: usize,
+            deadline: Instant,
+        ) -> Result<crate::core::store::Listing, Error> {
+            self.inner.list(tenant, namespace, after, limit, deadline).await
+        }
+
+        async fn forget(&self, id: &RecordId, record_revision: i64, deadline: Instant) -> Result<bool, Error> {
+            self.inner.forget(id, record_revision, deadline).await
+        }
+
+        fn forgotten(&self) -> crate::core::store::Forgotten {
+            self.inner.forgotten()
         }
     }
 

@@ -30,6 +30,9 @@ pub enum Error {
         differing: Option<Vec<String>>,
     },
 
+    #[error("record in progress: attempt {attempt} has not finished it, so it cannot be forgotten")]
+    RecordInProgress { attempt: u32 },
+
     #[error("lease lost: attempt {current_attempt} now owns or has finished the record")]
     LeaseLost { current_attempt: u32 },
 

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use tokio_stream::Stream;
 
 use crate::core::error::Error;
-use crate::core::record::{Lock, Record, RecordId, Snapshot};
+use crate::core::record::{Lock, Record, RecordId, Snapshot, Versioned};
 
 /// How long a value must live, from its write: it must not vanish before
 /// `lasts` and may outlive it by at most `slack`, which lets values that end at
@@ -117,6 +117,19 @@ pub enum Capacity {
 /// ending, or an error, means changes may have been missed: read again.
 pub type Changes = Pin<Box<dyn Stream<Item = Result<i64, Error>> + Send>>;
 
+/// A page of one namespace's records, in the store's order.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// (key, record, its lock if any).
+    pub records: Vec<(String, Versioned<Record>, Option<Versioned<Lock>>)>,
+    /// Where the next page starts (a token only this store reads); None after the last.
+    pub next: Option<String>,
+}
+
+/// Ids forgotten by any replica, as they happen; `None` when some may have
+/// been missed (the feed broke and resumed): then every cached replay must go.
+pub type Forgotten = Pin<Box<dyn Stream<Item = Option<RecordId>> + Send>>;
+
 pub trait RecordStore: Send + Sync + 'static {
     /// The record and its lock, linearizably: a read after any committed
     /// write, on any replica, sees it.
@@ -141,4 +154,28 @@ pub trait RecordStore: Send + Sync + 'static {
     /// Whether the store answers within `within` (the readiness check), and
     /// whether it takes writes.
     fn ping(&self, within: Duration) -> impl Future<Output = Result<Capacity, Error>> + Send;
+
+    /// Up to `limit` records of `tenant`/`namespace` after `after` (empty: from
+    /// the first; else a `Listing::next` this store gave).
+    fn list(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        after: &str,
+        limit: usize,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Listing, Error>> + Send;
+
+    /// Deletes the record if it is still the one at `record_revision` and has
+    /// no lock, and tells every replica's [`Self::forgotten`] feed; false if
+    /// it changed meanwhile.
+    fn forget(
+        &self,
+        id: &RecordId,
+        record_revision: i64,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<bool, Error>> + Send;
+
+    /// The feed of forgotten records, from now on, for as long as it is held.
+    fn forgotten(&self) -> Forgotten;
 }

@@ -1,9 +1,10 @@
-//! The gRPC edge: handlers ([`service`]) over validation ([`request`]),
+//! The gRPC edge: handlers ([`service`], and [`admin`] for operators) over validation ([`request`]),
 //! tenant scoping ([`tenant`]), call metadata ([`metadata`]) and the one
 //! error-to-status table ([`status`]); the codec ([`codec`]) and the tower
 //! layers around every call ([`middleware`]: [`trace_context`],
 //! [`grpc_metrics`], [`overload`], [`oversize`]).
 
+pub mod admin;
 pub mod codec;
 pub mod grpc_metrics;
 pub mod metadata;

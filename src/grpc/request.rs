@@ -262,6 +262,40 @@ pub fn extend(req: v1::ExtendRequest, limits: &Limits) -> Result<ExtendCommand, 
     v.finish(ExtendCommand { id, fencing_token: req.fencing_token, lease_ttl })
 }
 
+/// Most records per ListRecords page, and the page size when none is asked for.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+const MAX_PAGE_TOKEN_BYTES: usize = 1024;
+const MAX_FORGET_REASON_BYTES: usize = 1024;
+
+/// A ListRecords request: the tenant, namespace, page size and page token.
+pub struct ListRecords {
+    pub tenant: String,
+    pub namespace: String,
+    pub page_size: usize,
+    pub page_token: String,
+}
+
+pub fn list_records(req: v1::ListRecordsRequest) -> Result<ListRecords, Error> {
+    let mut v = Violations::default();
+    // Any valid key will do: only the tenant and namespace are checked here.
+    let id = record_id(&mut v, &req.tenant, &req.namespace, "-");
+    v.check(req.page_size <= MAX_PAGE_SIZE, "page_size", || {
+        format!("must be at most {MAX_PAGE_SIZE} (got {})", req.page_size)
+    });
+    check_len(&mut v, "page_token", req.page_token.len(), MAX_PAGE_TOKEN_BYTES);
+    let page_size = if req.page_size == 0 { DEFAULT_PAGE_SIZE } else { req.page_size } as usize;
+    v.finish(ListRecords { tenant: id.tenant, namespace: id.namespace, page_size, page_token: req.page_token })
+}
+
+/// A ForgetRecord request: the record and why.
+pub fn forget_record(req: v1::ForgetRecordRequest) -> Result<(RecordId, String), Error> {
+    let mut v = Violations::default();
+    let id = record_id(&mut v, &req.tenant, &req.namespace, &req.key);
+    check_len(&mut v, "reason", req.reason.len(), MAX_FORGET_REASON_BYTES);
+    v.finish((id, req.reason))
+}
+
 pub fn lookup(req: v1::LookupRequest) -> Result<RecordId, Error> {
     let mut v = Violations::default();
     let id = record_id(&mut v, &req.tenant, &req.namespace, &req.key);

@@ -19,6 +19,7 @@ pub mod reason {
     pub const LEASE_LOST: &str = "LEASE_LOST";
     pub const ALREADY_FINISHED: &str = "ALREADY_FINISHED";
     pub const RECORD_NOT_FOUND: &str = "RECORD_NOT_FOUND";
+    pub const RECORD_IN_PROGRESS: &str = "RECORD_IN_PROGRESS";
     pub const STORE_UNAVAILABLE: &str = "STORE_UNAVAILABLE";
     pub const STORE_FULL: &str = "STORE_FULL";
     pub const OVERLOADED: &str = "OVERLOADED";
@@ -73,6 +74,9 @@ impl From<Error> for Status {
                 info(reason::ALREADY_FINISHED, vec![("attempt", attempt.to_string()), ("state", state.to_owned())]),
             ),
             Error::NotFound => (Code::NotFound, info(reason::RECORD_NOT_FOUND, vec![])),
+            Error::RecordInProgress { attempt } => {
+                (Code::FailedPrecondition, info(reason::RECORD_IN_PROGRESS, vec![("attempt", attempt.to_string())]))
+            }
             Error::StoreUnavailable(_) => {
                 let mut details = info(reason::STORE_UNAVAILABLE, vec![]);
                 details.set_retry_info(Some(STORE_RETRY_DELAY));

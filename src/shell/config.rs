@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::core::limits::{Limits, MIN_LEASE_TTL};
+use crate::core::limits::{Limits, MIN_LEASE_TTL, check_scope_name};
 use crate::shell::auth::{AuthConfig, TokensFile};
 use crate::shell::tls::server::{ServerTls, ServerTlsFiles};
 use crate::store::etcd::config::{Batching, EtcdConfig, EtcdTls, Secret};
@@ -66,6 +66,11 @@ pub struct ServeArgs {
     /// authentication by `authorization: Bearer` tokens. Needs TLS.
     #[arg(long, env = "IDEMPOTENCY_TOKENS_FILE", requires = "tls_cert")]
     pub tokens_file: Option<PathBuf>,
+
+    /// Tenants whose authenticated callers may use the admin service (list records, forget a
+    /// finished one), comma-separated. Unset: the admin service is off. Needs authentication.
+    #[arg(long, env = "IDEMPOTENCY_ADMIN_TENANTS", value_delimiter = ',')]
+    pub admin_tenants: Vec<String>,
 
     /// How often TLS and tokens files are checked for changes; changed files are loaded
     /// without a restart (new connections get a renewed certificate).
@@ -221,6 +226,8 @@ pub struct Config {
     pub max_request_bytes_held: usize,
     pub max_waits_per_tenant: usize,
     pub replay_cache_bytes: u64,
+    /// Callers of these tenants may use the admin service; empty: it is off.
+    pub admin_tenants: Vec<String>,
 }
 
 /// etcd refuses requests above 1.5 MiB by default; a stored record must fit.
@@ -290,6 +297,14 @@ impl ServeArgs {
         }
         let tls = self.server_tls()?;
         let tokens = self.tokens_file.clone().map(TokensFile::load).transpose()?;
+        if !self.admin_tenants.is_empty() && tokens.is_none() && self.tls_client_ca.is_none() {
+            return Err("--admin-tenants needs authentication (--tokens-file or --tls-client-ca): the admin service \
+                        must know who calls it"
+                .into());
+        }
+        for tenant in &self.admin_tenants {
+            check_scope_name(tenant).map_err(|e| format!("--admin-tenants: {tenant:?} {e}"))?;
+        }
         let etcd_tls = self.etcd_tls()?;
         let credentials = self.etcd_credentials()?;
         Ok(Config {
@@ -332,6 +347,7 @@ impl ServeArgs {
             max_request_bytes_held: self.max_request_bytes_held,
             max_waits_per_tenant: self.max_waits_per_tenant.unwrap_or((self.max_in_flight / 2).max(1)),
             replay_cache_bytes: self.replay_cache_bytes,
+            admin_tenants: self.admin_tenants,
         })
     }
 }

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use crate::core::clock::{Clock, SystemClock};
 use crate::core::coordinator::{Coordinator, Settings};
 use crate::core::store::RecordStore;
+use crate::grpc::admin::AdminApi;
 use crate::grpc::grpc_metrics::GrpcMetrics;
 use crate::grpc::middleware::AroundLayer;
 use crate::grpc::overload::ShedLoad;
@@ -25,6 +26,7 @@ use crate::grpc::oversize::Oversize;
 use crate::grpc::request_bytes::RequestBytesLayer;
 use crate::grpc::service::CoordinatorApi;
 use crate::grpc::trace_context::TraceContext;
+use crate::proto::v1::admin_service_server::AdminServiceServer;
 use crate::proto::v1::coordinator_service_server::CoordinatorServiceServer;
 use crate::shell::auth::{Authenticator, TokenTable};
 use crate::shell::config::{Config, StoreKind};
@@ -104,6 +106,15 @@ async fn serve<S: RecordStore>(
         });
         background.push(tokio::spawn(watch));
     }
+    // Off unless configured; the same authenticator names its callers.
+    let admin_service = (!config.admin_tenants.is_empty()).then(|| {
+        info!(admins = ?config.admin_tenants, "admin service on");
+        InterceptedService::new(
+            AdminServiceServer::new(AdminApi::new(coordinator.clone(), config.admin_tenants.clone())),
+            Authenticator::new(config.auth.clone()),
+        )
+    });
+    background.push(coordinator.follow_forgets());
     let coordinator_service = InterceptedService::new(
         CoordinatorServiceServer::new(CoordinatorApi::new(coordinator, config.limits))
             .max_decoding_message_size(config.max_message_bytes),
@@ -156,7 +167,8 @@ async fn serve<S: RecordStore>(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
-        .add_service(coordinator_service);
+        .add_service(coordinator_service)
+        .add_optional_service(admin_service);
     // Two connection types, so two server futures of different types.
     let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> = match &config.tls {
         Some(tls) => {

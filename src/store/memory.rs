@@ -14,21 +14,27 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::WatchStream;
+use tokio_stream::wrappers::{BroadcastStream, WatchStream};
 
 use crate::core::clock::Clock;
 use crate::core::error::Error;
 use crate::core::record::{Lock, Record, RecordId, Snapshot, Versioned};
-use crate::core::store::{Capacity, Changes, LeaseWant, LockChange, RecordLease, RecordStore, Write, Written};
+use crate::core::store::{
+    Capacity, Changes, Forgotten, LeaseWant, Listing, LockChange, RecordLease, RecordStore, Write, Written,
+};
 
 pub struct MemoryStore {
     clock: Arc<dyn Clock>,
     // A std Mutex, not a tokio one: nothing awaits while it is held.
     state: Arc<Mutex<State>>,
+    forgotten: broadcast::Sender<RecordId>,
 }
+
+/// Forgotten ids a slow follower may fall behind by before it must drop every replay.
+const FORGOTTEN_BACKLOG: usize = 1024;
 
 #[derive(Default)]
 struct State {
@@ -59,7 +65,7 @@ struct Stored<T> {
 
 impl MemoryStore {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
-        Self { clock, state: Arc::default() }
+        Self { clock, state: Arc::default(), forgotten: broadcast::Sender::new(FORGOTTEN_BACKLOG) }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -201,6 +207,56 @@ impl RecordStore for MemoryStore {
 
     async fn ping(&self, _within: Duration) -> Result<Capacity, Error> {
         Ok(Capacity::Writable)
+    }
+
+    /// Keys in byte order; the token is the last key listed.
+    async fn list(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        after: &str,
+        limit: usize,
+        _deadline: Instant,
+    ) -> Result<Listing, Error> {
+        let (state, limit) = (self.state(), limit.max(1));
+        let mut records: Vec<_> = state
+            .entries
+            .iter()
+            .filter(|(id, _)| id.tenant == tenant && id.namespace == namespace && id.key.as_str() > after)
+            .filter_map(|(id, entry)| {
+                let record = entry.record.as_ref()?.value.clone();
+                Some((id.key.clone(), record, entry.lock.as_ref().map(|l| l.value.clone())))
+            })
+            .collect();
+        records.sort_by(|a, b| a.0.cmp(&b.0));
+        let next = (records.len() > limit).then(|| records[limit - 1].0.clone());
+        records.truncate(limit);
+        Ok(Listing { records, next })
+    }
+
+    async fn forget(&self, id: &RecordId, record_revision: i64, _deadline: Instant) -> Result<bool, Error> {
+        let mut state = self.state();
+        let snapshot = state.snapshot(id);
+        let unchanged = snapshot.record.as_ref().is_some_and(|r| r.revision == record_revision);
+        if !unchanged || snapshot.lock.is_some() {
+            return Ok(false);
+        }
+        state.revision += 1;
+        let revision = state.revision;
+        if let Some(entry) = state.entries.remove(id) {
+            entry.changed.send_replace(revision);
+            if let Some(record) = entry.record {
+                state.expiries.remove(&(record.expires_at_ms, Part::Record, id.clone()));
+            }
+        }
+        // Nobody following is no error: there is no replica to tell.
+        let _ = self.forgotten.send(id.clone());
+        Ok(true)
+    }
+
+    fn forgotten(&self) -> Forgotten {
+        let feed = BroadcastStream::new(self.forgotten.subscribe()).map(|forgotten| forgotten.ok());
+        Box::pin(feed)
     }
 }
 

@@ -404,3 +404,18 @@ pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
         .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
         .unwrap_or_default()
 }
+
+/// A Begin with a 500 ms deadline against an etcd out of reach ends as
+/// UNAVAILABLE (or the deadline's own codes) within 900 ms: the caller's
+/// deadline bounds the wait, not the etcd request timeout.
+pub async fn assert_short_deadline_is_kept(client: &mut Client, key: &str) {
+    let mut request = tonic::IntoRequest::into_request(begin_request(key, "cart", 5));
+    request.set_timeout(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    let status = client.begin(request).await.expect_err("etcd is out of reach");
+    assert!(
+        matches!(status.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled),
+        "{status:?}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(900), "took {:?}", started.elapsed());
+}

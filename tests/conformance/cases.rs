@@ -505,3 +505,44 @@ pub async fn skewed_clocks_neither_take_over_early_nor_forget_early<S: RecordSto
         assert!(matches!(replica.lookup(&id("skewed"), deadline()).await, Err(Error::NotFound)));
     }
 }
+
+pub async fn finished_records_are_listed_and_forgotten_on_every_replica<S: RecordStore>(h: &Harness<S>) {
+    let other = h.replica();
+    let _following = other.follow_forgets();
+    let done = h.acquire(&begin("done", "cart", 5)).await;
+    h.complete("done", done.fencing_token, "receipt").await.unwrap();
+    let declined = h.acquire(&begin("declined", "cart", 5)).await;
+    h.fail("declined", declined.fencing_token, "card_declined", false).await.unwrap();
+    h.acquire(&begin("running", "cart", 30)).await;
+
+    // Two pages of two: every record once, in the store's order.
+    let (first, next) = h.coordinator.list("default", NAMESPACE, "", 2, deadline()).await.unwrap();
+    let next = next.expect("a second page");
+    let (second, last) = h.coordinator.list("default", NAMESPACE, &next, 2, deadline()).await.unwrap();
+    assert_eq!(last, None);
+    let mut keys: Vec<String> = first.iter().chain(&second).map(|(key, _)| key.clone()).collect();
+    keys.sort();
+    assert_eq!(keys, ["declined", "done", "running"]);
+    assert!(h.coordinator.list("default", "another.namespace", "", 2, deadline()).await.unwrap().0.is_empty());
+
+    let refused = h.coordinator.forget(&id("running"), deadline()).await;
+    assert!(matches!(refused, Err(Error::RecordInProgress { attempt: 1 })), "{refused:?}");
+    assert!(matches!(h.coordinator.forget(&id("never-was"), deadline()).await, Err(Error::NotFound)));
+
+    // The other replica has "done" in its replay cache; after the forget, it is a new key there too.
+    assert!(matches!(other.begin(&begin("done", "cart", 5), deadline()).await, Ok(BeginOutcome::Completed(_))));
+    let forgotten = h.coordinator.forget(&id("done"), deadline()).await.unwrap();
+    assert_eq!(forgotten.state, PublicState::Completed);
+    let started = Instant::now();
+    loop {
+        match other.begin(&begin("done", "another cart", 5), deadline()).await {
+            Ok(BeginOutcome::Acquired(acquired)) => {
+                assert_eq!(acquired.attempt, 1, "a new record");
+                break;
+            }
+            other => assert!(started.elapsed() < Duration::from_secs(3), "still remembered: {other:?}"),
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+    h.coordinator.forget(&id("declined"), deadline()).await.expect("a failed record is finished too");
+}

@@ -47,6 +47,7 @@ macro_rules! conformance_suite {
             the_wait_ends_with_in_progress_when_it_runs_out,
             the_callers_deadline_bounds_the_wait,
             skewed_clocks_neither_take_over_early_nor_forget_early,
+            finished_records_are_listed_and_forgotten_on_every_replica,
         );
     };
     (@cases $test:meta, $harness:path; $($case:ident),* $(,)?) => {

@@ -6,7 +6,7 @@
 //! component contains `/` and no byte of a key or namespace can reach into
 //! another scope; the encoding is injective, so distinct ids never share keys.
 
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
 use crate::core::record::RecordId;
 
@@ -37,6 +37,57 @@ impl RecordKeys {
         };
         Self { record: with_suffix("record"), lock: with_suffix("lock"), scope }
     }
+}
+
+/// Where every record of one namespace lives: `{prefix}{tenant}/{namespace}/`.
+pub fn namespace_scope(prefix: &str, tenant: &str, namespace: &str) -> String {
+    let mut scope = prefix.to_owned();
+    for component in [tenant, namespace] {
+        push_encoded(&mut scope, component);
+        scope.push('/');
+    }
+    scope
+}
+
+/// Where forget's tombstones live. No tenant encodes to a component that
+/// starts `%f`: the encoder writes `%` only before two upper-case hex digits.
+pub fn forgotten_scope(prefix: &str) -> String {
+    format!("{prefix}%forgotten/")
+}
+
+/// The tombstone that tells every replica `id` was forgotten.
+pub fn forgotten_key(prefix: &str, id: &RecordId) -> String {
+    let mut key = forgotten_scope(prefix);
+    for (i, component) in [&id.tenant, &id.namespace, &id.key].into_iter().enumerate() {
+        if i > 0 {
+            key.push('/');
+        }
+        push_encoded(&mut key, component);
+    }
+    key
+}
+
+/// The id a tombstone key names.
+pub fn forgotten_id(prefix: &str, key: &[u8]) -> Option<RecordId> {
+    let rest = std::str::from_utf8(key).ok()?.strip_prefix(&forgotten_scope(prefix))?;
+    let mut parts = rest.split('/').map(decode_component);
+    let id = RecordId { tenant: parts.next()?, namespace: parts.next()?, key: parts.next()? };
+    parts.next().is_none().then_some(id)
+}
+
+/// A component back from its encoded form.
+pub fn decode_component(encoded: &str) -> String {
+    percent_decode_str(encoded).decode_utf8_lossy().into_owned()
+}
+
+/// The first key after every key that starts with `scope`.
+pub fn range_end(scope: &str) -> Vec<u8> {
+    let mut end = scope.as_bytes().to_vec();
+    // Scopes end in '/', so the last byte can always be raised.
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
 }
 
 /// Appends `component` percent-encoded. Most components (UUIDs, dotted
@@ -103,5 +154,16 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn tombstones_name_their_record_and_sit_apart_from_every_tenant() {
+        let id = RecordId { tenant: "t:1".into(), namespace: "ns".into(), key: "order/7 %fo".into() };
+        let key = forgotten_key("/idem/", &id);
+        assert_eq!(forgotten_id("/idem/", key.as_bytes()), Some(id.clone()));
+        assert!(!RecordKeys::new("/idem/", &id).scope.starts_with(&forgotten_scope("/idem/")));
+        let percent_tenant = RecordId { tenant: "%forgotten".into(), ..id };
+        assert!(!RecordKeys::new("/idem/", &percent_tenant).scope.starts_with(&forgotten_scope("/idem/")));
+        assert_eq!(decode_component("order%2F7%20%25fo"), "order/7 %fo");
     }
 }

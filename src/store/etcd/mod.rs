@@ -12,6 +12,7 @@
 //! write is safe because every write the coordinator makes is recognisable on
 //! a second look (request ids for Begin, fencing tokens for the rest).
 
+pub mod admin;
 pub mod batch;
 pub mod config;
 pub mod failure;
@@ -34,7 +35,9 @@ use tracing::{Instrument, debug, info, warn};
 
 use crate::core::error::Error;
 use crate::core::record::{RecordId, Snapshot};
-use crate::core::store::{Capacity, Changes, Expect, LeaseWant, LockChange, RecordLease, RecordStore, Write, Written};
+use crate::core::store::{
+    Capacity, Changes, Expect, Forgotten, LeaseWant, Listing, LockChange, RecordLease, RecordStore, Write, Written,
+};
 use config::EtcdConfig;
 use failure::{Backoff, Failure, classify, timed_out};
 use keys::RecordKeys;
@@ -359,6 +362,28 @@ impl RecordStore for EtcdStore {
         };
         self.full.store(full, Ordering::Relaxed);
         Ok(if full { Capacity::Full(NOSPACE_ALARM.into()) } else { Capacity::Writable })
+    }
+
+    async fn list(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        after: &str,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<Listing, Error> {
+        let client = self.connected().map_err(|_| Error::StoreUnavailable(NOT_CONNECTED.into()))?;
+        admin::list(client, &self.prefix, (tenant, namespace), after, limit, self.bound(deadline)).await
+    }
+
+    async fn forget(&self, id: &RecordId, record_revision: i64, deadline: Instant) -> Result<bool, Error> {
+        let client = self.connected().map_err(|_| Error::StoreUnavailable(NOT_CONNECTED.into()))?;
+        admin::forget(client, &self.prefix, id, record_revision, self.bound(deadline)).await
+    }
+
+    fn forgotten(&self) -> Forgotten {
+        let client = self.client.clone();
+        admin::forgotten(move || client.get().cloned(), self.prefix.clone())
     }
 }
 
