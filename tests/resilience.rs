@@ -11,8 +11,8 @@ use common::*;
 use idempotency_coordinator::proto::v1::{
     self, begin_response::Outcome, coordinator_service_client::CoordinatorServiceClient,
 };
-use tonic::transport::Channel;
 use tonic::Code;
+use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_types::StatusExt;
 

@@ -29,7 +29,14 @@ struct Replay {
 
 pub struct ReplayCache {
     by_record: Option<Cache<RecordId, Arc<Replay>>>,
+    /// The store revision at which each recently forgotten record was
+    /// deleted: a read from before it, answered after the forget was heard
+    /// of, must not be cached again.
+    forgotten: Cache<RecordId, i64>,
 }
+
+/// How long a forget is remembered: far longer than any read in flight.
+const FORGOTTEN_FOR: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The replay a terminal record gives a Begin.
 pub fn replay_of(record: &Record) -> Option<BeginOutcome> {
@@ -80,7 +87,8 @@ impl ReplayCache {
     /// A cache holding about `max_bytes` of replays; 0 disables it.
     pub fn new(max_bytes: u64) -> Self {
         let by_record = (max_bytes > 0).then(|| Cache::builder().max_capacity(max_bytes).weigher(weight).build());
-        Self { by_record }
+        let forgotten = Cache::builder().max_capacity(100_000).time_to_live(FORGOTTEN_FOR).build();
+        Self { by_record, forgotten }
     }
 
     /// The replay for `id` if cached and not expired at `now_ms`; KeyReused
@@ -105,9 +113,11 @@ impl ReplayCache {
         Some(Ok(replay.outcome.clone()))
     }
 
-    /// Drops the replay of a forgotten record.
-    pub fn forget(&self, id: &RecordId) {
+    /// Drops the replay of a record forgotten at store revision `revision`,
+    /// and keeps any read from before it out.
+    pub fn forget(&self, id: &RecordId, revision: i64) {
         if let Some(cache) = &self.by_record {
+            self.forgotten.insert(id.clone(), revision);
             cache.invalidate(id);
         }
     }
@@ -119,9 +129,13 @@ impl ReplayCache {
         }
     }
 
-    /// Remembers `record` if it is terminal.
-    pub fn remember(&self, id: &RecordId, record: &Record) {
+    /// Remembers `record`, read or written at store revision `revision`, if it
+    /// is terminal and not from before a forget of it.
+    pub fn remember(&self, id: &RecordId, record: &Record, revision: i64) {
         let Some(cache) = self.by_record.as_ref() else { return };
+        if self.forgotten.get(id).is_some_and(|forgotten_at| revision < forgotten_at) {
+            return;
+        }
         // Every read of a finished record lands here: the same record already
         // cached needs no copy of its result made again.
         if cache.get(id).is_some_and(|cached| cached.expires_at_ms == record.expires_at_ms) {
@@ -219,7 +233,7 @@ mod tests {
     #[test]
     fn replays_are_served_until_expiry_and_check_the_fingerprint() {
         let cache = ReplayCache::new(1 << 20);
-        cache.remember(&id(), &completed(1_000));
+        cache.remember(&id(), &completed(1_000), 1);
         assert!(matches!(cache.get(&id(), &[7; 32], &[], 999), Some(Ok(BeginOutcome::Completed(_)))));
         assert!(matches!(cache.get(&id(), &[8; 32], &[], 999), Some(Err(Error::KeyReused { attempt: 1, .. }))));
         assert!(cache.get(&id(), &[7; 32], &[], 1_000).is_none(), "served at its expiry");
@@ -229,11 +243,11 @@ mod tests {
     #[test]
     fn a_record_after_an_expired_one_replaces_it() {
         let cache = ReplayCache::new(1 << 20);
-        cache.remember(&id(), &completed(1_000));
-        cache.remember(&id(), &completed(1_000));
+        cache.remember(&id(), &completed(1_000), 1);
+        cache.remember(&id(), &completed(1_000), 1);
         let mut later = completed(5_000);
         later.fingerprint = vec![8; 32];
-        cache.remember(&id(), &later);
+        cache.remember(&id(), &later, 1);
         assert!(matches!(cache.get(&id(), &[8; 32], &[], 2_000), Some(Ok(BeginOutcome::Completed(_)))));
     }
 
@@ -242,11 +256,23 @@ mod tests {
         let cache = ReplayCache::new(1 << 20);
         let mut in_progress = completed(1_000);
         in_progress.state = State::InProgress;
-        cache.remember(&id(), &in_progress);
+        cache.remember(&id(), &in_progress, 1);
         assert!(cache.get(&id(), &[7; 32], &[], 0).is_none());
         let disabled = ReplayCache::new(0);
-        disabled.remember(&id(), &completed(1_000));
+        disabled.remember(&id(), &completed(1_000), 1);
         assert!(disabled.get(&id(), &[7; 32], &[], 0).is_none());
+    }
+
+    #[test]
+    fn a_read_from_before_a_forget_is_not_cached_again() {
+        let cache = ReplayCache::new(1 << 20);
+        cache.remember(&id(), &completed(1_000), 5);
+        cache.forget(&id(), 10);
+        assert!(cache.get(&id(), &[7; 32], &[], 0).is_none(), "forgotten");
+        cache.remember(&id(), &completed(1_000), 9);
+        assert!(cache.get(&id(), &[7; 32], &[], 0).is_none(), "a read from before the forget came back late");
+        cache.remember(&id(), &completed(1_000), 11);
+        assert!(cache.get(&id(), &[7; 32], &[], 0).is_some(), "a record made after the forget is cached");
     }
 
     #[test]
@@ -288,7 +314,7 @@ mod tests {
         let mut weights = 0u64;
         for i in 0..ENTRIES {
             let id = key("replay", i);
-            replays.remember(&id, &record);
+            replays.remember(&id, &record, 1);
             let replay = Replay {
                 fingerprint: record.fingerprint.clone(),
                 member_digests: vec![],

@@ -133,7 +133,7 @@ impl<S: RecordStore> Coordinator<S> {
                 BeginDecision::Start { expect, attempt } => (expect, attempt),
                 BeginDecision::Answer(outcome) => {
                     if let Some(record) = &snapshot.record {
-                        self.replays.remember(id, &record.value);
+                        self.replays.remember(id, &record.value, record.revision);
                     }
                     return Ok(outcome);
                 }
@@ -242,7 +242,7 @@ impl<S: RecordStore> Coordinator<S> {
             let now = self.clock.now_ms();
             let current = decide::live_record(&snapshot)?;
             if !decide::owns(current, token) {
-                self.replays.remember(id, &current.value);
+                self.replays.remember(id, &current.value, current.revision);
                 // A repeated release whose first answer was lost, taken over
                 // since: it happened, so say so.
                 if finish.was_released_before(&current.value, token) {
@@ -259,7 +259,7 @@ impl<S: RecordStore> Coordinator<S> {
                 Written::Committed { revision } => {
                     let (record, _) = write.record.expect("a finish writes the record");
                     self.attempts.forget(id);
-                    self.replays.remember(id, &record);
+                    self.replays.remember(id, &record, revision);
                     return Ok(decide::record_view(&Versioned { value: record, revision }, None));
                 }
                 Written::Conflict(latest) => snapshot = *latest,
@@ -322,9 +322,9 @@ impl<S: RecordStore> Coordinator<S> {
             if !matches!(current.value.state, State::Completed | State::Failed) || snapshot.lock.is_some() {
                 return Err(Error::RecordInProgress { attempt: current.value.attempt });
             }
-            // False: it changed since the read (a repeated Complete, another forget); look again.
-            if self.store.forget(id, current.revision, deadline).await? {
-                self.replays.forget(id);
+            // None: it changed since the read (a repeated Complete, another forget); look again.
+            if let Some(deleted_at) = self.store.forget(id, current.revision, deadline).await? {
+                self.replays.forget(id, deleted_at);
                 self.attempts.forget(id);
                 return Ok(view);
             }
@@ -339,7 +339,7 @@ impl<S: RecordStore> Coordinator<S> {
             while let Some(forgotten) = feed.next().await {
                 let Some(coordinator) = coordinator.upgrade() else { return };
                 match forgotten {
-                    Some(id) => coordinator.replays.forget(&id),
+                    Some((id, deleted_at)) => coordinator.replays.forget(&id, deleted_at),
                     None => coordinator.replays.clear(),
                 }
             }
@@ -351,7 +351,7 @@ impl<S: RecordStore> Coordinator<S> {
         let snapshot = self.store.read(id, deadline).await?;
         let current = decide::live_record(&snapshot)?;
         // A terminal record read for any reason can answer replays from now on.
-        self.replays.remember(id, &current.value);
+        self.replays.remember(id, &current.value, current.revision);
         Ok(decide::record_view(current, snapshot.lock.as_ref()))
     }
 }
@@ -442,7 +442,7 @@ mod tests {
             self.inner.list(tenant, namespace, after, limit, deadline).await
         }
 
-        async fn forget(&self, id: &RecordId, record_revision: i64, deadline: Instant) -> Result<bool, Error> {
+        async fn forget(&self, id: &RecordId, record_revision: i64, deadline: Instant) -> Result<Option<i64>, Error> {
             self.inner.forget(id, record_revision, deadline).await
         }
 

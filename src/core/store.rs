@@ -126,9 +126,10 @@ pub struct Listing {
     pub next: Option<String>,
 }
 
-/// Ids forgotten by any replica, as they happen; `None` when some may have
-/// been missed (the feed broke and resumed): then every cached replay must go.
-pub type Forgotten = Pin<Box<dyn Stream<Item = Option<RecordId>> + Send>>;
+/// Records forgotten by any replica, each with the store revision that
+/// deleted it, as they happen; `None` when some may have been missed (the
+/// feed broke and resumed): then every cached replay must go.
+pub type Forgotten = Pin<Box<dyn Stream<Item = Option<(RecordId, i64)>> + Send>>;
 
 pub trait RecordStore: Send + Sync + 'static {
     /// The record and its lock, linearizably: a read after any committed
@@ -167,14 +168,14 @@ pub trait RecordStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Listing, Error>> + Send;
 
     /// Deletes the record if it is still the one at `record_revision` and has
-    /// no lock, and tells every replica's [`Self::forgotten`] feed; false if
-    /// it changed meanwhile.
+    /// no lock, and tells every replica's [`Self::forgotten`] feed: the
+    /// revision of the delete, or None if the record changed meanwhile.
     fn forget(
         &self,
         id: &RecordId,
         record_revision: i64,
         deadline: Instant,
-    ) -> impl Future<Output = Result<bool, Error>> + Send;
+    ) -> impl Future<Output = Result<Option<i64>, Error>> + Send;
 
     /// The feed of forgotten records, from now on, for as long as it is held.
     fn forgotten(&self) -> Forgotten;

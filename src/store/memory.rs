@@ -30,7 +30,7 @@ pub struct MemoryStore {
     clock: Arc<dyn Clock>,
     // A std Mutex, not a tokio one: nothing awaits while it is held.
     state: Arc<Mutex<State>>,
-    forgotten: broadcast::Sender<RecordId>,
+    forgotten: broadcast::Sender<(RecordId, i64)>,
 }
 
 /// Forgotten ids a slow follower may fall behind by before it must drop every replay.
@@ -234,12 +234,12 @@ impl RecordStore for MemoryStore {
         Ok(Listing { records, next })
     }
 
-    async fn forget(&self, id: &RecordId, record_revision: i64, _deadline: Instant) -> Result<bool, Error> {
+    async fn forget(&self, id: &RecordId, record_revision: i64, _deadline: Instant) -> Result<Option<i64>, Error> {
         let mut state = self.state();
         let snapshot = state.snapshot(id);
         let unchanged = snapshot.record.as_ref().is_some_and(|r| r.revision == record_revision);
         if !unchanged || snapshot.lock.is_some() {
-            return Ok(false);
+            return Ok(None);
         }
         state.revision += 1;
         let revision = state.revision;
@@ -250,8 +250,8 @@ impl RecordStore for MemoryStore {
             }
         }
         // Nobody following is no error: there is no replica to tell.
-        let _ = self.forgotten.send(id.clone());
-        Ok(true)
+        let _ = self.forgotten.send((id.clone(), revision));
+        Ok(Some(revision))
     }
 
     fn forgotten(&self) -> Forgotten {

@@ -79,7 +79,7 @@ pub async fn forget(
     id: &RecordId,
     record_revision: i64,
     deadline: Instant,
-) -> Result<bool, Error> {
+) -> Result<Option<i64>, Error> {
     let keys = RecordKeys::new(prefix, id);
     let late = |_| unavailable("etcd did not answer in time");
     let lease = timeout_at(deadline, client.lease_client().grant(TOMBSTONE_TTL, None))
@@ -96,7 +96,7 @@ pub async fn forget(
             TxnOp::put(keys::forgotten_key(prefix, id), "", Some(PutOptions::new().with_lease(lease.id()))),
         ]);
     let answer = timeout_at(deadline, client.kv_client().txn(txn)).await.map_err(late)?.map_err(unavailable)?;
-    Ok(answer.succeeded())
+    Ok(answer.succeeded().then(|| answer.header().map(|h| h.revision()).unwrap_or_default()))
 }
 
 /// Every tombstone put from now on, for as long as the feed is held; `None`
@@ -120,8 +120,9 @@ pub fn forgotten(client: impl Fn() -> Option<Client> + Send + 'static, prefix: S
                     }
                     while let Some(Ok(response)) = stream.next().await {
                         for event in response.events().iter().filter(|e| e.event_type() == EventType::Put) {
-                            let id = event.kv().and_then(|kv| keys::forgotten_id(&prefix, kv.key()));
-                            if sender.send(id).await.is_err() {
+                            let Some(kv) = event.kv() else { continue };
+                            let forgotten = keys::forgotten_id(&prefix, kv.key()).map(|id| (id, kv.mod_revision()));
+                            if sender.send(forgotten).await.is_err() {
                                 return;
                             }
                         }

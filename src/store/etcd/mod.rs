@@ -376,7 +376,7 @@ impl RecordStore for EtcdStore {
         admin::list(client, &self.prefix, (tenant, namespace), after, limit, self.bound(deadline)).await
     }
 
-    async fn forget(&self, id: &RecordId, record_revision: i64, deadline: Instant) -> Result<bool, Error> {
+    async fn forget(&self, id: &RecordId, record_revision: i64, deadline: Instant) -> Result<Option<i64>, Error> {
         let client = self.connected().map_err(|_| Error::StoreUnavailable(NOT_CONNECTED.into()))?;
         admin::forget(client, &self.prefix, id, record_revision, self.bound(deadline)).await
     }
