@@ -11,6 +11,7 @@ use tracing::{info, warn};
 
 use crate::core::coordinator::Coordinator;
 use crate::core::error::Error;
+use crate::core::outcome::RecordView;
 use crate::core::store::RecordStore;
 use crate::grpc::metadata::deadline;
 use crate::grpc::request;
@@ -56,9 +57,10 @@ impl<S: RecordStore> AdminService for AdminApi<S> {
         let records = records
             .into_iter()
             .map(|(key, view)| {
-                // Bodies may hold personal data, and Lookup reads one when needed.
-                let record = v1::Record { result: None, error: None, ..convert::record_message(view) };
-                v1::ListedRecord { key, record: Some(record) }
+                // Bodies may hold personal data, and Lookup reads one when needed:
+                // dropped before conversion, so they are never copied.
+                let view = RecordView { result: None, error: None, ..view };
+                v1::ListedRecord { key, record: Some(convert::record_message(view)) }
             })
             .collect();
         Ok(Response::new(v1::ListRecordsResponse { records, next_page_token: next.unwrap_or_default() }))

@@ -18,6 +18,7 @@ records. Needs the `asgi` extra (`pip install idempotency-client[asgi]`).
 """
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -75,7 +76,9 @@ class Route:
         return method in self.methods and _pattern(self.path).fullmatch(path) is not None
 
 
+@functools.lru_cache(maxsize=None)
 def _pattern(path: str) -> "re.Pattern[str]":
+    """Compiled once per route path, not on every request."""
     return re.compile("/".join("[^/]+" if re.fullmatch(r"\{\w+\}", s) else re.escape(s) for s in path.split("/")))
 
 
