@@ -25,7 +25,7 @@ rm -rf "$out/src"
 mkdir -p "$out/src"
 git archive "$commit" | tar -x -C "$out/src"
 echo "building the previous release ($commit) into $out" >&2
-CARGO_TARGET_DIR="$PWD/$out/target" cargo build --quiet --locked --bin idempotency-coordinator \
+CARGO_PROFILE_DEV_DEBUG=0 CARGO_TARGET_DIR="$PWD/$out/target" cargo build --quiet --locked --bin idempotency-coordinator \
   --manifest-path "$out/src/Cargo.toml" >&2
 echo "$commit" > "$out/commit"
 echo "$PWD/$binary"
