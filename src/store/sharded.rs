@@ -19,6 +19,9 @@ use crate::core::error::Error;
 use crate::core::record::{RecordId, Snapshot};
 use crate::core::store::{Capacity, Changes, Forgotten, Listing, RecordStore, Write, Written};
 
+/// 1 while a shard answers its health check, else 0 (a Prometheus gauge, by `shard`).
+pub const SHARD_READY: &str = "idempotency_store_shard_ready";
+
 pub struct ShardedStore<S> {
     shards: Vec<(String, Arc<S>)>,
 }
@@ -68,15 +71,25 @@ impl<S: RecordStore> RecordStore for ShardedStore<S> {
         self.store(id).watch(id, after_revision, deadline).await
     }
 
-    /// Writable only if every shard is (WORK IN PROGRESS: one shard down makes the whole store unready).
+    /// Ready while any shard answers: a shard that does not only makes its
+    /// own records UNAVAILABLE. `idempotency_store_shard_ready{shard}` says
+    /// which; a full shard makes the store report itself full.
     async fn ping(&self, within: Duration) -> Result<Capacity, Error> {
-        let mut capacity = Capacity::Writable;
+        let (mut capacity, mut down) = (Capacity::Writable, Vec::new());
         for (name, shard) in &self.shards {
-            match shard.ping(within).await {
+            let answer = shard.ping(within).await;
+            metrics::gauge!(SHARD_READY, "shard" => name.clone()).set(if answer.is_ok() { 1.0 } else { 0.0 });
+            match answer {
                 Ok(Capacity::Writable) => {}
                 Ok(Capacity::Full(why)) => capacity = Capacity::Full(format!("shard {name}: {why}")),
-                Err(error) => return Err(Error::StoreUnavailable(format!("shard {name}: {error}"))),
+                Err(error) => down.push(format!("shard {name}: {error}")),
             }
+        }
+        if down.len() == self.shards.len() {
+            return Err(Error::StoreUnavailable(down.join("; ")));
+        }
+        if !down.is_empty() {
+            tracing::warn!(down = %down.join("; "), "some shards are unavailable; their records are too");
         }
         Ok(capacity)
     }
