@@ -85,6 +85,12 @@ pub struct ServeArgs {
     #[arg(long, env = "IDEMPOTENCY_ETCD_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
     pub etcd_endpoints: Vec<String>,
 
+    /// Records sharded over several etcd clusters, as `name=url|url,name=url|...` (each shard's
+    /// members separated by `|`); replaces --etcd-endpoints. Names must not change. TLS and
+    /// credentials are the --etcd-* ones for every shard.
+    #[arg(long, env = "IDEMPOTENCY_ETCD_SHARDS", value_delimiter = ',')]
+    pub etcd_shards: Vec<String>,
+
     /// Prefix of every etcd key this service writes.
     #[arg(long, env = "IDEMPOTENCY_ETCD_PREFIX", default_value = "/idempotency/")]
     pub etcd_prefix: String,
@@ -228,6 +234,8 @@ pub struct Config {
     pub replay_cache_bytes: u64,
     /// Callers of these tenants may use the admin service; empty: it is off.
     pub admin_tenants: Vec<String>,
+    /// (shard name, its members); empty: one etcd cluster, `etcd.endpoints`.
+    pub etcd_shards: Vec<(String, Vec<String>)>,
 }
 
 /// etcd refuses requests above 1.5 MiB by default; a stored record must fit.
@@ -295,6 +303,7 @@ impl ServeArgs {
         if (https != 0) != self.etcd_ca.is_some() {
             return Err("--etcd-ca is required with https:// --etcd-endpoints, and only with them".into());
         }
+        let shards = self.etcd_shards()?;
         let tls = self.server_tls()?;
         let tokens = self.tokens_file.clone().map(TokensFile::load).transpose()?;
         if !self.admin_tenants.is_empty() && tokens.is_none() && self.tls_client_ca.is_none() {
@@ -348,11 +357,32 @@ impl ServeArgs {
             max_waits_per_tenant: self.max_waits_per_tenant.unwrap_or((self.max_in_flight / 2).max(1)),
             replay_cache_bytes: self.replay_cache_bytes,
             admin_tenants: self.admin_tenants,
+            etcd_shards: shards,
         })
     }
 }
 
 impl ServeArgs {
+    fn etcd_shards(&self) -> Result<Vec<(String, Vec<String>)>, String> {
+        let mut shards: Vec<(String, Vec<String>)> = Vec::new();
+        for entry in self.etcd_shards.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
+            let Some((name, members)) = entry.split_once('=') else {
+                return Err(format!("--etcd-shards: {entry:?} is not name=url|url"));
+            };
+            check_scope_name(name).map_err(|e| format!("--etcd-shards: shard name {name:?} {e}"))?;
+            if shards.iter().any(|(n, _)| n == name) {
+                return Err(format!("--etcd-shards: shard {name:?} is named twice"));
+            }
+            let members: Vec<String> =
+                members.split('|').map(|m| m.trim().to_owned()).filter(|m| !m.is_empty()).collect();
+            if members.is_empty() {
+                return Err(format!("--etcd-shards: shard {name:?} names no member"));
+            }
+            shards.push((name.to_owned(), members));
+        }
+        Ok(shards)
+    }
+
     fn server_tls(&self) -> Result<Option<ServerTls>, String> {
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else { return Ok(None) };
         ServerTls::load(ServerTlsFiles {

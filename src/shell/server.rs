@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::core::clock::{Clock, SystemClock};
 use crate::core::coordinator::{Coordinator, Settings};
+use crate::core::error::Error;
 use crate::core::store::RecordStore;
 use crate::grpc::admin::AdminApi;
 use crate::grpc::grpc_metrics::GrpcMetrics;
@@ -33,7 +34,9 @@ use crate::shell::config::{Config, StoreKind};
 use crate::shell::tls::incoming::incoming;
 use crate::shell::{health, reflection, reload};
 use crate::store::etcd::EtcdStore;
+use crate::store::etcd::config::EtcdConfig;
 use crate::store::memory::MemoryStore;
+use crate::store::sharded::ShardedStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -61,6 +64,16 @@ pub async fn run(
     crate::shell::metrics::export_at_zero();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     match config.store {
+        StoreKind::Etcd if !config.etcd_shards.is_empty() => {
+            let mut shards = Vec::new();
+            for (name, endpoints) in &config.etcd_shards {
+                let shard = EtcdConfig { endpoints: endpoints.clone(), ..config.etcd.clone() };
+                shards.push((name.clone(), Arc::new(EtcdStore::connect(&shard).await?)));
+            }
+            info!(shards = config.etcd_shards.len(), "records sharded over etcd clusters");
+            let store = ShardedStore::new(shards).map_err(|e| ServeError::Store(Error::Internal(e)))?;
+            serve(Arc::new(store), clock, config, listener, shutdown).await
+        }
         StoreKind::Etcd => {
             let store = EtcdStore::connect(&config.etcd).await?;
             serve(Arc::new(store), clock, config, listener, shutdown).await

@@ -14,6 +14,7 @@ mod cases;
 mod etcd;
 mod harness;
 mod memory;
+mod sharded;
 
 /// One `#[$test]` per case, each on a fresh harness from `$harness`.
 macro_rules! conformance_suite {
