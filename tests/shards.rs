@@ -1,71 +1,99 @@
-//! A coordinator over three real etcd clusters (`--etcd-shards`, WORK IN
-//! PROGRESS for issue 16): every record on the shard its key hashes to; one
-//! shard stopped makes only its records UNAVAILABLE, readiness stays
-//! SERVING, and the shard gauge says which shard is down.
+//! A coordinator over three real etcd clusters (`--shard-map`): every record
+//! on its shard and only there; one shard stopped makes only its records
+//! UNAVAILABLE while readiness stays SERVING and the shard gauge says which
+//! shard is down; and two replicas on neighbouring map epochs, racing on the
+//! same keys, never put a record on two shards.
 
 mod common;
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use idempotency_coordinator::core::clock::SystemClock;
 use idempotency_coordinator::core::record::RecordId;
-use idempotency_coordinator::store::memory::MemoryStore;
-use idempotency_coordinator::store::sharded::ShardedStore;
+use idempotency_coordinator::proto::v1::{self, begin_response::Outcome};
+use idempotency_coordinator::store::sharded::shard_map::Placement;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 const NAMES: [&str; 3] = ["a", "b", "c"];
 
-/// Which shard a key lives on: routing depends on the shard names only.
-fn shard_of(key: &str) -> usize {
-    let clock = Arc::new(SystemClock);
-    let shards = NAMES.map(|n| (n.to_owned(), Arc::new(MemoryStore::new(clock.clone())))).to_vec();
-    let router = ShardedStore::new(shards).expect("shards");
-    router.shard_of(&RecordId { tenant: "default".into(), namespace: "payments.create".into(), key: key.into() })
+fn id(key: &str) -> RecordId {
+    RecordId { tenant: "default".into(), namespace: "payments.create".into(), key: key.into() }
 }
 
-#[tokio::test]
-async fn one_shard_down_makes_only_its_records_unavailable() {
+fn placement(epoch: u64, names: &[&str]) -> Placement {
+    Placement { epoch, shards: names.iter().map(|n| n.to_string()).collect() }
+}
+
+/// A shard-map file naming `clusters` as shards a, b, c; `map` holds its
+/// epoch, shards and neighbour lines.
+fn shard_map(dir: &tempfile::TempDir, file: &str, clusters: &[Etcd], map: &str) -> String {
+    let mut text = map.to_owned();
+    for (name, etcd) in NAMES.iter().zip(clusters) {
+        text.push_str(&format!("\n[shard.{name}]\nendpoints = [\"{}\"]\n", etcd.client_url));
+    }
+    let path = dir.path().join(file);
+    std::fs::write(&path, text).expect("write the shard map");
+    path.display().to_string()
+}
+
+async fn clusters() -> Vec<Etcd> {
     let mut clusters = Vec::new();
     for _ in NAMES {
         clusters.push(Etcd::start().await);
     }
-    let shards =
-        NAMES.iter().zip(&clusters).map(|(n, e)| format!("{n}={}", e.client_url)).collect::<Vec<_>>().join(",");
+    clusters
+}
+
+/// Per key, the shards holding its record, and those holding a forwarding
+/// record for it, read straight from each cluster's etcd.
+async fn where_records_are(
+    clusters: &[Etcd],
+) -> (BTreeMap<String, Vec<&'static str>>, BTreeMap<String, Vec<&'static str>>) {
+    let (mut records, mut forwarding) = (BTreeMap::new(), BTreeMap::new());
+    for (name, etcd) in NAMES.iter().zip(clusters) {
+        let mut kv = etcd_client::Client::connect([etcd.client_url.as_str()], None).await.expect("etcd");
+        let answer = kv.get("/idempotency/", Some(etcd_client::GetOptions::new().with_prefix())).await.expect("read");
+        for held in answer.kvs() {
+            let Some(path) = held.key_str().expect("utf-8 key").strip_suffix("/record") else { continue };
+            let key = path.rsplit('/').next().expect("a key").to_owned();
+            let forwards = held.value().windows(b"%forwarding".len()).any(|w| w == b"%forwarding");
+            (if forwards { &mut forwarding } else { &mut records }).entry(key).or_insert_with(Vec::new).push(*name);
+        }
+    }
+    (records, forwarding)
+}
+
+#[tokio::test]
+async fn records_live_on_their_shard_only_and_a_shard_down_spares_the_others() {
+    let clusters = clusters().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let map = shard_map(&dir, "map.toml", &clusters, "epoch = 1\nshards = [\"a\", \"b\", \"c\"]");
     let metrics_port = free_port();
     let metrics_listen = format!("127.0.0.1:{metrics_port}");
-    let server = Server::start(&clusters[0], &["--etcd-shards", &shards, "--metrics-listen", &metrics_listen]).await;
+    let server = Server::start(&clusters[0], &["--shard-map", &map, "--metrics-listen", &metrics_listen]).await;
     let mut client = server.client().await;
 
+    let current = placement(1, &NAMES);
     let keys: Vec<String> = (0..30).map(|i| format!("order-{i}")).collect();
-    let mut per_shard = [0; 3];
     for key in &keys {
         let owner = acquired(begin(&mut client, begin_request(key, "cart", 30)).await);
         client.complete(complete_request(key, owner.fencing_token, "ok")).await.expect("complete");
-        per_shard[shard_of(key)] += 1;
     }
-    assert!(per_shard.iter().all(|&n| n > 0), "every shard holds records: {per_shard:?}");
-    // Each record is in its own shard's etcd, and only there.
-    for (index, etcd) in clusters.iter().enumerate() {
-        let mut kv = etcd_client::Client::connect([etcd.client_url.as_str()], None).await.expect("etcd");
-        let held = kv
-            .get("/idempotency/", Some(etcd_client::GetOptions::new().with_prefix().with_keys_only()))
-            .await
-            .expect("read")
-            .kvs()
-            .iter()
-            .filter(|kv| kv.key().ends_with(b"/record"))
-            .count();
-        assert_eq!(held, per_shard[index], "shard {}", NAMES[index]);
+    let (records, forwarding) = where_records_are(&clusters).await;
+    assert!(forwarding.is_empty(), "no map change, no forwarding records: {forwarding:?}");
+    assert_eq!(records.len(), keys.len());
+    for key in &keys {
+        assert_eq!(records[key], [current.home(&id(key))], "{key}");
     }
+    assert!(NAMES.iter().all(|n| records.values().any(|shards| shards[0] == *n)), "every shard holds records");
 
-    clusters[1].stop();
+    clusters[1].signal("STOP");
     tokio::time::sleep(Duration::from_millis(800)).await;
     for key in &keys {
         let answer = client.lookup(lookup_request(key)).await;
-        if shard_of(key) == 1 {
+        if current.home(&id(key)) == "b" {
             assert_status(answer, Code::Unavailable, "STORE_UNAVAILABLE");
         } else {
             answer.expect("the other shards keep answering");
@@ -77,4 +105,107 @@ async fn one_shard_down_makes_only_its_records_unavailable() {
         let line = format!("idempotency_store_shard_ready{{shard=\"{name}\"}} {ready}");
         assert!(metrics.contains(&line), "{line} in\n{metrics}");
     }
+    assert!(metrics.contains("idempotency_store_shard_map_epoch 1"), "{metrics}");
+    clusters[1].signal("CONT");
+}
+
+/// Replica `announced` runs map epoch 1 (a, b) with epoch 2 announced;
+/// replica `switched` runs epoch 2 (a, b, c) with epoch 1 as the previous
+/// map. Each first creates keys alone, which the other finishes; then both
+/// Begin the same keys at once: exactly one attempt runs per key, the other
+/// replica finishes it, both replay it, and every record is on one shard. A
+/// record at its new home left a forwarding record at its old one.
+#[tokio::test]
+async fn two_replicas_on_neighbouring_map_epochs_never_put_a_record_on_two_shards() {
+    let clusters = clusters().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let announced = shard_map(
+        &dir,
+        "announced.toml",
+        &clusters,
+        "epoch = 1\nshards = [\"a\", \"b\"]\n[next]\nepoch = 2\nshards = [\"a\", \"b\", \"c\"]",
+    );
+    let switched = shard_map(
+        &dir,
+        "switched.toml",
+        &clusters,
+        "epoch = 2\nshards = [\"a\", \"b\", \"c\"]\n[previous]\nepoch = 1\nshards = [\"a\", \"b\"]",
+    );
+    let servers = [
+        Server::start(&clusters[0], &["--shard-map", &announced]).await,
+        Server::start(&clusters[0], &["--shard-map", &switched]).await,
+    ];
+    let clients = [servers[0].client().await, servers[1].client().await];
+    let (old, new) = (placement(1, &["a", "b"]), placement(2, &NAMES));
+
+    // Alone: even keys by the announced replica, odd ones by the switched one.
+    let solo: Vec<String> = (0..40).map(|i| format!("solo-{i}")).collect();
+    for (i, key) in solo.iter().enumerate() {
+        let mut creator = clients[i % 2].clone();
+        let owner = acquired(begin(&mut creator, begin_request(key, "cart", 30)).await);
+        let finish = clients[1 - i % 2].clone().complete(complete_request(key, owner.fencing_token, key)).await;
+        finish.unwrap_or_else(|e| panic!("{key}: {e}"));
+    }
+
+    // Together.
+    let raced: Vec<String> = (0..120).map(|i| format!("race-{i}")).collect();
+    let mut races = tokio::task::JoinSet::new();
+    for key in raced.clone() {
+        let (mut first, mut second) = (clients[0].clone(), clients[1].clone());
+        races.spawn(async move {
+            let outcomes = tokio::join!(
+                begin(&mut first, begin_request(&key, "cart", 30)),
+                begin(&mut second, begin_request(&key, "cart", 30))
+            );
+            (key, outcomes)
+        });
+    }
+    let mut won_by = [0; 2];
+    for (key, outcomes) in races.join_all().await {
+        let (winner, owner) = match outcomes {
+            (Outcome::Acquired(owner), Outcome::InProgress(_)) => (0, owner),
+            (Outcome::InProgress(_), Outcome::Acquired(owner)) => (1, owner),
+            other => panic!("{key}: exactly one replica must own the attempt: {other:?}"),
+        };
+        won_by[winner] += 1;
+        let finish = clients[1 - winner].clone().complete(complete_request(&key, owner.fencing_token, &key)).await;
+        finish.unwrap_or_else(|e| panic!("{key}: {e}"));
+    }
+    eprintln!("races won by the announced replica {}, by the switched one {}", won_by[0], won_by[1]);
+
+    for client in &clients {
+        for key in solo.iter().chain(&raced) {
+            match begin(&mut client.clone(), begin_request(key, "cart", 30)).await {
+                Outcome::Completed(replay) => {
+                    let body = replay.result.expect("a result").body;
+                    assert_eq!(body, Some(v1::result::Body::Response(key.as_bytes().to_vec())), "{key}");
+                }
+                other => panic!("{key}: expected the replay, got {other:?}"),
+            }
+        }
+    }
+
+    let (records, forwarding) = where_records_are(&clusters).await;
+    assert_eq!(records.len(), solo.len() + raced.len());
+    for key in solo.iter().chain(&raced) {
+        let (old_home, new_home) = (old.home(&id(key)), new.home(&id(key)));
+        let shards = &records[key];
+        assert_eq!(shards.len(), 1, "{key} is on one shard: {shards:?}");
+        assert!(shards[0] == old_home || shards[0] == new_home, "{key} on {shards:?}");
+        if shards[0] == old_home {
+            assert!(!forwarding.contains_key(key), "{key} stayed at its old home and forwards nowhere");
+        } else {
+            assert_eq!(
+                forwarding.get(key).map(Vec::as_slice),
+                Some(&[old_home][..]),
+                "{key} forwards from its old home"
+            );
+        }
+    }
+    // Alone, each replica places by its own map.
+    for (i, key) in solo.iter().enumerate() {
+        let placed_by = if i % 2 == 0 { &old } else { &new };
+        assert_eq!(records[key], [placed_by.home(&id(key))], "{key}");
+    }
+    assert!(solo.iter().any(|key| records[key] == ["c"]), "some records went to the new shard");
 }

@@ -2,15 +2,17 @@
 //! variable, checked once at startup into a [`Config`].
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
 use crate::core::limits::{Limits, MIN_LEASE_TTL, check_scope_name};
 use crate::shell::auth::{AuthConfig, TokensFile};
+use crate::shell::etcd_files::{etcd_credentials, etcd_tls};
+use crate::shell::shard_map_file::{self, ShardedEtcd};
 use crate::shell::tls::server::{ServerTls, ServerTlsFiles};
-use crate::store::etcd::config::{Batching, EtcdConfig, EtcdTls, Secret};
+use crate::store::etcd::config::{Batching, DEFAULT_QUOTA_BYTES, EtcdConfig};
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -85,11 +87,12 @@ pub struct ServeArgs {
     #[arg(long, env = "IDEMPOTENCY_ETCD_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
     pub etcd_endpoints: Vec<String>,
 
-    /// Records sharded over several etcd clusters, as `name=url|url,name=url|...` (each shard's
-    /// members separated by `|`); replaces --etcd-endpoints. Names must not change. TLS and
-    /// credentials are the --etcd-* ones for every shard.
-    #[arg(long, env = "IDEMPOTENCY_ETCD_SHARDS", value_delimiter = ',')]
-    pub etcd_shards: Vec<String>,
+    /// A shard-map file (TOML): records sharded over several etcd clusters, each with its own
+    /// endpoints, TLS and credentials, and the map that places records on them. Replaces
+    /// --etcd-endpoints and the --etcd-* TLS and credential flags; the other --etcd-* flags apply to
+    /// every shard.
+    #[arg(long, env = "IDEMPOTENCY_SHARD_MAP", conflicts_with_all = ["etcd_ca", "etcd_cert", "etcd_user"])]
+    pub shard_map: Option<PathBuf>,
 
     /// Prefix of every etcd key this service writes.
     #[arg(long, env = "IDEMPOTENCY_ETCD_PREFIX", default_value = "/idempotency/")]
@@ -133,6 +136,11 @@ pub struct ServeArgs {
     #[arg(long, env = "IDEMPOTENCY_ETCD_BATCHES_IN_FLIGHT", default_value_t = Batching::default().in_flight as u32,
           value_parser = clap::value_parser!(u32).range(1..=64))]
     pub etcd_batches_in_flight: u32,
+
+    /// The --quota-backend-bytes etcd runs with (etcd's default: 2 GiB). Above 80% of it a warning is
+    /// logged; etcd 3.6 and later report their own, which then counts.
+    #[arg(long, env = "IDEMPOTENCY_ETCD_QUOTA_BYTES", default_value_t = DEFAULT_QUOTA_BYTES)]
+    pub etcd_quota_bytes: u64,
 
     /// Lease of an attempt whose Begin sets no lease_ttl.
     #[arg(long, env = "IDEMPOTENCY_DEFAULT_LEASE_TTL", value_parser = humantime::parse_duration, default_value = "30s")]
@@ -234,8 +242,9 @@ pub struct Config {
     pub replay_cache_bytes: u64,
     /// Callers of these tenants may use the admin service; empty: it is off.
     pub admin_tenants: Vec<String>,
-    /// (shard name, its members); empty: one etcd cluster, `etcd.endpoints`.
-    pub etcd_shards: Vec<(String, Vec<String>)>,
+    /// Set with --shard-map: records sharded over these etcd clusters
+    /// instead of the one `etcd` names.
+    pub sharded: Option<ShardedEtcd>,
 }
 
 /// etcd refuses requests above 1.5 MiB by default; a stored record must fit.
@@ -303,7 +312,6 @@ impl ServeArgs {
         if (https != 0) != self.etcd_ca.is_some() {
             return Err("--etcd-ca is required with https:// --etcd-endpoints, and only with them".into());
         }
-        let shards = self.etcd_shards()?;
         let tls = self.server_tls()?;
         let tokens = self.tokens_file.clone().map(TokensFile::load).transpose()?;
         if !self.admin_tenants.is_empty() && tokens.is_none() && self.tls_client_ca.is_none() {
@@ -314,8 +322,23 @@ impl ServeArgs {
         for tenant in &self.admin_tenants {
             check_scope_name(tenant).map_err(|e| format!("--admin-tenants: {tenant:?} {e}"))?;
         }
-        let etcd_tls = self.etcd_tls()?;
-        let credentials = self.etcd_credentials()?;
+        let etcd_tls = etcd_tls(self.etcd_ca.as_deref(), self.etcd_cert.as_deref().zip(self.etcd_key.as_deref()))?;
+        let credentials = etcd_credentials(self.etcd_user.as_deref().zip(self.etcd_password_file.as_deref()))?;
+        let etcd = EtcdConfig {
+            endpoints,
+            prefix: self.etcd_prefix,
+            connect_timeout: self.etcd_connect_timeout,
+            request_timeout: self.etcd_request_timeout,
+            tls: etcd_tls,
+            credentials,
+            batching: Batching {
+                max_txn_ops: self.etcd_max_txn_ops as usize,
+                in_flight: self.etcd_batches_in_flight as usize,
+            },
+            quota_bytes: self.etcd_quota_bytes,
+            shard: "default".into(),
+        };
+        let sharded = self.shard_map.as_deref().map(|path| shard_map_file::load(path, &etcd)).transpose()?;
         Ok(Config {
             listen: self.listen,
             metrics_listen: self.metrics_listen,
@@ -328,18 +351,7 @@ impl ServeArgs {
                 tokens,
             },
             store: self.store,
-            etcd: EtcdConfig {
-                endpoints,
-                prefix: self.etcd_prefix,
-                connect_timeout: self.etcd_connect_timeout,
-                request_timeout: self.etcd_request_timeout,
-                tls: etcd_tls,
-                credentials,
-                batching: Batching {
-                    max_txn_ops: self.etcd_max_txn_ops as usize,
-                    in_flight: self.etcd_batches_in_flight as usize,
-                },
-            },
+            etcd,
             limits: Limits {
                 default_lease_ttl: self.default_lease_ttl,
                 max_lease_ttl: self.max_lease_ttl,
@@ -357,32 +369,12 @@ impl ServeArgs {
             max_waits_per_tenant: self.max_waits_per_tenant.unwrap_or((self.max_in_flight / 2).max(1)),
             replay_cache_bytes: self.replay_cache_bytes,
             admin_tenants: self.admin_tenants,
-            etcd_shards: shards,
+            sharded,
         })
     }
 }
 
 impl ServeArgs {
-    fn etcd_shards(&self) -> Result<Vec<(String, Vec<String>)>, String> {
-        let mut shards: Vec<(String, Vec<String>)> = Vec::new();
-        for entry in self.etcd_shards.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
-            let Some((name, members)) = entry.split_once('=') else {
-                return Err(format!("--etcd-shards: {entry:?} is not name=url|url"));
-            };
-            check_scope_name(name).map_err(|e| format!("--etcd-shards: shard name {name:?} {e}"))?;
-            if shards.iter().any(|(n, _)| n == name) {
-                return Err(format!("--etcd-shards: shard {name:?} is named twice"));
-            }
-            let members: Vec<String> =
-                members.split('|').map(|m| m.trim().to_owned()).filter(|m| !m.is_empty()).collect();
-            if members.is_empty() {
-                return Err(format!("--etcd-shards: shard {name:?} names no member"));
-            }
-            shards.push((name.to_owned(), members));
-        }
-        Ok(shards)
-    }
-
     fn server_tls(&self) -> Result<Option<ServerTls>, String> {
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else { return Ok(None) };
         ServerTls::load(ServerTlsFiles {
@@ -392,30 +384,6 @@ impl ServeArgs {
         })
         .map(Some)
     }
-
-    fn etcd_tls(&self) -> Result<Option<EtcdTls>, String> {
-        let Some(ca) = &self.etcd_ca else { return Ok(None) };
-        let client = match (&self.etcd_cert, &self.etcd_key) {
-            (Some(cert), Some(key)) => Some((read("etcd-cert", cert)?, Secret::new(read("etcd-key", key)?))),
-            _ => None,
-        };
-        Ok(Some(EtcdTls { ca: read("etcd-ca", ca)?, client }))
-    }
-
-    fn etcd_credentials(&self) -> Result<Option<(String, Secret)>, String> {
-        let (Some(user), Some(file)) = (&self.etcd_user, &self.etcd_password_file) else { return Ok(None) };
-        let mut password = read("etcd-password-file", file)?;
-        // Files written by editors and `echo` end in a newline that is not part of the password.
-        while password.last().is_some_and(|b| matches!(b, b'\n' | b'\r')) {
-            password.pop();
-        }
-        std::str::from_utf8(&password).map_err(|_| "--etcd-password-file must hold UTF-8 text".to_owned())?;
-        Ok(Some((user.clone(), Secret::new(password))))
-    }
-}
-
-fn read(flag: &str, path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("--{flag}: cannot read {}: {e}", path.display()))
 }
 
 #[cfg(test)]

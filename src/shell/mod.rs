@@ -6,12 +6,14 @@
 
 pub mod auth;
 pub mod config;
+pub mod etcd_files;
 pub mod health;
 pub mod metrics;
 pub mod print_config;
 pub mod reflection;
 pub mod reload;
 pub mod server;
+pub mod shard_map_file;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;

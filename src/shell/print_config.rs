@@ -27,6 +27,7 @@ pub fn effective(args: &ServeArgs) -> Value {
         "store": format!("{:?}", args.store).to_lowercase(),
         "etcd": {
             "endpoints": args.etcd_endpoints,
+            "shard_map": path(&args.shard_map),
             "prefix": args.etcd_prefix,
             "max_txn_ops": args.etcd_max_txn_ops,
             "batches_in_flight": args.etcd_batches_in_flight,

@@ -4,6 +4,7 @@
 //! readiness tracking; and a drain bounded by a grace period when `shutdown`
 //! resolves.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -34,7 +35,6 @@ use crate::shell::config::{Config, StoreKind};
 use crate::shell::tls::incoming::incoming;
 use crate::shell::{health, reflection, reload};
 use crate::store::etcd::EtcdStore;
-use crate::store::etcd::config::EtcdConfig;
 use crate::store::memory::MemoryStore;
 use crate::store::sharded::ShardedStore;
 
@@ -64,14 +64,16 @@ pub async fn run(
     crate::shell::metrics::export_at_zero();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     match config.store {
-        StoreKind::Etcd if !config.etcd_shards.is_empty() => {
-            let mut shards = Vec::new();
-            for (name, endpoints) in &config.etcd_shards {
-                let shard = EtcdConfig { endpoints: endpoints.clone(), ..config.etcd.clone() };
-                shards.push((name.clone(), Arc::new(EtcdStore::connect(&shard).await?)));
+        StoreKind::Etcd if let Some(sharded) = &config.sharded => {
+            let mut stores = BTreeMap::new();
+            for (name, shard) in &sharded.shards {
+                stores.insert(name.clone(), Arc::new(EtcdStore::connect(shard).await?));
             }
-            info!(shards = config.etcd_shards.len(), "records sharded over etcd clusters");
-            let store = ShardedStore::new(shards).map_err(|e| ServeError::Store(Error::Internal(e)))?;
+            info!(shards = stores.len(), epoch = sharded.map.place.epoch, "records sharded over etcd clusters");
+            // A forwarding record must outlast the longest-lived record it stands for.
+            let forwarding_lasts = config.limits.max_retention + config.limits.max_lease_ttl;
+            let store = ShardedStore::new(stores, sharded.map.clone(), forwarding_lasts)
+                .map_err(|e| ServeError::Store(Error::Internal(e)))?;
             serve(Arc::new(store), clock, config, listener, shutdown).await
         }
         StoreKind::Etcd => {

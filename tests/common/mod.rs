@@ -141,6 +141,8 @@ pub fn etcd_config(etcd: &Etcd, prefix: &str) -> idempotency_coordinator::store:
         tls: None,
         credentials: None,
         batching: Default::default(),
+        quota_bytes: idempotency_coordinator::store::etcd::config::DEFAULT_QUOTA_BYTES,
+        shard: "default".into(),
     }
 }
 

@@ -19,7 +19,15 @@ pub struct EtcdConfig {
     pub credentials: Option<(String, Secret)>,
     /// How group commit sizes and pipelines its transactions.
     pub batching: Batching,
+    /// The `--quota-backend-bytes` etcd runs with, for the warning before
+    /// it fills up (etcd 3.6 and later report their own).
+    pub quota_bytes: u64,
+    /// The shard this cluster is, in metrics and logs ("default" unsharded).
+    pub shard: String,
 }
+
+/// etcd's own default `--quota-backend-bytes`: 2 GiB.
+pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
 
 /// How group commit sizes and pipelines its etcd transactions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,6 +19,7 @@ pub mod failure;
 pub mod format;
 pub mod keys;
 pub mod leases;
+pub mod space;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -62,6 +63,7 @@ pub struct EtcdStore {
     /// and group commit nests every call: without this a full etcd would
     /// refuse only the writes that need a new lease and take the rest.
     full: Arc<AtomicBool>,
+    space: Arc<space::SpaceReport>,
 }
 
 impl EtcdStore {
@@ -121,6 +123,7 @@ impl EtcdStore {
             counters,
             client,
             full: Default::default(),
+            space: Arc::new(space::SpaceReport::new(&config.shard, config.quota_bytes)),
             prefix: config.prefix.clone(),
             request_timeout: config.request_timeout,
             leases: Default::default(),
@@ -341,10 +344,15 @@ impl RecordStore for EtcdStore {
         let key = health_key(&self.prefix);
         let client = self.connected().map_err(|_| Error::StoreUnavailable(NOT_CONNECTED.into()))?;
         let (mut kv, mut maintenance) = (client.kv_client(), client.maintenance_client());
-        let (read, alarms) = tokio::join!(
+        let mut status_client = maintenance.clone();
+        let (read, alarms, status) = tokio::join!(
             tokio::time::timeout(within, kv.get(key, None)),
             tokio::time::timeout(within, maintenance.alarm(AlarmAction::Get, AlarmType::None, None)),
+            tokio::time::timeout(within, status_client.status()),
         );
+        if let Ok(Ok(status)) = &status {
+            self.space.observe(status);
+        }
         match read {
             Err(_) => return Err(timed_out()),
             Ok(Err(e)) => return Err(Error::StoreUnavailable(e.to_string())),

@@ -1,0 +1,269 @@
+//! Records spread over several stores (etcd clusters, in production): each
+//! record lives, with all its keys, on one shard, so its fencing tokens stay
+//! one cluster's revisions. [`shard_map`] says which shard; while the map
+//! changes, a record is looked for under both maps the replica knows, and
+//! [`forwarding`] records keep it from ever being created on two shards.
+
+pub mod forwarding;
+pub mod shard_map;
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_stream::StreamExt;
+use tokio_stream::StreamMap;
+
+use crate::core::error::{Error, Violation};
+use crate::core::record::{RecordId, Snapshot};
+use crate::core::store::{
+    Capacity, Changes, Expect, Forgotten, LeaseWant, Listing, LockChange, RecordLease, RecordStore, Write, Written,
+};
+use shard_map::{Homes, ShardMap};
+
+/// 1 while a shard answers its health check, else 0 (a Prometheus gauge, by `shard`).
+pub const SHARD_READY: &str = "idempotency_store_shard_ready";
+/// The epoch of the shard map new records are placed by (a Prometheus gauge).
+pub const SHARD_MAP_EPOCH: &str = "idempotency_store_shard_map_epoch";
+
+pub struct ShardedStore<S> {
+    /// Every shard the map names, by name.
+    stores: BTreeMap<String, Arc<S>>,
+    map: ShardMap,
+    /// How long a forwarding record lasts: as long as a record it stands
+    /// for may live, so that it outlasts the switch to its map.
+    forwarding_lasts: Duration,
+}
+
+/// Where a record was found, following forwarding records.
+struct Located<'a> {
+    shard: &'a str,
+    snapshot: Snapshot,
+    /// Set when the record is nowhere and its previous home holds no
+    /// forwarding record yet: creating it must leave one there first.
+    unclaimed: Option<&'a str>,
+}
+
+impl<S: RecordStore> ShardedStore<S> {
+    /// `stores` must hold every shard `map` names, under the same names.
+    pub fn new(stores: BTreeMap<String, Arc<S>>, map: ShardMap, forwarding_lasts: Duration) -> Result<Self, String> {
+        map.check()?;
+        if let Some(missing) = map.shard_names().into_iter().find(|name| !stores.contains_key(*name)) {
+            return Err(format!("the shard map names shard {missing:?}, which has no store"));
+        }
+        Ok(Self { stores, map, forwarding_lasts })
+    }
+
+    fn store(&self, shard: &str) -> Result<&S, Error> {
+        self.stores.get(shard).map(Arc::as_ref).ok_or_else(|| unknown_shard(shard))
+    }
+
+    /// Reads `id` on `shard`, or where a forwarding record there points.
+    async fn read_following<'a>(
+        &'a self,
+        shard: &'a str,
+        id: &RecordId,
+        deadline: Instant,
+    ) -> Result<(&'a str, Snapshot), Error> {
+        let snapshot = self.store(shard)?.read(id, deadline).await?;
+        let Some(target) = forwarding::forwarded_to(&snapshot) else { return Ok((shard, snapshot)) };
+        let Some((target, store)) = self.stores.get_key_value(target) else { return Err(unknown_shard(target)) };
+        let forwarded = store.read(id, deadline).await?;
+        if forwarding::forwarded_to(&forwarded).is_some() {
+            return Err(Error::Internal(format!(
+                "{id:?}: the forwarding record on {shard} points to another on {target}"
+            )));
+        }
+        Ok((target.as_str(), forwarded))
+    }
+
+    /// Where `id` lives: under the previous (or next) map first, then the
+    /// current one; when it is nowhere, its home under the current map.
+    async fn locate<'a>(&'a self, homes: Homes<'a>, id: &RecordId, deadline: Instant) -> Result<Located<'a>, Error> {
+        let holds = |snapshot: &Snapshot| snapshot.record.is_some() || snapshot.lock.is_some();
+        let Some(other) = homes.other else {
+            let (shard, snapshot) = self.read_following(homes.place, id, deadline).await?;
+            return Ok(Located { shard, snapshot, unclaimed: None });
+        };
+        let order = if homes.forward_from_other { [other, homes.place] } else { [homes.place, other] };
+        let (first, snapshot) = self.read_following(order[0], id, deadline).await?;
+        // A forwarding record at the previous home claims the record for
+        // wherever it points, even when nothing lives there (yet or any more).
+        if holds(&snapshot) || first != order[0] {
+            return Ok(Located { shard: first, snapshot, unclaimed: None });
+        }
+        let (second, second_snapshot) = self.read_following(order[1], id, deadline).await?;
+        if holds(&second_snapshot) || second != order[1] {
+            return Ok(Located { shard: second, snapshot: second_snapshot, unclaimed: None });
+        }
+        // Nowhere: it will be created at its current home.
+        let snapshot = if homes.forward_from_other { second_snapshot } else { snapshot };
+        Ok(Located { shard: homes.place, snapshot, unclaimed: homes.forward_from_other.then_some(other) })
+    }
+
+    /// Writes on `shard`; a create refused there because a forwarding
+    /// record holds the key goes where it points.
+    async fn write_following(
+        &self,
+        shard: &str,
+        id: &RecordId,
+        write: &Write,
+        deadline: Instant,
+    ) -> Result<Written, Error> {
+        let written = self.store(shard)?.write(id, write, deadline).await?;
+        match &written {
+            Written::Conflict(snapshot) => match forwarding::forwarded_to(snapshot) {
+                Some(target) => self.store(target)?.write(id, write, deadline).await,
+                None => Ok(written),
+            },
+            Written::Committed { .. } => Ok(written),
+        }
+    }
+
+    /// Leaves a forwarding record to `to` at `at`, unless a record is there:
+    /// then that record is the one to use, and its snapshot is the answer.
+    async fn claim(&self, at: &str, to: &str, id: &RecordId, deadline: Instant) -> Result<Option<Snapshot>, Error> {
+        let lease = LeaseWant { lasts: self.forwarding_lasts, slack: self.forwarding_lasts / 16 };
+        let write = Write {
+            expect: Expect::Absent,
+            record: Some((forwarding::record(to, self.map.place.epoch), RecordLease::Until(lease))),
+            lock: LockChange::Keep,
+        };
+        match self.store(at)?.write(id, &write, deadline).await? {
+            Written::Committed { .. } => Ok(None),
+            // Another replica of this map claimed it first.
+            Written::Conflict(snapshot) if forwarding::forwarded_to(&snapshot).is_some() => Ok(None),
+            Written::Conflict(snapshot) => Ok(Some(*snapshot)),
+        }
+    }
+
+    /// The shard `id` lives on, for calls that follow a read of it.
+    async fn shard_for<'a>(&'a self, id: &RecordId, deadline: Instant) -> Result<&'a str, Error> {
+        let homes = self.map.homes(id);
+        if homes.other.is_none() {
+            return Ok(homes.place);
+        }
+        Ok(self.locate(homes, id, deadline).await?.shard)
+    }
+}
+
+impl<S: RecordStore> RecordStore for ShardedStore<S> {
+    async fn read(&self, id: &RecordId, deadline: Instant) -> Result<Snapshot, Error> {
+        Ok(self.locate(self.map.homes(id), id, deadline).await?.snapshot)
+    }
+
+    /// Outside a map change, or for a record that stays where it is, a
+    /// write goes straight to its home. Otherwise the record is found
+    /// first; one created at its new home first leaves a forwarding record
+    /// at its previous home.
+    async fn write(&self, id: &RecordId, write: &Write, deadline: Instant) -> Result<Written, Error> {
+        let homes = self.map.homes(id);
+        if homes.other.is_none() {
+            return self.write_following(homes.place, id, write, deadline).await;
+        }
+        let located = self.locate(homes, id, deadline).await?;
+        if let Some(previous_home) = located.unclaimed
+            && let Some(found) = self.claim(previous_home, located.shard, id, deadline).await?
+        {
+            // Created there meanwhile by a replica of the previous map.
+            return Ok(Written::Conflict(Box::new(found)));
+        }
+        self.write_following(located.shard, id, write, deadline).await
+    }
+
+    async fn watch(&self, id: &RecordId, after_revision: i64, deadline: Instant) -> Result<Changes, Error> {
+        let shard = self.shard_for(id, deadline).await?;
+        self.store(shard)?.watch(id, after_revision, deadline).await
+    }
+
+    /// Ready while any shard answers: a shard that does not only makes its
+    /// own records UNAVAILABLE. `idempotency_store_shard_ready{shard}` says
+    /// which; a full shard makes the store report itself full.
+    async fn ping(&self, within: Duration) -> Result<Capacity, Error> {
+        // Set here, not at startup: the metrics recorder may not be installed yet then.
+        metrics::gauge!(SHARD_MAP_EPOCH).set(self.map.place.epoch as f64);
+        let (mut capacity, mut down) = (Capacity::Writable, Vec::new());
+        for (name, shard) in &self.stores {
+            let answer = shard.ping(within).await;
+            metrics::gauge!(SHARD_READY, "shard" => name.clone()).set(if answer.is_ok() { 1.0 } else { 0.0 });
+            match answer {
+                Ok(Capacity::Writable) => {}
+                Ok(Capacity::Full(why)) => capacity = Capacity::Full(format!("shard {name}: {why}")),
+                Err(error) => down.push(format!("shard {name}: {error}")),
+            }
+        }
+        if down.len() == self.stores.len() {
+            return Err(Error::StoreUnavailable(down.join("; ")));
+        }
+        if !down.is_empty() {
+            tracing::warn!(down = %down.join("; "), "some shards are unavailable; their records are too");
+        }
+        Ok(capacity)
+    }
+
+    /// Shard by shard in name order; the token is `{shard}:{that shard's
+    /// token}`. Forwarding records are left out, so a page may hold fewer
+    /// than `limit` records before the last.
+    async fn list(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        after: &str,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<Listing, Error> {
+        let (start, mut inner) = match after.split_once(':') {
+            Some((shard, token)) if self.stores.contains_key(shard) => (shard, token.to_owned()),
+            None if after.is_empty() => ("", String::new()),
+            _ => return Err(bad_token(after)),
+        };
+        let mut shards = self.stores.range::<str, _>((Bound::Included(start), Bound::Unbounded));
+        let mut records = Vec::new();
+        while let Some((name, store)) = shards.next() {
+            let page = store.list(tenant, namespace, &inner, limit - records.len(), deadline).await?;
+            records
+                .extend(page.records.into_iter().filter(|(_, record, _)| forwarding::target(&record.value).is_none()));
+            if let Some(next) = page.next {
+                return Ok(Listing { records, next: Some(format!("{name}:{next}")) });
+            }
+            inner.clear();
+            if records.len() == limit {
+                // A later shard that holds a record gets a page of its own.
+                for (later, store) in shards.by_ref() {
+                    if !store.list(tenant, namespace, "", 1, deadline).await?.records.is_empty() {
+                        return Ok(Listing { records, next: Some(format!("{later}:")) });
+                    }
+                }
+            }
+        }
+        Ok(Listing { records, next: None })
+    }
+
+    async fn forget(&self, id: &RecordId, record_revision: i64, deadline: Instant) -> Result<Option<i64>, Error> {
+        let shard = self.shard_for(id, deadline).await?;
+        self.store(shard)?.forget(id, record_revision, deadline).await
+    }
+
+    fn forgotten(&self) -> Forgotten {
+        let mut feeds = StreamMap::new();
+        for (name, shard) in &self.stores {
+            feeds.insert(name.clone(), shard.forgotten());
+        }
+        Box::pin(feeds.map(|(_, forgotten)| forgotten))
+    }
+}
+
+fn unknown_shard(shard: &str) -> Error {
+    Error::StoreUnavailable(format!(
+        "the record lives on shard {shard:?}, which this replica's shard map does not name"
+    ))
+}
+
+fn bad_token(token: &str) -> Error {
+    Error::InvalidRequest(vec![Violation {
+        field: "page_token".into(),
+        description: format!("{token:?} is not a token this server gave"),
+    }])
+}
