@@ -35,7 +35,12 @@ pub struct EtcdCluster {
 
 impl EtcdCluster {
     pub async fn start() -> EtcdCluster {
-        let members = (0..3)
+        EtcdCluster::start_with(3).await
+    }
+
+    /// A cluster of `size` members (1: a shard of the sharded run).
+    pub async fn start_with(size: usize) -> EtcdCluster {
+        let members = (0..size)
             .map(|i| Member {
                 name: format!("m{i}"),
                 client_url: format!("http://127.0.0.1:{}", free_port()),
@@ -44,7 +49,7 @@ impl EtcdCluster {
             })
             .collect();
         let mut cluster = EtcdCluster { dir: tempfile::tempdir().unwrap(), members };
-        for i in 0..3 {
+        for i in 0..size {
             cluster.spawn(i);
         }
         cluster.wait_for_quorum(Duration::from_secs(20)).await;
@@ -151,16 +156,34 @@ pub struct Replica {
     skew_secs: i64,
     /// What the next (re)start runs: a rolling upgrade changes it.
     pub binary: String,
+    /// Set in the sharded run: the shard-map file it serves with.
+    shard_map: Option<String>,
     child: Option<Child>,
 }
 
 impl Replica {
-    pub async fn start(etcd: &EtcdCluster, binary: &str, skew_secs: i64) -> Replica {
+    /// A replica on `etcd`, and on `shards` too when there are any: then
+    /// `etcd` is shard "a" of a shard map and `shards` are "b", "c"...,
+    /// reached directly (the network faults cut only shard a off).
+    pub async fn start(etcd: &EtcdCluster, shards: &[EtcdCluster], binary: &str, skew_secs: i64) -> Replica {
         let mut proxies = Vec::new();
         for url in etcd.client_urls() {
             proxies.push(FaultProxy::start(socket_of(&url)).await);
         }
-        let mut replica = Replica { port: free_port(), proxies, skew_secs, binary: binary.to_owned(), child: None };
+        let shard_map = (!shards.is_empty()).then(|| {
+            let names: Vec<String> = (0..=shards.len()).map(|i| ((b'a' + i as u8) as char).to_string()).collect();
+            let mut map = format!("epoch = 1\nshards = {names:?}\n");
+            let endpoints = std::iter::once(proxies.iter().map(FaultProxy::url).collect::<Vec<_>>())
+                .chain(shards.iter().map(EtcdCluster::client_urls));
+            for (name, endpoints) in names.iter().zip(endpoints) {
+                map.push_str(&format!("[shard.{name}]\nendpoints = {endpoints:?}\n"));
+            }
+            let path = etcd.dir.path().join(format!("shard-map-{}.toml", free_port()));
+            std::fs::write(&path, map).expect("write the shard map");
+            path.display().to_string()
+        });
+        let mut replica =
+            Replica { port: free_port(), proxies, skew_secs, binary: binary.to_owned(), shard_map, child: None };
         replica.spawn();
         replica
     }
@@ -171,7 +194,11 @@ impl Replica {
 
     pub fn spawn(&mut self) {
         let endpoints = self.proxies.iter().map(FaultProxy::url).collect::<Vec<_>>().join(",");
-        let child = serve_command(&self.binary, self.port, &endpoints, self.skew_secs, &["--log", "error"])
+        let mut extra = vec!["--log", "error"];
+        if let Some(map) = &self.shard_map {
+            extra.extend(["--shard-map", map.as_str()]);
+        }
+        let child = serve_command(&self.binary, self.port, &endpoints, self.skew_secs, &extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -9,7 +9,8 @@
 //! checked: one effect each in the ledger, the same completed result on every
 //! replica and in everything any caller was told, and no attempt taken over
 //! before the deadline its owner was told. Bounded: about 40 s of faults per
-//! run; three runs (as is, with replica clocks skewed by more than a lease,
+//! run; four runs (as is, with replica clocks skewed by more than a lease,
+//! with records sharded over three etcd clusters and a whole shard killed,
 //! and a rolling upgrade from the previous release), one at a time.
 
 mod cluster;
@@ -141,6 +142,9 @@ enum Fault {
     KillEtcdFollower,
     LoseQuorum,
     PartitionReplica,
+    /// The sharded run: one whole shard (a single-member cluster) killed
+    /// and restarted.
+    KillShard,
 }
 
 /// Every kind comes up within the first six steps (about 20 s); the second
@@ -156,6 +160,18 @@ const FAULT_CYCLE: [Fault; 8] = [
     Fault::KillReplica,
 ];
 
+/// The sharded run's cycle: a shard kill in place of every other etcd fault.
+const SHARDED_FAULT_CYCLE: [Fault; 8] = [
+    Fault::KillReplica,
+    Fault::KillShard,
+    Fault::PauseWorker,
+    Fault::KillEtcdLeader,
+    Fault::PartitionReplica,
+    Fault::KillShard,
+    Fault::LoseQuorum,
+    Fault::KillReplica,
+];
+
 #[derive(Default, Debug)]
 struct Faults {
     replica_kills: u32,
@@ -164,6 +180,7 @@ struct Faults {
     etcd_follower_kills: u32,
     quorum_losses: u32,
     partitions: u32,
+    shard_kills: u32,
 }
 
 /// What one run of the suite varies.
@@ -179,11 +196,23 @@ struct Run {
     duration: Duration,
     /// How often to sample the gauges a soak must keep flat (None: never).
     sample_every: Option<Duration>,
+    /// Single-member etcd clusters beside the 3-member one, which is then
+    /// one shard of several.
+    extra_shards: usize,
+    faults: &'static [Fault],
 }
 
 impl Run {
     fn of(first_binary: String, restart_binary: String, skews: [i64; 2]) -> Run {
-        Run { skews, first_binary, restart_binary, duration: FAULT_PHASE, sample_every: None }
+        Run {
+            skews,
+            first_binary,
+            restart_binary,
+            duration: FAULT_PHASE,
+            sample_every: None,
+            extra_shards: 0,
+            faults: &FAULT_CYCLE,
+        }
     }
 }
 
@@ -221,6 +250,20 @@ async fn exactly_once_with_replica_clocks_skewed_by_more_than_a_lease() {
     run(Run::of(coordinator_binary(), coordinator_binary(), [skew, -skew])).await;
 }
 
+/// Records sharded over three etcd clusters (the 3-member one and two
+/// single-member ones); besides the usual faults, a whole shard is killed
+/// and restarted: its keys wait, the others go on, and still every key has
+/// one effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_with_records_sharded_and_a_shard_killed_and_restarted() {
+    let plan = Run {
+        extra_shards: 2,
+        faults: &SHARDED_FAULT_CYCLE,
+        ..Run::of(coordinator_binary(), coordinator_binary(), [0, 0])
+    };
+    run(plan).await;
+}
+
 /// Both replicas start as the previous release (`PREVIOUS_COORDINATOR_BIN`,
 /// built by scripts/build-previous-release.sh) and each restarts as this
 /// build at its first kill: old and new side by side on one etcd, then new
@@ -237,9 +280,13 @@ async fn run(plan: Run) {
     let _alone = ONE_RUN_AT_A_TIME.lock().await;
     let keys = keys_for(plan.duration);
     let mut etcd = EtcdCluster::start().await;
+    let mut shards = Vec::new();
+    for _ in 0..plan.extra_shards {
+        shards.push(EtcdCluster::start_with(1).await);
+    }
     let mut replicas = vec![
-        Replica::start(&etcd, &plan.first_binary, plan.skews[0]).await,
-        Replica::start(&etcd, &plan.first_binary, plan.skews[1]).await,
+        Replica::start(&etcd, &shards, &plan.first_binary, plan.skews[0]).await,
+        Replica::start(&etcd, &shards, &plan.first_binary, plan.skews[1]).await,
     ];
     for replica in &replicas {
         wait_ready(&replica.url()).await;
@@ -278,7 +325,7 @@ async fn run(plan: Run) {
             samples.push(sample(started.elapsed(), &replicas, &etcd).await);
         }
         tokio::time::sleep(Duration::from_millis(1_500)).await;
-        match FAULT_CYCLE[step % FAULT_CYCLE.len()] {
+        match plan.faults[step % plan.faults.len()] {
             Fault::KillReplica => {
                 let replica = &mut replicas[faults.replica_kills as usize % 2];
                 replica.kill();
@@ -318,6 +365,15 @@ async fn run(plan: Run) {
                 tokio::time::sleep(Duration::from_millis(1_500)).await;
                 etcd.spawn(follower);
                 faults.etcd_follower_kills += 1;
+            }
+            Fault::KillShard => {
+                let count = shards.len();
+                let shard = &mut shards[faults.shard_kills as usize % count];
+                shard.kill(0);
+                tokio::time::sleep(Duration::from_millis(3_000)).await;
+                shard.spawn(0);
+                shard.wait_for_quorum(Duration::from_secs(20)).await;
+                faults.shard_kills += 1;
             }
             Fault::LoseQuorum => {
                 // Two of three members down: no quorum at all.
@@ -473,6 +529,7 @@ async fn run(plan: Run) {
             && faults.quorum_losses > 0
             && faults.partitions > 0
     );
+    assert_eq!(faults.shard_kills > 0, plan.extra_shards > 0, "{faults:?}");
     if plan.first_binary != plan.restart_binary {
         assert!(replicas.iter().all(|r| r.binary == plan.restart_binary), "not every replica was upgraded: {faults:?}");
     }
