@@ -15,8 +15,13 @@ use idempotency_coordinator::proto::v1::{self, begin_response::Outcome};
 use idempotency_coordinator::store::sharded::shard_map::Placement;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_types::StatusExt;
 
 const NAMES: [&str; 3] = ["a", "b", "c"];
+
+/// Metrics are process-wide, and both tests have a shard named b: one test
+/// at a time, so that one's gauges are not the other's.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn id(key: &str) -> RecordId {
     RecordId { tenant: "default".into(), namespace: "payments.create".into(), key: key.into() }
@@ -67,6 +72,7 @@ async fn where_records_are(
 
 #[tokio::test]
 async fn records_live_on_their_shard_only_and_a_shard_down_spares_the_others() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let clusters = clusters().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let map = shard_map(&dir, "map.toml", &clusters, "epoch = 1\nshards = [\"a\", \"b\", \"c\"]");
@@ -89,12 +95,26 @@ async fn records_live_on_their_shard_only_and_a_shard_down_spares_the_others() {
     }
     assert!(NAMES.iter().all(|n| records.values().any(|shards| shards[0] == *n)), "every shard holds records");
 
+    // Stopped, not killed: its connections stay open and it answers nothing.
     clusters[1].signal("STOP");
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let shard_ready = |name: &str, ready: u8| format!("idempotency_store_shard_ready{{shard=\"{name}\"}} {ready}");
+    let seen_down = async {
+        while !scrape_metrics(metrics_port).await.contains(&shard_ready("b", 0)) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), seen_down).await.expect("a health check finds shard b down");
     for key in &keys {
+        let asked = std::time::Instant::now();
         let answer = client.lookup(lookup_request(key)).await;
         if current.home(&id(key)) == "b" {
-            assert_status(answer, Code::Unavailable, "STORE_UNAVAILABLE");
+            let status = answer.expect_err("shard b is down");
+            let retry = status.get_error_details().retry_info().and_then(|r| r.retry_delay);
+            assert_eq!(retry, Some(Duration::from_secs(1)), "RetryInfo in {status:?}");
+            assert_status::<()>(Err(status), Code::Unavailable, "STORE_UNAVAILABLE");
+            // Refused at once, from the last health check, not after the
+            // 2 s request timeout.
+            assert!(asked.elapsed() < Duration::from_secs(2), "{:?}", asked.elapsed());
         } else {
             answer.expect("the other shards keep answering");
         }
@@ -102,8 +122,7 @@ async fn records_live_on_their_shard_only_and_a_shard_down_spares_the_others() {
     assert_eq!(health(&server.url(), "readiness").await, Some(ServingStatus::Serving));
     let metrics = scrape_metrics(metrics_port).await;
     for (name, ready) in [("a", 1), ("b", 0), ("c", 1)] {
-        let line = format!("idempotency_store_shard_ready{{shard=\"{name}\"}} {ready}");
-        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+        assert!(metrics.contains(&shard_ready(name, ready)), "{} in\n{metrics}", shard_ready(name, ready));
     }
     assert!(metrics.contains("idempotency_store_shard_map_epoch 1"), "{metrics}");
     clusters[1].signal("CONT");
@@ -117,6 +136,7 @@ async fn records_live_on_their_shard_only_and_a_shard_down_spares_the_others() {
 /// record at its new home left a forwarding record at its old one.
 #[tokio::test]
 async fn two_replicas_on_neighbouring_map_epochs_never_put_a_record_on_two_shards() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let clusters = clusters().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let announced = shard_map(

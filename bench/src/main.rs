@@ -39,7 +39,9 @@ struct Args {
     replay_keys: usize,
     /// Which targets to run: noop (a gRPC server with the same service and
     /// nothing behind it), coordinator, coordinator-tls (TLS and bearer-token
-    /// authentication), etcd, redis, postgres.
+    /// authentication), coordinator-1-shard and coordinator-3-shards (the
+    /// sharded store over one or three etcd clusters), coordinator-resharding
+    /// (three shards, two in the previous map), etcd, redis, postgres.
     #[arg(long, value_delimiter = ',', default_value = "noop,coordinator,coordinator-tls,etcd,redis,postgres")]
     targets: Vec<String>,
     /// Which scenarios to run.
@@ -61,6 +63,10 @@ struct Args {
     #[arg(long, hide = true)]
     serve_noop: Option<SocketAddr>,
 }
+
+/// The roles of the sharded targets' etcd clusters; a shard is named by
+/// what follows `etcd-`.
+const SHARD_ROLES: [&str; 3] = ["etcd-a", "etcd-b", "etcd-c"];
 
 /// A target's client and the processes behind it, stopped when dropped.
 struct Running {
@@ -115,7 +121,8 @@ async fn start(name: &str, args: &Args) -> anyhow::Result<Running> {
             let material = if name == "coordinator-tls" { Some(tls::Material::new()?) } else { None };
             let mut flags = material.as_ref().map(|m| m.server_flags()).unwrap_or_default();
             flags.extend(args.coordinator_flag.iter().cloned());
-            let (server, addr) = processes::coordinator(&url, &flags).await?;
+            flags.extend(["--etcd-endpoints".to_owned(), url]);
+            let (server, addr) = processes::coordinator(&flags).await?;
             let target = coordinator(addr, material.as_ref()).await?;
             Running {
                 target: Arc::new(target),
@@ -123,6 +130,11 @@ async fn start(name: &str, args: &Args) -> anyhow::Result<Running> {
                 _keep: material,
             }
         }
+        "coordinator-1-shard" => sharded(1, None, args, coordinator).await?,
+        "coordinator-3-shards" => sharded(3, None, args, coordinator).await?,
+        // Half way through adding a third shard: epoch 2 over a, b, c with
+        // epoch 1 over a, b as the previous map.
+        "coordinator-resharding" => sharded(3, Some(2), args, coordinator).await?,
         "etcd" => {
             let (etcd, url) = processes::etcd(&args.etcd_flag).await?;
             let target = targets::DirectEtcd::connect(&url).await?;
@@ -141,6 +153,42 @@ async fn start(name: &str, args: &Args) -> anyhow::Result<Running> {
         }
         other => anyhow::bail!("unknown target {other:?}"),
     })
+}
+
+/// The coordinator on the sharded store over `count` single-member etcd
+/// clusters (`--shard-map`), placing by all of them; with `previous`, the
+/// map before placed by the first `previous` of them.
+async fn sharded<F, C>(count: usize, previous: Option<usize>, args: &Args, coordinator: F) -> anyhow::Result<Running>
+where
+    F: FnOnce(SocketAddr, Option<&tls::Material>) -> C,
+    C: std::future::Future<Output = anyhow::Result<targets::Coordinator>>,
+{
+    let roles = &SHARD_ROLES[..count];
+    let shard_names = |count: usize| roles[..count].iter().map(|role| &role[5..]).collect::<Vec<_>>();
+    let mut map = match previous {
+        None => format!("epoch = 1\nshards = {:?}\n", shard_names(count)),
+        Some(before) => format!(
+            "epoch = 2\nshards = {:?}\n[previous]\nepoch = 1\nshards = {:?}\n",
+            shard_names(count),
+            shard_names(before)
+        ),
+    };
+    let mut processes = Vec::new();
+    for role in roles {
+        let (etcd, url) = processes::etcd(&args.etcd_flag).await?;
+        map.push_str(&format!("[shard.{}]\nendpoints = [\"{url}\"]\n", &role[5..]));
+        processes.push((*role, etcd));
+    }
+    // Read once, at startup.
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("shard-map.toml");
+    std::fs::write(&path, map)?;
+    let mut flags = vec!["--shard-map".to_owned(), path.display().to_string()];
+    flags.extend(args.coordinator_flag.iter().cloned());
+    let (server, addr) = processes::coordinator(&flags).await?;
+    let target = coordinator(addr, None).await?;
+    processes.insert(0, ("coordinator", server));
+    Ok(Running { target: Arc::new(target), processes, _keep: None })
 }
 
 /// What each process spent during a scenario's measured window.

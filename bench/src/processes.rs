@@ -99,14 +99,15 @@ fn coordinator_bin() -> Result<PathBuf> {
     Ok(path)
 }
 
-/// `idempotency-coordinator serve` on free loopback ports with `flags`; its
-/// log goes to a file in its directory, at the level it ships with.
-pub async fn coordinator(etcd_url: &str, flags: &[String]) -> Result<(Process, SocketAddr)> {
+/// `idempotency-coordinator serve` on free loopback ports with `flags`,
+/// which say where its store is; its log goes to a file in its directory,
+/// at the level it ships with.
+pub async fn coordinator(flags: &[String]) -> Result<(Process, SocketAddr)> {
     let dir = tempfile::tempdir()?;
     let port = free_port();
     let child = Command::new(coordinator_bin()?)
         .arg("serve")
-        .args(["--etcd-endpoints", etcd_url, "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port())])
         .args(["--health-listen", &format!("127.0.0.1:{}", free_port())])
         .args(["--max-in-flight", "100000"])

@@ -10,6 +10,7 @@ pub mod shard_map;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -30,11 +31,20 @@ pub const SHARD_MAP_EPOCH: &str = "idempotency_store_shard_map_epoch";
 
 pub struct ShardedStore<S> {
     /// Every shard the map names, by name.
-    stores: BTreeMap<String, Arc<S>>,
+    stores: BTreeMap<String, Shard<S>>,
     map: ShardMap,
     /// How long a forwarding record lasts: as long as a record it stands
     /// for may live, so that it outlasts the switch to its map.
     forwarding_lasts: Duration,
+}
+
+struct Shard<S> {
+    store: Arc<S>,
+    /// Cleared when the shard fails a health check, set again when it
+    /// answers one. While clear, its calls are refused at once: each
+    /// waiting out the request timeout would hold a slot of
+    /// `--max-in-flight` that the other shards' calls need.
+    answering: AtomicBool,
 }
 
 /// Where a record was found, following forwarding records.
@@ -53,11 +63,16 @@ impl<S: RecordStore> ShardedStore<S> {
         if let Some(missing) = map.shard_names().into_iter().find(|name| !stores.contains_key(*name)) {
             return Err(format!("the shard map names shard {missing:?}, which has no store"));
         }
-        Ok(Self { stores, map, forwarding_lasts })
+        let stores = stores.into_iter().map(|(name, store)| (name, Shard { store, answering: AtomicBool::new(true) }));
+        Ok(Self { stores: stores.collect(), map, forwarding_lasts })
     }
 
     fn store(&self, shard: &str) -> Result<&S, Error> {
-        self.stores.get(shard).map(Arc::as_ref).ok_or_else(|| unknown_shard(shard))
+        let shard_of = self.stores.get(shard).ok_or_else(|| unknown_shard(shard))?;
+        if !shard_of.answering.load(Ordering::Relaxed) {
+            return Err(Error::StoreUnavailable(format!("shard {shard} did not answer its last health check")));
+        }
+        Ok(&shard_of.store)
     }
 
     /// Reads `id` on `shard`, or where a forwarding record there points.
@@ -69,8 +84,8 @@ impl<S: RecordStore> ShardedStore<S> {
     ) -> Result<(&'a str, Snapshot), Error> {
         let snapshot = self.store(shard)?.read(id, deadline).await?;
         let Some(target) = forwarding::forwarded_to(&snapshot) else { return Ok((shard, snapshot)) };
-        let Some((target, store)) = self.stores.get_key_value(target) else { return Err(unknown_shard(target)) };
-        let forwarded = store.read(id, deadline).await?;
+        let Some((target, _)) = self.stores.get_key_value(target) else { return Err(unknown_shard(target)) };
+        let forwarded = self.store(target)?.read(id, deadline).await?;
         if forwarding::forwarded_to(&forwarded).is_some() {
             return Err(Error::Internal(format!(
                 "{id:?}: the forwarding record on {shard} points to another on {target}"
@@ -185,8 +200,10 @@ impl<S: RecordStore> RecordStore for ShardedStore<S> {
         // Set here, not at startup: the metrics recorder may not be installed yet then.
         metrics::gauge!(SHARD_MAP_EPOCH).set(self.map.place.epoch as f64);
         let (mut capacity, mut down) = (Capacity::Writable, Vec::new());
-        for (name, shard) in &self.stores {
-            let answer = shard.ping(within).await;
+        // All at once: a shard that does not answer must not delay the others' checks.
+        let answers = futures::future::join_all(self.stores.values().map(|shard| shard.store.ping(within))).await;
+        for ((name, shard), answer) in self.stores.iter().zip(answers) {
+            shard.answering.store(answer.is_ok(), Ordering::Relaxed);
             metrics::gauge!(SHARD_READY, "shard" => name.clone()).set(if answer.is_ok() { 1.0 } else { 0.0 });
             match answer {
                 Ok(Capacity::Writable) => {}
@@ -219,10 +236,10 @@ impl<S: RecordStore> RecordStore for ShardedStore<S> {
             None if after.is_empty() => ("", String::new()),
             _ => return Err(bad_token(after)),
         };
-        let mut shards = self.stores.range::<str, _>((Bound::Included(start), Bound::Unbounded));
+        let mut shards = self.stores.range::<str, _>((Bound::Included(start), Bound::Unbounded)).map(|(name, _)| name);
         let mut records = Vec::new();
-        while let Some((name, store)) = shards.next() {
-            let page = store.list(tenant, namespace, &inner, limit - records.len(), deadline).await?;
+        while let Some(name) = shards.next() {
+            let page = self.store(name)?.list(tenant, namespace, &inner, limit - records.len(), deadline).await?;
             records
                 .extend(page.records.into_iter().filter(|(_, record, _)| forwarding::target(&record.value).is_none()));
             if let Some(next) = page.next {
@@ -231,8 +248,8 @@ impl<S: RecordStore> RecordStore for ShardedStore<S> {
             inner.clear();
             if records.len() == limit {
                 // A later shard that holds a record gets a page of its own.
-                for (later, store) in shards.by_ref() {
-                    if !store.list(tenant, namespace, "", 1, deadline).await?.records.is_empty() {
+                for later in shards.by_ref() {
+                    if !self.store(later)?.list(tenant, namespace, "", 1, deadline).await?.records.is_empty() {
                         return Ok(Listing { records, next: Some(format!("{later}:")) });
                     }
                 }
@@ -249,7 +266,7 @@ impl<S: RecordStore> RecordStore for ShardedStore<S> {
     fn forgotten(&self) -> Forgotten {
         let mut feeds = StreamMap::new();
         for (name, shard) in &self.stores {
-            feeds.insert(name.clone(), shard.forgotten());
+            feeds.insert(name.clone(), shard.store.forgotten());
         }
         Box::pin(feeds.map(|(_, forgotten)| forgotten))
     }
