@@ -70,7 +70,15 @@ fn series(exposition: &str) -> BTreeMap<String, Vec<BTreeMap<String, String>>> {
 async fn the_dashboard_and_the_alerts_name_only_what_the_server_exports() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let listen = format!("127.0.0.1:{port}");
-    let (_etcd, _server, mut client) = start_with(&["--metrics-listen", &listen]).await;
+    // On a one-shard map: a sharded store exports everything an unsharded
+    // one does, and its shard gauges too.
+    let etcd = Etcd::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let map = dir.path().join("shard-map.toml");
+    std::fs::write(&map, format!("epoch = 1\nshards = [\"a\"]\n[shard.a]\nendpoints = [\"{}\"]\n", etcd.client_url))
+        .unwrap();
+    let server = Server::start(&etcd, &["--metrics-listen", &listen, "--shard-map", &map.display().to_string()]).await;
+    let mut client = server.client().await;
     // One ordinary pair; everything else must be exported from the start.
     let owner = acquired(begin(&mut client, begin_request("monitored-1", "cart", 5)).await);
     client.complete(complete_request("monitored-1", owner.fencing_token, "ok")).await.unwrap();
@@ -99,7 +107,13 @@ async fn the_dashboard_and_the_alerts_name_only_what_the_server_exports() {
             checked.insert(selector.name);
         }
     }
-    for name in ["idempotency_takeovers_total", "idempotency_store_ready", "idempotency_etcd_errors_total"] {
+    for name in [
+        "idempotency_takeovers_total",
+        "idempotency_store_ready",
+        "idempotency_etcd_errors_total",
+        "idempotency_store_shard_ready",
+        "idempotency_store_db_size_bytes",
+    ] {
         assert!(checked.contains(name), "{name} is on no dashboard or alert");
     }
 }

@@ -1,5 +1,6 @@
-//! A full etcd: its backend reaches `--quota-backend-bytes`, it raises the
-//! NOSPACE alarm and refuses every write. Begins and Completes that need a
+//! A full etcd: its backend passes 80% of `--quota-backend-bytes` while it
+//! still takes writes, and the size gauge says so (the warning comes first);
+//! then it reaches the quota, raises the NOSPACE alarm and refuses every write. Begins and Completes that need a
 //! write answer RESOURCE_EXHAUSTED / STORE_FULL at once (not INTERNAL, not a
 //! hang); replays and Lookups keep working; "writable" health says so while
 //! readiness stays SERVING; and after the operator's compaction,
@@ -28,7 +29,11 @@ async fn a_full_etcd_refuses_writes_clearly_serves_replays_and_resumes_after_the
     let etcd = Etcd::start_with("http", vec![QUOTA_BYTES.into()], None).await;
     let metrics_port = free_port();
     let metrics_listen = format!("127.0.0.1:{metrics_port}");
-    let server = Server::start(&etcd, &["--max-result-bytes", "262144", "--metrics-listen", &metrics_listen]).await;
+    let server = Server::start(
+        &etcd,
+        &["--max-result-bytes", "262144", "--metrics-listen", &metrics_listen, "--etcd-quota-bytes", "8388608"],
+    )
+    .await;
     let url = server.url();
     let mut client = server.client().await;
     let kept = acquired(begin(&mut client, begin_request("kept", "cart", 30)).await);
@@ -36,9 +41,11 @@ async fn a_full_etcd_refuses_writes_clearly_serves_replays_and_resumes_after_the
     let pending = acquired(begin(&mut client, begin_request("pending", "cart", 120)).await);
     wait_for_health(&url, "writable", ServingStatus::Serving, Duration::from_secs(5)).await;
 
-    // Fill etcd with records kept for 2 s, until it refuses.
+    // Fill etcd with records kept for 2 s, until it refuses; the size gauge
+    // must pass 80% of the quota while etcd still takes writes.
     let filler = "x".repeat(200 * 1024);
     let mut refusal = None;
+    let mut warned_while_writable = None;
     for i in 0..200 {
         let key = format!("filler-{i}");
         let started = Instant::now();
@@ -55,8 +62,22 @@ async fn a_full_etcd_refuses_writes_clearly_serves_replays_and_resumes_after_the
             refusal = Some((status, started.elapsed()));
             break;
         }
+        // Slower than the 200 ms health checks, so the gauge keeps up.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let scraped = scrape_metrics(metrics_port).await;
+        let gauge = |name: &str| {
+            let line = scraped.lines().find(|l| l.starts_with(&format!("{name}{{shard=\"default\"}} ")));
+            line.and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).unwrap_or(0.0)
+        };
+        let (size, quota) = (gauge("idempotency_store_db_size_bytes"), gauge("idempotency_store_db_quota_bytes"));
+        assert_eq!(quota, 8388608.0, "{scraped}");
+        if warned_while_writable.is_none() && size > 0.8 * quota {
+            warned_while_writable = Some(size);
+        }
     }
     let (status, took) = refusal.expect("etcd never filled up");
+    let size = warned_while_writable.expect("the size gauge passed 80% of the quota before etcd refused writes");
+    eprintln!("the gauge passed 80% at {size} bytes while etcd still took writes");
     assert!(store_full(&status), "{status:?}");
     assert!(took < Duration::from_secs(2), "the refusal took {took:?}");
 

@@ -11,6 +11,9 @@ use tracing::warn;
 
 /// etcd's backend size in bytes (a Prometheus gauge, by `shard`).
 pub const DB_SIZE: &str = "idempotency_store_db_size_bytes";
+/// The part of it holding data; the rest is free pages that only a
+/// defragmentation returns (a gauge, by `shard`).
+pub const DB_IN_USE: &str = "idempotency_store_db_in_use_bytes";
 /// The backend size at which etcd stops taking writes (a gauge, by `shard`).
 pub const DB_QUOTA: &str = "idempotency_store_db_quota_bytes";
 /// Above this share of the quota a warning is logged, as the
@@ -38,6 +41,7 @@ impl SpaceReport {
             _ => self.configured_quota,
         };
         metrics::gauge!(DB_SIZE, "shard" => self.shard.clone()).set(size as f64);
+        metrics::gauge!(DB_IN_USE, "shard" => self.shard.clone()).set(status.raft_used_db_size().max(0) as f64);
         metrics::gauge!(DB_QUOTA, "shard" => self.shard.clone()).set(quota as f64);
         if (size as f64) < quota as f64 * WARN_RATIO {
             return;
