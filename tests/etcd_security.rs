@@ -1,5 +1,6 @@
 //! The coordinator on an etcd that demands TLS, a client certificate and a
-//! user with a password, whose auth tokens expire after one idle second.
+//! user with a password, whose auth tokens expire after one idle second; and
+//! on a shard map whose shards each have their own TLS and user.
 
 mod common;
 
@@ -105,6 +106,53 @@ async fn serves_over_tls_with_a_password_and_survives_token_expiry() {
     let second = acquired(begin(&mut client, begin_request("secure-2", "cart", 5)).await);
     client.complete(complete_request("secure-2", second.fencing_token, "ok")).await.expect("complete after expiry");
     drop(secure.pki);
+}
+
+/// Shard a is a plain etcd, shard b the secure one: each shard gets its own
+/// TLS and user from the shard-map file, and records land on both.
+#[tokio::test]
+async fn each_shard_of_a_shard_map_has_its_own_tls_and_user() {
+    let secure = secure_etcd().await;
+    let plain = Etcd::start().await;
+    let value = |flag: &str| &secure.flags[secure.flags.iter().position(|f| f == flag).unwrap() + 1];
+    let map = format!(
+        "epoch = 1\nshards = [\"a\", \"b\"]\n\
+         [shard.a]\nendpoints = [\"{}\"]\n\
+         [shard.b]\nendpoints = [\"{}\"]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\nuser = \"coordinator\"\npassword_file = \"{}\"\n",
+        plain.client_url,
+        secure.etcd.client_url,
+        value("--etcd-ca"),
+        value("--etcd-cert"),
+        value("--etcd-key"),
+        value("--etcd-password-file"),
+    );
+    let map_file = secure.pki.dir.path().join("shard-map.toml");
+    std::fs::write(&map_file, map).unwrap();
+    let server = Server::start(&plain, &["--shard-map", map_file.to_str().unwrap()]).await;
+    wait_for_health(&server.url(), "readiness", ServingStatus::Serving, Duration::from_secs(5)).await;
+    let mut client = server.client().await;
+    for i in 0..20 {
+        let key = format!("sharded-{i}");
+        let owner = acquired(begin(&mut client, begin_request(&key, "cart", 5)).await);
+        client.complete(complete_request(&key, owner.fencing_token, "ok")).await.expect("complete");
+    }
+    let count = |client: &mut Client| {
+        let mut client = client.clone();
+        async move {
+            let all = client.get("/idempotency/", Some(etcd_client::GetOptions::new().with_prefix())).await.unwrap();
+            all.kvs().iter().filter(|kv| kv.key_str().unwrap_or_default().ends_with("/record")).count()
+        }
+    };
+    let mut on_plain = Client::connect([&plain.client_url], None).await.unwrap();
+    let mut on_secure = Client::connect(
+        [&secure.etcd.client_url],
+        Some(ConnectOptions::new().with_tls(secure.tls.clone()).with_user("root", "root-password")),
+    )
+    .await
+    .unwrap();
+    let (a, b) = (count(&mut on_plain).await, count(&mut on_secure).await);
+    assert_eq!(a + b, 20);
+    assert!(a > 0 && b > 0, "records on both shards: {a} and {b}");
 }
 
 #[tokio::test]
