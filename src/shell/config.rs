@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 
 use crate::core::limits::{Limits, MIN_LEASE_TTL, check_scope_name};
 use crate::shell::auth::{AuthConfig, TokensFile};
-use crate::shell::etcd_files::{etcd_credentials, etcd_tls};
+use crate::shell::etcd_files::{self, etcd_credentials, etcd_tls};
 use crate::shell::shard_map_file::{self, ShardedEtcd};
 use crate::shell::tls::server::{ServerTls, ServerTlsFiles};
 use crate::store::etcd::config::{Batching, DEFAULT_QUOTA_BYTES, EtcdConfig};
@@ -322,8 +322,10 @@ impl ServeArgs {
         for tenant in &self.admin_tenants {
             check_scope_name(tenant).map_err(|e| format!("--admin-tenants: {tenant:?} {e}"))?;
         }
-        let etcd_tls = etcd_tls(self.etcd_ca.as_deref(), self.etcd_cert.as_deref().zip(self.etcd_key.as_deref()))?;
-        let credentials = etcd_credentials(self.etcd_user.as_deref().zip(self.etcd_password_file.as_deref()))?;
+        let client_files = self.etcd_cert.as_deref().zip(self.etcd_key.as_deref());
+        let etcd_tls = etcd_tls(self.etcd_ca.as_deref(), client_files, etcd_files::flag)?;
+        let user = self.etcd_user.as_deref().zip(self.etcd_password_file.as_deref());
+        let credentials = etcd_credentials(user, etcd_files::flag)?;
         let etcd = EtcdConfig {
             endpoints,
             prefix: self.etcd_prefix,

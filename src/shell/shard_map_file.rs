@@ -99,8 +99,8 @@ fn parse(file: MapFile, dir: &Path, common: &EtcdConfig) -> Result<ShardedEtcd, 
         }
         let at = |p: Option<PathBuf>| p.map(|p| dir.join(p));
         let (ca, cert, key, password_file) = (at(entry.ca), at(entry.cert), at(entry.key), at(entry.password_file));
-        let tls = etcd_tls(ca.as_deref(), cert.as_deref().zip(key.as_deref()))?;
-        let credentials = etcd_credentials(entry.user.as_deref().zip(password_file.as_deref()))?;
+        let tls = etcd_tls(ca.as_deref(), cert.as_deref().zip(key.as_deref()), field)?;
+        let credentials = etcd_credentials(entry.user.as_deref().zip(password_file.as_deref()), field)?;
         shards.push((name.clone(), EtcdConfig { endpoints, tls, credentials, shard: name, ..common.clone() }));
     }
     Ok(ShardedEtcd { map, shards })
@@ -164,6 +164,11 @@ mod tests {
             (
                 "epoch = 1\nshards = [\"a\"]\n[shard.a]\nendpoints = [\"http://a\"]\nport = 1\n".into(),
                 "unknown field `port`",
+            ),
+            (
+                "epoch = 1\nshards = [\"a\"]\n[shard.a]\nendpoints = [\"https://a\"]\nca = \"/nonexistent/ca.pem\"\n"
+                    .into(),
+                "shard.a.ca: cannot read /nonexistent/ca.pem",
             ),
         ];
         for (text, expected) in cases {
