@@ -63,6 +63,7 @@ pub struct EtcdStore {
     /// and group commit nests every call: without this a full etcd would
     /// refuse only the writes that need a new lease and take the rest.
     full: Arc<AtomicBool>,
+    /// Reports the backend's size against the quota at every health check.
     space: Arc<space::SpaceReport>,
 }
 
