@@ -18,6 +18,27 @@ use crate::proto::v1::{
     coordinator_service_client::CoordinatorServiceClient,
 };
 
+/// `println!` that never panics: see [`print_line`].
+macro_rules! say {
+    ($($arg:tt)*) => { $crate::cli::print_line(format_args!($($arg)*)) };
+}
+
+/// Prints one line to stdout. A reader that has gone away
+/// (`records list --all | head -1`) ends the process quietly with success, as
+/// Unix tools do, where `println!` would panic: the call it reports on has
+/// already been made.
+pub fn print_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{line}") {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(error) => {
+            eprintln!("error: cannot write to stdout: {error}");
+            std::process::exit(1);
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
     /// The coordinator's address (`--coordinator` is the same flag, as the gateway names it).
@@ -343,7 +364,7 @@ pub async fn run(args: ClientArgs, command: ClientCommand) -> Result<(), String>
                 })
                 .await
                 .map_err(describe_status)?;
-            println!("extended");
+            say!("extended");
             print_field("lease_expires_at", time(reply.into_inner().lease_expires_at.as_ref()));
         }
         ClientCommand::Lookup { record } => {
@@ -371,7 +392,7 @@ pub async fn run(args: ClientArgs, command: ClientCommand) -> Result<(), String>
                 .await
                 .map_err(describe_status)?
                 .into_inner();
-            println!("fingerprint");
+            say!("fingerprint");
             print_field("fingerprint", hex::encode(&reply.fingerprint));
             match std::str::from_utf8(&reply.canonical) {
                 Ok(text) => print_field("hashed", text),
@@ -389,7 +410,7 @@ pub async fn run(args: ClientArgs, command: ClientCommand) -> Result<(), String>
             let status = tonic_health::pb::health_check_response::ServingStatus::try_from(reply.into_inner().status)
                 .map(|s| s.as_str_name().to_owned())
                 .unwrap_or_else(|_| "UNKNOWN".into());
-            println!("{status}");
+            say!("{status}");
             if status != "SERVING" {
                 return Err(format!("service {service:?} is {status}"));
             }
@@ -416,7 +437,7 @@ async fn records(
                 .into_inner();
             for listed in page.records {
                 let Some(r) = listed.record else { continue };
-                println!(
+                say!(
                     "{}\t{}\tattempt {}\towner {:?}\tupdated {}\texpires {}",
                     listed.key,
                     r.state().as_str_name(),
@@ -431,7 +452,7 @@ async fn records(
                 return Ok(());
             }
             if !all {
-                println!("next page: --page-token {page_token}");
+                say!("next page: --page-token {page_token}");
                 return Ok(());
             }
         },
@@ -475,7 +496,7 @@ fn describe_status(status: tonic::Status) -> String {
 }
 
 fn print_field(name: &str, value: impl std::fmt::Display) {
-    println!("  {name:<17} {value}");
+    say!("  {name:<17} {value}");
 }
 
 fn time(t: Option<&prost_types::Timestamp>) -> String {
@@ -485,7 +506,7 @@ fn time(t: Option<&prost_types::Timestamp>) -> String {
 fn print_outcome(outcome: Option<Outcome>) {
     match outcome {
         Some(Outcome::Acquired(a)) => {
-            println!("acquired: perform the side effect, then complete or fail with the token");
+            say!("acquired: perform the side effect, then complete or fail with the token");
             print_field("fencing_token", a.fencing_token);
             print_field("attempt", a.attempt);
             print_field("lease_expires_at", time(a.lease_expires_at.as_ref()));
@@ -500,30 +521,30 @@ fn print_outcome(outcome: Option<Outcome>) {
             }
         }
         Some(Outcome::Completed(c)) => {
-            println!("completed: replay this result, perform nothing");
+            say!("completed: replay this result, perform nothing");
             print_field("attempt", c.attempt);
             print_field("completed_at", time(c.completed_at.as_ref()));
             print_result(c.result.as_ref());
         }
         Some(Outcome::Failed(f)) => {
-            println!("failed: replay this error, perform nothing");
+            say!("failed: replay this error, perform nothing");
             print_field("attempt", f.attempt);
             print_field("failed_at", time(f.failed_at.as_ref()));
             print_error(f.error.as_ref());
         }
         Some(Outcome::InProgress(p)) => {
-            println!("in_progress: another owner is working on it");
+            say!("in_progress: another owner is working on it");
             print_field("owner", &p.owner);
             print_field("attempt", p.attempt);
             print_field("lease_expires_at", time(p.lease_expires_at.as_ref()));
             print_field("retry_after", p.retry_after.map(|d| d.to_string()).unwrap_or_default());
         }
-        None => println!("(no outcome: the server sent an empty response)"),
+        None => say!("(no outcome: the server sent an empty response)"),
     }
 }
 
 fn print_record(title: &str, record: Option<&v1::Record>) {
-    println!("{title}");
+    say!("{title}");
     let Some(r) = record else { return };
     print_field("state", r.state().as_str_name());
     print_field("attempt", r.attempt);

@@ -54,7 +54,7 @@ async fn main() -> ExitCode {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.print_config {
-        println!("{}", serde_json::to_string_pretty(&print_config::effective(&args))?);
+        cli::print_line(format_args!("{}", serde_json::to_string_pretty(&print_config::effective(&args))?));
         return Ok(());
     }
     let telemetry =
@@ -78,7 +78,7 @@ async fn gateway(args: GatewayArgs, coordinator: ClientArgs) -> anyhow::Result<(
     let config = args.validate().map_err(anyhow::Error::msg)?;
     if args.check {
         coordinator.endpoint().map_err(anyhow::Error::msg)?;
-        println!("{}", serde_json::to_string_pretty(&config.summary())?);
+        cli::print_line(format_args!("{}", serde_json::to_string_pretty(&config.summary())?));
         return Ok(());
     }
     let telemetry = telemetry::init(args.log_format, &args.log, None).map_err(anyhow::Error::msg)?;
@@ -106,6 +106,6 @@ fn hash_token() -> anyhow::Result<()> {
              (e.g. `openssl rand -hex 32`)"
         );
     }
-    println!("{}", hash_token_digest(token));
+    cli::print_line(format_args!("{}", hash_token_digest(token)));
     Ok(())
 }

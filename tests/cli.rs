@@ -146,6 +146,25 @@ fn print_config_reports_the_settings_without_reading_files() {
     assert_eq!(view["health"]["readiness"], serde_json::json!(["readiness", "idempotency.v1.CoordinatorService"]));
 }
 
+/// A reader that stops reading (`records list --all | head -1`) ends the
+/// client quietly with success; `println!` would panic on the closed pipe.
+#[tokio::test]
+async fn a_closed_stdout_ends_the_client_quietly() {
+    let (_etcd, server, _client) = start().await;
+    for args in
+        [vec!["serve".to_owned(), "--print-config".into()], vec!["health".into(), "--addr".into(), server.url()]]
+    {
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        drop(reader);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_idempotency-coordinator"));
+        command.args(&args).stdout(writer);
+        // Off the runtime: the server answering `health` runs on it.
+        let output = tokio::task::spawn_blocking(move || command.output()).await.unwrap().expect("the binary runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success() && stderr.is_empty(), "{args:?}: {:?} {stderr}", output.status);
+    }
+}
+
 #[tokio::test]
 async fn fingerprint_and_a_reused_key_explain_themselves_in_the_shell() {
     let (_etcd, server, _client) = start().await;

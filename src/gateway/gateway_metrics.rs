@@ -44,9 +44,11 @@ pub enum Outcome {
     UpstreamFailed,
     /// Forwarded and answered, but its outcome could not be stored (lease lost, coordinator gone).
     Unstored,
+    /// 500: the gateway's own handling failed (a bug); the log says where.
+    InternalError,
 }
 
-pub const OUTCOMES: [Outcome; 14] = [
+pub const OUTCOMES: [Outcome; 15] = [
     Outcome::Passthrough,
     Outcome::Unkeyed,
     Outcome::Executed,
@@ -61,6 +63,7 @@ pub const OUTCOMES: [Outcome; 14] = [
     Outcome::FailOpen,
     Outcome::UpstreamFailed,
     Outcome::Unstored,
+    Outcome::InternalError,
 ];
 
 impl Outcome {
@@ -80,6 +83,7 @@ impl Outcome {
             Outcome::FailOpen => "fail_open",
             Outcome::UpstreamFailed => "upstream_failed",
             Outcome::Unstored => "unstored",
+            Outcome::InternalError => "internal_error",
         }
     }
 }

@@ -36,6 +36,8 @@ pub enum Problem {
     UpstreamUnreachable,
     /// The upstream did not answer in time; the key is free for a retry.
     UpstreamTimeout { after: Duration },
+    /// The gateway's own handling of the request failed (a bug); the log says where.
+    GatewayFailed,
 }
 
 impl Problem {
@@ -48,7 +50,7 @@ impl Problem {
             }
             Problem::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Problem::CoordinatorUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Problem::CoordinatorRefused => StatusCode::INTERNAL_SERVER_ERROR,
+            Problem::CoordinatorRefused | Problem::GatewayFailed => StatusCode::INTERNAL_SERVER_ERROR,
             Problem::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             Problem::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -69,6 +71,7 @@ impl Problem {
             Problem::CoordinatorRefused => "gateway-misconfigured",
             Problem::UpstreamUnreachable => "upstream-unreachable",
             Problem::UpstreamTimeout { .. } => "upstream-timeout",
+            Problem::GatewayFailed => "gateway-failed",
         }
     }
 
@@ -112,6 +115,12 @@ impl Problem {
             Problem::UpstreamTimeout { after } => (
                 "The service did not answer in time",
                 format!("No answer within {after:?}; retry with the same Idempotency-Key."),
+            ),
+            // The failure may have come after the service was called: only the
+            // key makes a retry safe, so say to keep it.
+            Problem::GatewayFailed => (
+                "The idempotency gateway failed",
+                "The request may or may not have reached the service; retry with the same Idempotency-Key.".into(),
             ),
         }
     }

@@ -82,7 +82,7 @@ impl Gateway {
             Ok((response, outcome)) => (no_store(response), outcome),
             Err(panicked) => {
                 error!(error = %panicked, "the request's task failed");
-                (no_store(status_only(StatusCode::INTERNAL_SERVER_ERROR)), Outcome::CoordinatorRefused)
+                (Problem::GatewayFailed.into_response(), Outcome::InternalError)
             }
         }
     }
@@ -334,11 +334,5 @@ fn heartbeat(coordinator: Coordinator, route: Arc<Route>, key: String, token: u6
 
 fn no_store(mut response: Response) -> Response {
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
-fn status_only(status: StatusCode) -> Response {
-    let mut response = Response::new(Body::empty());
-    *response.status_mut() = status;
     response
 }
