@@ -36,6 +36,10 @@ class AuthenticationError extends IdempotencyError {}
 
 /** The request named a tenant other than the caller's. */
 class PermissionDeniedError extends IdempotencyError {}
+/** An admin asked to forget a record that an attempt has not finished. */
+class RecordInProgressError extends IdempotencyError {}
+/** No record under that tenant, namespace and key (never made, expired or forgotten). */
+class RecordNotFoundError extends IdempotencyError {}
 /** The operation failed for good earlier; this is the stored error, replayed. */
 class ReplayedFailure extends IdempotencyError {
   constructor(code, message, details, attempt) {
@@ -116,6 +120,8 @@ function fromGrpcError(error) {
   const message = `${Status[error.code] ?? error.code}: ${error.details}`;
   if (reason === 'IDEMPOTENCY_KEY_REUSED') return new KeyReusedError(message, reason, metadata);
   if (reason === 'LEASE_LOST' || reason === 'ALREADY_FINISHED') return new LeaseLostError(message, reason, metadata);
+  if (reason === 'RECORD_IN_PROGRESS') return new RecordInProgressError(message, reason, metadata);
+  if (reason === 'RECORD_NOT_FOUND') return new RecordNotFoundError(message, reason, metadata);
   if (reason === 'INVALID_REQUEST' || error.code === Status.INVALID_ARGUMENT) {
     return Object.assign(new InvalidRequestError(message, 'INVALID_REQUEST'), { violations });
   }
@@ -135,6 +141,8 @@ module.exports = {
   InvalidRequestError,
   AuthenticationError,
   PermissionDeniedError,
+  RecordInProgressError,
+  RecordNotFoundError,
   ReplayedFailure,
   RetryableError,
   PermanentError,

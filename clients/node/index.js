@@ -9,13 +9,11 @@
 // replayable failure; any other error releases the key. Either is re-thrown.
 'use strict';
 
-const path = require('node:path');
 const crypto = require('node:crypto');
 const grpc = require('@grpc/grpc-js');
-const protoLoader = require('@grpc/proto-loader');
 const errors = require('./errors');
-
-const PROTO_DIR = path.join(__dirname, 'proto');
+const { Admin } = require('./admin');
+const { loadService, unary } = require('./rpc');
 
 // Retries only UNAVAILABLE (etcd or a replica briefly gone). Begin carries a
 // request_id and Complete/Fail/Extend a fencing token, so the coordinator
@@ -34,18 +32,6 @@ const SERVICE_CONFIG = {
     },
   ],
 };
-
-function loadService() {
-  const definition = protoLoader.loadSync('idempotency/v1/coordinator.proto', {
-    includeDirs: [PROTO_DIR],
-    keepCase: true,
-    longs: String,
-    enums: String,
-    defaults: true,
-    oneofs: true,
-  });
-  return grpc.loadPackageDefinition(definition).idempotency.v1.CoordinatorService;
-}
 
 const seconds = (s) => ({ seconds: Math.floor(s), nanos: Math.round((s - Math.floor(s)) * 1e9) });
 
@@ -76,7 +62,7 @@ function outcomeOf(result, replayed, attempt) {
 
 class Coordinator {
   constructor(target, { owner = '', tenant = '', timeoutMs = 10000, credentials } = {}) {
-    const Service = loadService();
+    const Service = loadService('idempotency/v1/coordinator.proto', 'CoordinatorService');
     this.client = new Service(target, credentials || grpc.credentials.createInsecure(), {
       'grpc.service_config': JSON.stringify(SERVICE_CONFIG),
       'grpc.enable_retries': 1,
@@ -89,11 +75,7 @@ class Coordinator {
   }
 
   call(method, request, timeoutMs = this.timeoutMs) {
-    return new Promise((resolve, reject) => {
-      this.client[method](request, { deadline: new Date(Date.now() + timeoutMs) }, (error, response) =>
-        error ? reject(errors.fromGrpcError(error)) : resolve(response),
-      );
-    });
+    return unary(this.client, method, request, timeoutMs);
   }
 
   /**
@@ -195,4 +177,4 @@ class Coordinator {
   }
 }
 
-module.exports = { Coordinator, SERVICE_CONFIG, ...errors };
+module.exports = { Coordinator, Admin, SERVICE_CONFIG, ...errors };

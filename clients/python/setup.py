@@ -9,7 +9,7 @@ from setuptools.command.build_py import build_py
 
 HERE = pathlib.Path(__file__).parent.resolve()
 PROTO_ROOT = (HERE / ".." / ".." / "proto").resolve()
-PROTO = "idempotency/v1/coordinator.proto"
+PROTOS = ["idempotency/v1/coordinator.proto", "idempotency/v1/admin.proto"]
 
 
 def generate(out_dir: pathlib.Path) -> None:
@@ -25,11 +25,11 @@ def generate(out_dir: pathlib.Path) -> None:
             f"-I{well_known}",
             f"--python_out={out_dir}",
             f"--grpc_python_out={out_dir}",
-            str(PROTO_ROOT / PROTO),
+            *(str(PROTO_ROOT / proto) for proto in PROTOS),
         ]
     )
     if code != 0:
-        raise RuntimeError(f"protoc failed on {PROTO_ROOT / PROTO}")
+        raise RuntimeError(f"protoc failed on {PROTOS} under {PROTO_ROOT}")
     for package in (out_dir / "idempotency", out_dir / "idempotency" / "v1"):
         (package / "__init__.py").touch()
 

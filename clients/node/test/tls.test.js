@@ -10,10 +10,18 @@ const fs = require('node:fs');
 const path = require('node:path');
 const grpc = require('@grpc/grpc-js');
 const forge = require('node-forge');
-const { Coordinator, AuthenticationError, PermissionDeniedError } = require('..');
+const {
+  Admin,
+  Coordinator,
+  AuthenticationError,
+  PermissionDeniedError,
+  RecordInProgressError,
+  RecordNotFoundError,
+} = require('..');
 const { freePort, startCoordinator, untilReady } = require('./harness');
 
 const TOKEN = `node-${crypto.randomBytes(16).toString('hex')}`;
+const OPS_TOKEN = `node-ops-${crypto.randomBytes(16).toString('hex')}`;
 const newKey = () => crypto.randomUUID();
 
 // A certificate for `commonName` signed by `issuer` (self-signed without one).
@@ -52,19 +60,27 @@ const globexCert = certificate({
 let running, address;
 const clients = [];
 
+function credentialsOf({ token, cert } = {}) {
+  const credentials = grpc.credentials.createSsl(ca.certPem, cert?.keyPem ?? null, cert?.certPem ?? null);
+  if (!token) return credentials;
+  const bearer = grpc.credentials.createFromMetadataGenerator((_, callback) => {
+    const metadata = new grpc.Metadata();
+    metadata.add('authorization', `Bearer ${token}`);
+    callback(null, metadata);
+  });
+  return grpc.credentials.combineChannelCredentials(credentials, bearer);
+}
+
 function connect({ token, cert, tenant = '' } = {}) {
-  let credentials = grpc.credentials.createSsl(ca.certPem, cert?.keyPem ?? null, cert?.certPem ?? null);
-  if (token) {
-    const bearer = grpc.credentials.createFromMetadataGenerator((_, callback) => {
-      const metadata = new grpc.Metadata();
-      metadata.add('authorization', `Bearer ${token}`);
-      callback(null, metadata);
-    });
-    credentials = grpc.credentials.combineChannelCredentials(credentials, bearer);
-  }
-  const client = new Coordinator(address, { owner: 'node-tls', tenant, credentials });
+  const client = new Coordinator(address, { owner: 'node-tls', tenant, credentials: credentialsOf({ token, cert }) });
   clients.push(client);
   return client;
+}
+
+function connectAdmin(token) {
+  const admin = new Admin(address, { credentials: credentialsOf({ token }) });
+  clients.push(admin);
+  return admin;
 }
 
 before(async () => {
@@ -74,11 +90,12 @@ before(async () => {
       fs.writeFileSync(path.join(dataDir, name), contents);
       return path.join(dataDir, name);
     };
-    const digest = crypto.createHash('sha256').update(TOKEN).digest('hex');
+    const digest = (token) => crypto.createHash('sha256').update(token).digest('hex');
     return [
       '--tls-cert', file('server.pem', serverCert.certPem), '--tls-key', file('server-key.pem', serverCert.keyPem),
       '--tls-client-ca', file('ca.pem', ca.certPem), '--tenant-uri-prefix', 'spiffe://test.example/tenant/',
-      '--tokens-file', file('tokens', `acme ${digest}\n`), '--health-listen', `127.0.0.1:${healthPort}`,
+      '--tokens-file', file('tokens', `acme ${digest(TOKEN)}\nops ${digest(OPS_TOKEN)}\n`),
+      '--health-listen', `127.0.0.1:${healthPort}`, '--admin-tenants', 'ops',
     ];
   });
   address = `localhost:${running.port}`;
@@ -110,4 +127,46 @@ test('another tenant is denied and no credentials are refused', async () => {
   await assert.rejects(connect().run('payments.create', key, ranNothing, { json: { amount: 1 } }), AuthenticationError);
   const own = await connect({ cert: globexCert }).run('payments.create', key, async () => 'globex', { json: { amount: 1 } });
   assert.equal(own.replayed, false, "globex's record under the same key is its own");
+});
+
+test('an admin lists records and forgets a finished one', async () => {
+  const namespace = `adminjs.${crypto.randomBytes(6).toString('hex')}`;
+  const acme = connect({ token: TOKEN });
+  const admin = connectAdmin(OPS_TOKEN);
+  const effects = [];
+  const charge = async (attempt) => {
+    effects.push(attempt.attempt);
+    return 'charged';
+  };
+  for (const key of ['k1', 'k2', 'k3']) await acme.run(namespace, key, charge, { json: { amount: 1 } });
+  // An attempt still running cannot be forgotten, even by an admin.
+  await acme.run(
+    namespace,
+    'k4',
+    async () => {
+      await assert.rejects(admin.forget('acme', namespace, 'k4', 'test'), RecordInProgressError);
+      return 'done';
+    },
+    { json: { amount: 1 } },
+  );
+
+  const listed = [];
+  for await (const entry of admin.records('acme', namespace, { pageSize: 2 })) listed.push(entry);
+  assert.deepEqual(listed.map((entry) => entry.key), ['k1', 'k2', 'k3', 'k4']);
+  for (const { record } of listed) {
+    assert.equal(record.state, 'STATE_COMPLETED');
+    assert.equal(record.result, null, 'a listed record carries no result');
+  }
+
+  const forgotten = await admin.forget('acme', namespace, 'k1', 'refund re-run, ticket 4711');
+  assert.equal(forgotten.state, 'STATE_COMPLETED');
+  assert.equal(Buffer.from(forgotten.result.response).toString(), 'charged');
+  const again = await acme.run(namespace, 'k1', charge, { json: { amount: 2 } });
+  assert.equal(again.replayed, false);
+  assert.deepEqual(effects, [1, 1, 1, 1]);
+  assert.equal((await acme.run(namespace, 'k2', charge, { json: { amount: 1 } })).replayed, true);
+
+  await assert.rejects(admin.forget('acme', namespace, 'never-made', 'test'), RecordNotFoundError);
+  const notAnAdmin = connectAdmin(TOKEN);
+  await assert.rejects(notAnAdmin.records('acme', namespace).next(), PermissionDeniedError);
 });

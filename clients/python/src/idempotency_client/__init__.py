@@ -1,5 +1,6 @@
 """Client helper for the idempotency coordinator (see client.py)."""
 
+from .admin import Admin, ListedRecord
 from .aio import AsyncCoordinator, aio_channel
 from .client import SERVICE_CONFIG, Attempt, Coordinator, Outcome, Result, channel
 from .errors import (
@@ -10,12 +11,15 @@ from .errors import (
     LeaseLostError,
     PermanentError,
     PermissionDeniedError,
+    RecordInProgressError,
+    RecordNotFoundError,
     ReplayedFailure,
     RetryableError,
     UnavailableError,
 )
 
 __all__ = [
+    "Admin",
     "AsyncCoordinator",
     "Attempt",
     "AuthenticationError",
@@ -24,9 +28,12 @@ __all__ = [
     "InvalidRequestError",
     "KeyReusedError",
     "LeaseLostError",
+    "ListedRecord",
     "Outcome",
     "PermanentError",
     "PermissionDeniedError",
+    "RecordInProgressError",
+    "RecordNotFoundError",
     "ReplayedFailure",
     "Result",
     "RetryableError",

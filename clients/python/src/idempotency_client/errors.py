@@ -57,6 +57,14 @@ class PermissionDeniedError(IdempotencyError):
     """The request named a tenant other than the caller's."""
 
 
+class RecordInProgressError(IdempotencyError):
+    """An admin asked to forget a record that an attempt has not finished."""
+
+
+class RecordNotFoundError(IdempotencyError):
+    """No record under that tenant, namespace and key (never made, expired or forgotten)."""
+
+
 class ReplayedFailure(IdempotencyError):
     """The operation failed for good earlier; this is the stored error, replayed."""
 
@@ -99,6 +107,10 @@ def from_rpc_error(error: grpc.RpcError) -> IdempotencyError:
         return KeyReusedError(message, reason, metadata)
     if reason in ("LEASE_LOST", "ALREADY_FINISHED"):
         return LeaseLostError(message, reason, metadata)
+    if reason == "RECORD_IN_PROGRESS":
+        return RecordInProgressError(message, reason, metadata)
+    if reason == "RECORD_NOT_FOUND":
+        return RecordNotFoundError(message, reason, metadata)
     if reason == "INVALID_REQUEST" or error.code() == grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidRequestError(message, violations)
     if error.code() == grpc.StatusCode.UNAUTHENTICATED:
