@@ -5,6 +5,7 @@
 //! per 1,000 operations for three scenarios. See BENCHMARKS.md.
 
 mod drive;
+mod http;
 mod noop;
 mod processes;
 mod targets;
@@ -41,7 +42,9 @@ struct Args {
     /// nothing behind it), coordinator, coordinator-tls (TLS and bearer-token
     /// authentication), coordinator-1-shard and coordinator-3-shards (the
     /// sharded store over one or three etcd clusters), coordinator-resharding
-    /// (three shards, two in the previous map), etcd, redis, postgres.
+    /// (three shards, two in the previous map), http-upstream (an HTTP
+    /// service that only answers) and gateway (the same service behind the
+    /// HTTP gateway, on the coordinator on etcd), etcd, redis, postgres.
     #[arg(long, value_delimiter = ',', default_value = "noop,coordinator,coordinator-tls,etcd,redis,postgres")]
     targets: Vec<String>,
     /// Which scenarios to run.
@@ -62,6 +65,10 @@ struct Args {
     /// itself this way for the `noop` target).
     #[arg(long, hide = true)]
     serve_noop: Option<SocketAddr>,
+    /// Run as the do-nothing HTTP service on this address (for the
+    /// `http-upstream` and `gateway` targets).
+    #[arg(long, hide = true)]
+    serve_upstream: Option<SocketAddr>,
 }
 
 /// The roles of the sharded targets' etcd clusters; a shard is named by
@@ -81,6 +88,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(addr) = args.serve_noop {
         return noop::serve(addr).await;
+    }
+    if let Some(addr) = args.serve_upstream {
+        return http::serve_upstream(addr).await;
     }
     println!("# {} callers, {} s measured after {} s warm-up per scenario", args.callers, args.seconds, args.warmup);
     println!(
@@ -135,6 +145,23 @@ async fn start(name: &str, args: &Args) -> anyhow::Result<Running> {
         // Half way through adding a third shard: epoch 2 over a, b, c with
         // epoch 1 over a, b as the previous map.
         "coordinator-resharding" => sharded(3, Some(2), args, coordinator).await?,
+        "http-upstream" => {
+            let (upstream, addr) = processes::upstream_server().await?;
+            let target = http::HttpPayments::new(addr, false)?;
+            Running { target: Arc::new(target), processes: vec![("upstream", upstream)], _keep: None }
+        }
+        "gateway" => {
+            let (etcd, url) = processes::etcd(&args.etcd_flag).await?;
+            let mut flags = args.coordinator_flag.clone();
+            flags.extend(["--etcd-endpoints".to_owned(), url]);
+            let (coordinator, coordinator_addr) = processes::coordinator(&flags).await?;
+            let (upstream, upstream_addr) = processes::upstream_server().await?;
+            let (gateway, addr) = processes::gateway(upstream_addr, coordinator_addr).await?;
+            let target = http::HttpPayments::new(addr, true)?;
+            let processes =
+                vec![("gateway", gateway), ("upstream", upstream), ("coordinator", coordinator), ("etcd", etcd)];
+            Running { target: Arc::new(target), processes, _keep: None }
+        }
         "etcd" => {
             let (etcd, url) = processes::etcd(&args.etcd_flag).await?;
             let target = targets::DirectEtcd::connect(&url).await?;

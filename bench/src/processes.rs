@@ -1,7 +1,7 @@
 //! The servers a benchmark run starts on loopback, each its own process with
 //! a fresh data directory, stopped when dropped: etcd (fsync on), the
-//! coordinator (the release binary), the do-nothing gRPC server, Redis,
-//! PostgreSQL.
+//! coordinator and its HTTP gateway (the release binary), the do-nothing gRPC
+//! server and HTTP service, Redis, PostgreSQL.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -123,22 +123,58 @@ pub async fn coordinator(flags: &[String]) -> Result<(Process, SocketAddr)> {
 
 /// This bench binary again, as the do-nothing gRPC server.
 pub async fn noop_server() -> Result<(Process, SocketAddr)> {
-    let dir = tempfile::tempdir()?;
-    let port = free_port();
     // NOOP_BIN: a wrapper that runs this binary (callgrind.sh counts its
     // instructions that way).
     let program = match std::env::var_os("NOOP_BIN") {
         Some(wrapper) => PathBuf::from(wrapper),
         None => std::env::current_exe()?,
     };
+    this_bench_as(program, "--serve-noop", "the do-nothing server").await
+}
+
+/// This bench binary again, as the do-nothing HTTP payments service.
+pub async fn upstream_server() -> Result<(Process, SocketAddr)> {
+    this_bench_as(std::env::current_exe()?, "--serve-upstream", "the HTTP service").await
+}
+
+async fn this_bench_as(program: PathBuf, flag: &str, what: &str) -> Result<(Process, SocketAddr)> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port();
     let child = Command::new(program)
-        .args(["--serve-noop", &format!("127.0.0.1:{port}")])
+        .args([flag, &format!("127.0.0.1:{port}")])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .context("starting the do-nothing server")?;
+        .with_context(|| format!("starting {what}"))?;
     let process = Process { child, _dir: dir };
-    wait_for_port(port, "the do-nothing server").await?;
+    wait_for_port(port, what).await?;
+    Ok((process, SocketAddr::from(([127, 0, 0, 1], port))))
+}
+
+/// `idempotency-coordinator gateway` on free loopback ports, protecting
+/// `POST /payments` of `upstream` with the coordinator at `coordinator`.
+pub async fn gateway(upstream: SocketAddr, coordinator: SocketAddr) -> Result<(Process, SocketAddr)> {
+    let dir = tempfile::tempdir()?;
+    let routes = dir.path().join("routes.toml");
+    std::fs::write(
+        &routes,
+        "[[route]]\nname = \"create-payment\"\nmethods = [\"POST\"]\npath = \"/payments\"\nnamespace = \"payments.create\"\n",
+    )?;
+    let port = free_port();
+    let child = Command::new(coordinator_bin()?)
+        .arg("gateway")
+        .arg("--routes")
+        .arg(&routes)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--upstream", &format!("http://{upstream}")])
+        .args(["--coordinator", &format!("http://{coordinator}")])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("gateway.log"))?)
+        .spawn()
+        .context("starting the gateway")?;
+    let process = Process { child, _dir: dir };
+    wait_for_port(port, "the gateway").await?;
     Ok((process, SocketAddr::from(([127, 0, 0, 1], port))))
 }
 

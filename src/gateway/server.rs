@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use http::StatusCode;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -18,6 +19,7 @@ use crate::gateway::coordinator::Coordinator;
 use crate::gateway::gateway_metrics;
 use crate::gateway::proxy::{self, Gateway};
 use crate::gateway::upstream::Upstream;
+use crate::shell::nodelay::without_nagle;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -87,6 +89,8 @@ pub async fn run(
         }
     };
     let app = axum::Router::new().fallback(proxy::handle).with_state(gateway);
+    // Plaintext axum::serve leaves Nagle on.
+    let listener = listener.tap_io(|tcp| without_nagle(tcp));
     let server = axum::serve(listener, app).with_graceful_shutdown(drain_started);
     let grace_over = async {
         draining.cancelled().await;

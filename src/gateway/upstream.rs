@@ -29,7 +29,10 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn new(base: Uri) -> Upstream {
-        Upstream { base, client: Client::builder(TokioExecutor::new()).build_http() }
+        // Nagle off, as on the connections the gateway accepts (shell::nodelay).
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Upstream { base, client: Client::builder(TokioExecutor::new()).build(connector) }
     }
 
     /// Sends `request` (its URI is the one the client sent) with `extra` headers added.

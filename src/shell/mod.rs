@@ -9,6 +9,7 @@ pub mod config;
 pub mod etcd_files;
 pub mod health;
 pub mod metrics;
+pub mod nodelay;
 pub mod print_config;
 pub mod reflection;
 pub mod reload;

@@ -32,6 +32,7 @@ use crate::proto::v1::admin_service_server::AdminServiceServer;
 use crate::proto::v1::coordinator_service_server::CoordinatorServiceServer;
 use crate::shell::auth::{Authenticator, TokenTable};
 use crate::shell::config::{Config, StoreKind};
+use crate::shell::nodelay::without_nagle;
 use crate::shell::tls::incoming::incoming;
 use crate::shell::{health, reflection, reload};
 use crate::store::etcd::EtcdStore;
@@ -190,7 +191,12 @@ async fn serve<S: RecordStore>(
             let connections = incoming(listener, tls.current.clone(), draining.clone());
             Box::pin(router.serve_with_incoming_shutdown(connections, drain_started))
         }
-        None => Box::pin(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain_started)),
+        None => {
+            let connections = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |accepted| {
+                accepted.inspect(without_nagle)
+            });
+            Box::pin(router.serve_with_incoming_shutdown(connections, drain_started))
+        }
     };
     tokio::pin!(server);
     let grace_over = async {

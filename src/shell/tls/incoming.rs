@@ -45,6 +45,7 @@ pub fn incoming(
                 _ = stop.cancelled() => break,
                 _ = ready.closed() => break,
             };
+            crate::shell::nodelay::without_nagle(&tcp);
             let acceptor = TlsAcceptor::from(config.get());
             let ready = ready.clone();
             tokio::spawn(async move {
