@@ -6,6 +6,10 @@ serves, on the port that serves them — the gRPC port, or the plaintext health
 port when TLS is on — and the metrics port, TLS files and container ports must
 agree with what it reports. Nothing here reads Rust source.
 
+With a shard map (`IDEMPOTENCY_SHARD_MAP`), the file must come from a mounted
+ConfigMap key of the same render, and every etcd endpoint it names must be a
+member of a StatefulSet behind a headless Service of that render.
+
 Usage: check_probes.py SERVER_BINARY RENDERED.yaml...
 """
 
@@ -13,6 +17,8 @@ import json
 import pathlib
 import subprocess
 import sys
+import tomllib
+from urllib.parse import urlparse
 
 import yaml
 
@@ -37,7 +43,8 @@ def server_view(binary, config_map):
 def check(binary, resources):
     problems = []
     deployment = next(r for r in resources if r["kind"] == "Deployment")
-    view = server_view(binary, next(r for r in resources if r["kind"] == "ConfigMap")["data"])
+    env_from = deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"][0]["configMapRef"]["name"]
+    view = server_view(binary, named(resources, "ConfigMap", env_from)["data"])
     tls = view["tls"]["cert"] is not None
     grpc_port = port(view["listen"])
     health_port = port(view["health_listen"]) if tls else grpc_port
@@ -73,7 +80,41 @@ def check(binary, resources):
     for setting, path in files.items():
         if path and not any(path.startswith(mount) for mount in mounts):
             problems.append(f"{setting}={path} lies on no volume mount (the root filesystem is read-only and empty)")
+    if view["etcd"]["shard_map"]:
+        problems += shard_map_problems(view["etcd"]["shard_map"], resources, pod)
     return tls, problems
+
+
+def named(resources, kind, name):
+    return next((r for r in resources if r["kind"] == kind and r["metadata"]["name"] == name), None)
+
+
+def shard_map_problems(path, resources, pod):
+    """The shard map's file must be a mounted ConfigMap key, and its endpoints
+    members of this render's etcd StatefulSets (pod `name-N` of Service `name`)."""
+    container = pod["spec"]["containers"][0]
+    mount = next((m for m in container.get("volumeMounts", []) if path.startswith(m["mountPath"].rstrip("/") + "/")), None)
+    if mount is None:
+        return [f"shard map {path} lies on no volume mount"]
+    volume = next(v for v in pod["spec"].get("volumes", []) if v["name"] == mount["name"])
+    config_map = named(resources, "ConfigMap", volume.get("configMap", {}).get("name"))
+    key = path[len(mount["mountPath"].rstrip("/")) + 1 :]
+    if config_map is None or key not in config_map.get("data", {}):
+        return [f"shard map {path} is no key of a ConfigMap in this render"]
+    problems = []
+    for shard, table in tomllib.loads(config_map["data"][key]).get("shard", {}).items():
+        for endpoint in table.get("endpoints", []):
+            member, _, service = urlparse(endpoint).hostname.partition(".")
+            statefulset = named(resources, "StatefulSet", service)
+            if named(resources, "Service", service) is None or statefulset is None:
+                problems.append(f"shard {shard}: {endpoint} names no etcd Service and StatefulSet {service!r}")
+            elif not (
+                member.startswith(service + "-")
+                and member.rsplit("-", 1)[1].isdigit()
+                and int(member.rsplit("-", 1)[1]) < statefulset["spec"]["replicas"]
+            ):
+                problems.append(f"shard {shard}: {endpoint} is no member of StatefulSet {service!r}")
+    return problems
 
 
 binary, rendered_files = sys.argv[1], sys.argv[2:]

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Validates the Kubernetes manifests offline: yamllint, then each layout
-# (base, overlays/dev, overlays/prod, monitoring, and examples/payments-api
-# with the gateway sidecar component) rendered by the real Kustomize built into
-# kubectl (`kubectl kustomize`) and checked with kubernetes-validate --strict
-# against a current Kubernetes, then the probe/port/TLS cross-check against the
-# settings the server binary itself reports for the rendered ConfigMap
-# (`serve --print-config`), and the sidecar's against `gateway --check`.
+# (base, overlays/dev, overlays/prod, overlays/sharded, monitoring, and
+# examples/payments-api with the gateway sidecar component) rendered by the
+# real Kustomize built into kubectl (`kubectl kustomize`) and checked with
+# kubernetes-validate --strict against a current Kubernetes, then the
+# probe/port/TLS/shard-map cross-check against the settings the server binary
+# itself reports for the rendered ConfigMap (`serve --print-config`), and the
+# sidecar's against `gateway --check`.
 # The Python tools go into a virtualenv under .tools/.
 #
 # kubectl: the machine image ships it. Elsewhere install it from
@@ -28,7 +29,7 @@ venv=.tools/k8s
 cargo build -q --bin idempotency-coordinator
 rendered=.tools/rendered
 rm -rf "$rendered" && mkdir -p "$rendered"
-for layout in base overlays/dev overlays/prod monitoring examples/payments-api; do
+for layout in base overlays/dev overlays/prod overlays/sharded monitoring examples/payments-api; do
   out="$rendered/${layout//\//-}.yaml"
   "$kubectl" kustomize "deploy/$layout" > "$out"
   "$venv/bin/kubernetes-validate" --strict --quiet -k "$KUBERNETES_VERSION" "$out"

@@ -124,7 +124,7 @@ async fn records_live_on_their_shard_only_and_a_shard_down_spares_the_others() {
     for (name, ready) in [("a", 1), ("b", 0), ("c", 1)] {
         assert!(metrics.contains(&shard_ready(name, ready)), "{} in\n{metrics}", shard_ready(name, ready));
     }
-    assert!(metrics.contains("idempotency_store_shard_map_epoch 1"), "{metrics}");
+    assert!(metrics.contains(r#"idempotency_store_shard_map_epoch{step="settled"} 1"#), "{metrics}");
     clusters[1].signal("CONT");
 }
 

@@ -143,6 +143,15 @@ mod tests {
         assert_eq!((sharded.shards[1].1.prefix.as_str(), sharded.shards[1].1.shard.as_str()), ("/idempotency/", "b"));
     }
 
+    /// The map `deploy/overlays/sharded` mounts is one the coordinator starts with.
+    #[test]
+    fn the_sharded_overlays_map_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/overlays/sharded/shard-map.toml");
+        let sharded = load(&path, &common()).expect("the overlay's shard map loads");
+        assert_eq!(sharded.map.place.shards, ["a", "b", "c"]);
+        assert_eq!(sharded.shards[2].1.endpoints[0], "http://etcd-c-0.etcd-c:2379");
+    }
+
     #[test]
     fn mistakes_name_the_field() {
         let cases = [

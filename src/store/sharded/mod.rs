@@ -26,7 +26,8 @@ use shard_map::{Homes, ShardMap};
 
 /// 1 while a shard answers its health check, else 0 (a Prometheus gauge, by `shard`).
 pub const SHARD_READY: &str = "idempotency_store_shard_ready";
-/// The epoch of the shard map new records are placed by (a Prometheus gauge).
+/// The epoch of the shard map new records are placed by (a Prometheus gauge,
+/// by `step`: `settled`, `announce` or `switch`).
 pub const SHARD_MAP_EPOCH: &str = "idempotency_store_shard_map_epoch";
 
 pub struct ShardedStore<S> {
@@ -198,7 +199,7 @@ impl<S: RecordStore> RecordStore for ShardedStore<S> {
     /// which; a full shard makes the store report itself full.
     async fn ping(&self, within: Duration) -> Result<Capacity, Error> {
         // Set here, not at startup: the metrics recorder may not be installed yet then.
-        metrics::gauge!(SHARD_MAP_EPOCH).set(self.map.place.epoch as f64);
+        metrics::gauge!(SHARD_MAP_EPOCH, "step" => self.map.step()).set(self.map.place.epoch as f64);
         let (mut capacity, mut down) = (Capacity::Writable, Vec::new());
         // All at once: a shard that does not answer must not delay the others' checks.
         let answers = futures::future::join_all(self.stores.values().map(|shard| shard.store.ping(within))).await;

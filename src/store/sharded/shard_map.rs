@@ -77,6 +77,16 @@ impl ShardMap {
         Self { place: Placement { epoch, shards }, neighbour: None }
     }
 
+    /// Which step of a map change this map is at (README.md, "Resharding"),
+    /// so that operators can see every replica reached it before the next.
+    pub fn step(&self) -> &'static str {
+        match self.neighbour {
+            None => "settled",
+            Some(Neighbour::Next(_)) => "announce",
+            Some(Neighbour::Previous(_)) => "switch",
+        }
+    }
+
     /// Names are non-empty and unique within a placement, and the neighbour
     /// is one epoch step away.
     pub fn check(&self) -> Result<(), String> {
@@ -188,12 +198,15 @@ mod tests {
             neighbour: Some(Neighbour::Next(placement(epoch, names))),
         };
         assert!(next(2, &["a", "b"]).check().is_ok());
+        assert_eq!(next(2, &["a", "b"]).step(), "announce");
         assert!(next(3, &["a", "b"]).check().unwrap_err().contains("epoch must be 2"));
         assert!(next(2, &["a", "a"]).check().unwrap_err().contains("next.shards names a shard twice"));
         assert!(next(2, &[]).check().unwrap_err().contains("next.shards names no shard"));
         let previous =
             ShardMap { place: placement(5, &["a", "b"]), neighbour: Some(Neighbour::Previous(placement(3, &["a"]))) };
         assert!(previous.check().unwrap_err().contains("epoch must be 4"));
+        assert_eq!(previous.step(), "switch");
+        assert_eq!(ShardMap::single(1, vec!["a".into()]).step(), "settled");
         assert_eq!(previous.shard_names().into_iter().collect::<Vec<_>>(), ["a", "b"]);
     }
 }
