@@ -61,8 +61,13 @@ async fn a_stalled_etcd_never_yields_an_expired_lease() {
         Err(status) => assert_eq!(status.code(), Code::Unavailable, "{status:?}"),
     }
 
-    // The caller retries its Begin: it owns the key now, with time to act.
-    let owner = acquired(begin(&mut client, request.clone()).await);
+    // The caller retries its Begin, willing to wait: it owns the key now,
+    // with time to act. If the stalled write committed, the attempt it made
+    // is handed back only with time left; with too little, it is busy until
+    // etcd frees it, and the retry then takes it over.
+    let mut retry = request.clone();
+    retry.wait = Some(secs(5));
+    let owner = acquired(begin(&mut client, retry).await);
     let left = ms(owner.lease_expires_at.as_ref().unwrap()) - now_ms();
     assert!(left >= 1_000, "the retry acquired with only {left} ms left");
     let mut other = request.clone();

@@ -88,8 +88,9 @@ impl<S: RecordStore> Coordinator<S> {
     /// [`Self::lease_bound`] that happens only if the clock jumped while the
     /// write was in flight.
     fn check_lease_left(&self, lease_deadline: i64, lease_ttl: Duration) -> Result<(), Error> {
-        let left = lease_deadline - self.clock.now_ms();
-        if left < (lease_ttl / 4).as_millis() as i64 {
+        let now = self.clock.now_ms();
+        if !decide::enough_lease_left(lease_deadline, now, lease_ttl) {
+            let left = lease_deadline - now;
             return Err(Error::StoreUnavailable(format!(
                 "the store committed too late: {left} ms of the {lease_ttl:?} lease left; retry"
             )));

@@ -102,7 +102,13 @@ pub fn decide_begin(
         State::Released => take_over(RecoveryReason::Released, record.error.clone(), record.finished_token),
         State::InProgress => match snapshot.lock.as_ref().map(|l| l.value.deadline_ms) {
             None => take_over(RecoveryReason::Abandoned, None, current.revision as u64),
-            Some(deadline) if record.request_id == request_id => {
+            // The retry of the Begin that started the attempt gets it back,
+            // but only with time to act: a write that committed late (the
+            // store stalled) made an attempt nobody was told they own, which
+            // stays busy until its lock goes, and is then taken over.
+            Some(deadline)
+                if record.request_id == request_id && enough_lease_left(deadline, now, command.lease_ttl) =>
+            {
                 BeginDecision::Answer(BeginOutcome::Acquired(Acquired {
                     fencing_token: current.revision as u64,
                     attempt: record.attempt,
@@ -118,6 +124,12 @@ pub fn decide_begin(
             }),
         },
     })
+}
+
+/// Whether a lease ending at `deadline` may be handed to a caller at `now`:
+/// with less than a quarter of it left, acting on it would race its expiry.
+pub fn enough_lease_left(deadline: i64, now: i64, lease_ttl: Duration) -> bool {
+    deadline - now >= (lease_ttl / 4).as_millis() as i64
 }
 
 /// When a caller that found a lock with `deadline` should ask again.
@@ -396,6 +408,20 @@ mod tests {
         match decide(&busy, 1, "req-a").unwrap() {
             BeginDecision::Answer(BeginOutcome::Acquired(acquired)) => assert_eq!(acquired.fencing_token, 42),
             other => panic!("expected the same acquisition, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn its_own_attempt_is_not_handed_back_to_a_retry_without_time_to_act() {
+        // A quarter of the 5 s lease is 1,250 ms.
+        for (deadline, acquired) in [(NOW + 1_250, true), (NOW + 1_249, false), (NOW - 516, false)] {
+            match decide(&snapshot(State::InProgress, Some(deadline)), 1, "req-a").unwrap() {
+                BeginDecision::Answer(BeginOutcome::Acquired(_)) if acquired => {}
+                BeginDecision::Busy(in_progress) if !acquired => {
+                    assert_eq!(in_progress.lease_expires_at_ms, deadline)
+                }
+                other => panic!("deadline {deadline}: got {other:?}"),
+            }
         }
     }
 
