@@ -480,7 +480,14 @@ fn describe_status(status: tonic::Status) -> String {
     if let Some(info) = details.error_info() {
         text.push_str(&format!(" {}", info.reason));
     }
-    text.push_str(&format!(": {}", status.message()));
+    let message = match status.message() {
+        // tonic says nothing more; the usual cause is the admin service being off.
+        "" if status.code() == tonic::Code::Unimplemented => {
+            "the server does not offer this call (the records commands need a server run with --admin-tenants)"
+        }
+        message => message,
+    };
+    text.push_str(&format!(": {message}"));
     if let Some(members) = details.error_info().and_then(|info| info.metadata.get("differing_members")) {
         text.push_str(&format!("\n  differing members: {members}"));
     }

@@ -80,6 +80,10 @@ async fn every_rpc_can_be_driven_from_the_shell() {
 
     let (ok, _, err) = cli(&server, &[&["fail"], &id[..], &["--token", "1", "--code", "x"]].concat()).await;
     assert!(!ok && err.contains("LEASE_LOST"), "{err}");
+
+    // This server runs without --admin-tenants.
+    let (ok, _, err) = cli(&server, &["records", "list", "-n", "payments.create"]).await;
+    assert!(!ok && err.contains("Unimplemented") && err.contains("--admin-tenants"), "{err}");
 }
 
 #[tokio::test]
