@@ -19,7 +19,7 @@ use crate::core::error::Error;
 use crate::core::limits::Limits;
 use crate::core::outcome::{Acquired, BeginOutcome, RecordView};
 use crate::core::record::{RecordId, Snapshot, State, Versioned};
-use crate::core::store::{RecordStore, Written};
+use crate::core::store::{Page, RecordStore, Written};
 use crate::core::wait_shares::WaitShares;
 
 /// Memory for the attempts handed out by this replica, remembered for a
@@ -295,14 +295,11 @@ impl<S: RecordStore> Coordinator<S> {
     /// A page of a namespace's records, with each one's key, and where the next page starts.
     pub async fn list(
         &self,
-        tenant: &str,
-        namespace: &str,
-        after: &str,
-        limit: usize,
+        page: &Page,
         deadline: Instant,
     ) -> Result<(Vec<(String, RecordView)>, Option<String>), Error> {
         let deadline = self.operation_deadline(deadline, Duration::ZERO);
-        let listing = self.store.list(tenant, namespace, after, limit, deadline).await?;
+        let listing = self.store.list(page, deadline).await?;
         let records = listing
             .records
             .iter()
@@ -432,15 +429,8 @@ mod tests {
             self.inner.ping(within).await
         }
 
-        async fn list(
-            &self,
-            tenant: &str,
-            namespace: &str,
-            after: &str,
-            limit: usize,
-            deadline: Instant,
-        ) -> Result<crate::core::store::Listing, Error> {
-            self.inner.list(tenant, namespace, after, limit, deadline).await
+        async fn list(&self, page: &Page, deadline: Instant) -> Result<crate::core::store::Listing, Error> {
+            self.inner.list(page, deadline).await
         }
 
         async fn forget(&self, id: &RecordId, record_revision: i64, deadline: Instant) -> Result<Option<i64>, Error> {

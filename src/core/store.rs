@@ -117,6 +117,16 @@ pub enum Capacity {
 /// ending, or an error, means changes may have been missed: read again.
 pub type Changes = Pin<Box<dyn Stream<Item = Result<i64, Error>> + Send>>;
 
+/// Which page of one namespace's records to list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub tenant: String,
+    pub namespace: String,
+    /// Empty: from the first record; else a [`Listing::next`] this store gave.
+    pub after: String,
+    pub limit: usize,
+}
+
 /// A page of one namespace's records, in the store's order.
 #[derive(Debug, Clone, Default)]
 pub struct Listing {
@@ -156,16 +166,8 @@ pub trait RecordStore: Send + Sync + 'static {
     /// whether it takes writes.
     fn ping(&self, within: Duration) -> impl Future<Output = Result<Capacity, Error>> + Send;
 
-    /// Up to `limit` records of `tenant`/`namespace` after `after` (empty: from
-    /// the first; else a `Listing::next` this store gave).
-    fn list(
-        &self,
-        tenant: &str,
-        namespace: &str,
-        after: &str,
-        limit: usize,
-        deadline: Instant,
-    ) -> impl Future<Output = Result<Listing, Error>> + Send;
+    /// Up to `page.limit` records of the page's tenant and namespace.
+    fn list(&self, page: &Page, deadline: Instant) -> impl Future<Output = Result<Listing, Error>> + Send;
 
     /// Deletes the record if it is still the one at `record_revision` and has
     /// no lock, and tells every replica's [`Self::forgotten`] feed: the

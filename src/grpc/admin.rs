@@ -50,10 +50,9 @@ impl<S: RecordStore> AdminService for AdminApi<S> {
         request: Request<v1::ListRecordsRequest>,
     ) -> Result<Response<v1::ListRecordsResponse>, Status> {
         let (by, deadline) = (self.admin(&request)?, deadline(&request));
-        let list = request::list_records(request.into_inner())?;
-        let (records, next) =
-            self.coordinator.list(&list.tenant, &list.namespace, &list.page_token, list.page_size, deadline).await?;
-        info!(by, tenant = list.tenant, namespace = list.namespace, count = records.len(), "admin: records listed");
+        let page = request::list_records(request.into_inner())?;
+        let (records, next) = self.coordinator.list(&page, deadline).await?;
+        info!(by, tenant = page.tenant, namespace = page.namespace, count = records.len(), "admin: records listed");
         let records = records
             .into_iter()
             .map(|(key, view)| {

@@ -9,6 +9,7 @@ use crate::core::error::{Error, Violation};
 use crate::core::fingerprint::{self, Canonicalization, PayloadDigest};
 use crate::core::limits::{DEFAULT_TENANT, Limits, MIN_LEASE_TTL, check_scope_name};
 use crate::core::record::RecordId;
+use crate::core::store::Page;
 use crate::proto::convert;
 use crate::proto::v1;
 
@@ -268,15 +269,8 @@ pub const DEFAULT_PAGE_SIZE: u32 = 100;
 const MAX_PAGE_TOKEN_BYTES: usize = 1024;
 const MAX_FORGET_REASON_BYTES: usize = 1024;
 
-/// A ListRecords request: the tenant, namespace, page size and page token.
-pub struct ListRecords {
-    pub tenant: String,
-    pub namespace: String,
-    pub page_size: usize,
-    pub page_token: String,
-}
-
-pub fn list_records(req: v1::ListRecordsRequest) -> Result<ListRecords, Error> {
+/// A ListRecords request: the page it asks for.
+pub fn list_records(req: v1::ListRecordsRequest) -> Result<Page, Error> {
     let mut v = Violations::default();
     // Any valid key will do: only the tenant and namespace are checked here.
     let id = record_id(&mut v, &req.tenant, &req.namespace, "-");
@@ -285,7 +279,7 @@ pub fn list_records(req: v1::ListRecordsRequest) -> Result<ListRecords, Error> {
     });
     check_len(&mut v, "page_token", req.page_token.len(), MAX_PAGE_TOKEN_BYTES);
     let page_size = if req.page_size == 0 { DEFAULT_PAGE_SIZE } else { req.page_size } as usize;
-    v.finish(ListRecords { tenant: id.tenant, namespace: id.namespace, page_size, page_token: req.page_token })
+    v.finish(Page { tenant: id.tenant, namespace: id.namespace, after: req.page_token, limit: page_size })
 }
 
 /// A ForgetRecord request: the record and why.

@@ -23,7 +23,7 @@ use crate::core::clock::Clock;
 use crate::core::error::Error;
 use crate::core::record::{Lock, Record, RecordId, Snapshot, Versioned};
 use crate::core::store::{
-    Capacity, Changes, Forgotten, LeaseWant, Listing, LockChange, RecordLease, RecordStore, Write, Written,
+    Capacity, Changes, Forgotten, LeaseWant, Listing, LockChange, Page, RecordLease, RecordStore, Write, Written,
 };
 
 pub struct MemoryStore {
@@ -210,19 +210,12 @@ impl RecordStore for MemoryStore {
     }
 
     /// Keys in byte order; the token is the last key listed.
-    async fn list(
-        &self,
-        tenant: &str,
-        namespace: &str,
-        after: &str,
-        limit: usize,
-        _deadline: Instant,
-    ) -> Result<Listing, Error> {
-        let (state, limit) = (self.state(), limit.max(1));
+    async fn list(&self, page: &Page, _deadline: Instant) -> Result<Listing, Error> {
+        let (state, limit) = (self.state(), page.limit.max(1));
         let mut records: Vec<_> = state
             .entries
             .iter()
-            .filter(|(id, _)| id.tenant == tenant && id.namespace == namespace && id.key.as_str() > after)
+            .filter(|(id, _)| id.tenant == page.tenant && id.namespace == page.namespace && id.key > page.after)
             .filter_map(|(id, entry)| {
                 let record = entry.record.as_ref()?.value.clone();
                 Some((id.key.clone(), record, entry.lock.as_ref().map(|l| l.value.clone())))

@@ -5,7 +5,7 @@ use std::time::Duration;
 use idempotency_coordinator::core::error::Error;
 use idempotency_coordinator::core::outcome::{BeginOutcome, PublicState};
 use idempotency_coordinator::core::record::{RecordId, RecoveryReason};
-use idempotency_coordinator::core::store::RecordStore;
+use idempotency_coordinator::core::store::{Page, RecordStore};
 use tokio::time::{Instant, sleep};
 
 use crate::harness::*;
@@ -506,6 +506,11 @@ pub async fn skewed_clocks_neither_take_over_early_nor_forget_early<S: RecordSto
     }
 }
 
+/// A page of two of the default tenant's records in `namespace`, after `after`.
+fn page(namespace: &str, after: &str) -> Page {
+    Page { tenant: "default".into(), namespace: namespace.into(), after: after.into(), limit: 2 }
+}
+
 pub async fn finished_records_are_listed_and_forgotten_on_every_replica<S: RecordStore>(h: &Harness<S>) {
     let other = h.replica();
     let _following = other.follow_forgets();
@@ -516,14 +521,14 @@ pub async fn finished_records_are_listed_and_forgotten_on_every_replica<S: Recor
     h.acquire(&begin("running", "cart", 30)).await;
 
     // Two pages of two: every record once, in the store's order.
-    let (first, next) = h.coordinator.list("default", NAMESPACE, "", 2, deadline()).await.unwrap();
+    let (first, next) = h.coordinator.list(&page(NAMESPACE, ""), deadline()).await.unwrap();
     let next = next.expect("a second page");
-    let (second, last) = h.coordinator.list("default", NAMESPACE, &next, 2, deadline()).await.unwrap();
+    let (second, last) = h.coordinator.list(&page(NAMESPACE, &next), deadline()).await.unwrap();
     assert_eq!(last, None);
     let mut keys: Vec<String> = first.iter().chain(&second).map(|(key, _)| key.clone()).collect();
     keys.sort();
     assert_eq!(keys, ["declined", "done", "running"]);
-    assert!(h.coordinator.list("default", "another.namespace", "", 2, deadline()).await.unwrap().0.is_empty());
+    assert!(h.coordinator.list(&page("another.namespace", ""), deadline()).await.unwrap().0.is_empty());
 
     let refused = h.coordinator.forget(&id("running"), deadline()).await;
     assert!(matches!(refused, Err(Error::RecordInProgress { attempt: 1 })), "{refused:?}");

@@ -14,7 +14,7 @@ use tracing::warn;
 
 use crate::core::error::Error;
 use crate::core::record::RecordId;
-use crate::core::store::{Forgotten, Listing};
+use crate::core::store::{Forgotten, Listing, Page};
 use crate::store::etcd::format::{decode_lock, decode_record};
 use crate::store::etcd::keys::{self, RecordKeys};
 
@@ -32,16 +32,9 @@ fn unavailable(e: impl std::fmt::Display) -> Error {
 /// Records of a namespace in key order. The token is the last record's
 /// encoded key component; the next page starts after all of that record's
 /// keys (`…/{component}/lock`, `…/{component}/record` sort before `…/{component}/~`).
-pub async fn list(
-    client: &Client,
-    prefix: &str,
-    (tenant, namespace): (&str, &str),
-    after: &str,
-    limit: usize,
-    deadline: Instant,
-) -> Result<Listing, Error> {
-    let scope = keys::namespace_scope(prefix, tenant, namespace);
-    let start = if after.is_empty() { scope.clone() } else { format!("{scope}{after}/~") };
+pub async fn list(client: &Client, prefix: &str, page: &Page, deadline: Instant) -> Result<Listing, Error> {
+    let (scope, limit) = (keys::namespace_scope(prefix, &page.tenant, &page.namespace), page.limit);
+    let start = if page.after.is_empty() { scope.clone() } else { format!("{scope}{}/~", page.after) };
     // A record has at most two keys: enough for `limit` records and one more.
     let options = GetOptions::new().with_range(keys::range_end(&scope)).with_limit(2 * limit as i64 + 2);
     let answer = timeout_at(deadline, client.kv_client().get(start, Some(options)))

@@ -37,7 +37,8 @@ use tracing::{Instrument, debug, info, warn};
 use crate::core::error::Error;
 use crate::core::record::{RecordId, Snapshot};
 use crate::core::store::{
-    Capacity, Changes, Expect, Forgotten, LeaseWant, Listing, LockChange, RecordLease, RecordStore, Write, Written,
+    Capacity, Changes, Expect, Forgotten, LeaseWant, Listing, LockChange, Page, RecordLease, RecordStore, Write,
+    Written,
 };
 use config::EtcdConfig;
 use failure::{Backoff, Failure, classify, timed_out};
@@ -373,16 +374,9 @@ impl RecordStore for EtcdStore {
         Ok(if full { Capacity::Full(NOSPACE_ALARM.into()) } else { Capacity::Writable })
     }
 
-    async fn list(
-        &self,
-        tenant: &str,
-        namespace: &str,
-        after: &str,
-        limit: usize,
-        deadline: Instant,
-    ) -> Result<Listing, Error> {
+    async fn list(&self, page: &Page, deadline: Instant) -> Result<Listing, Error> {
         let client = self.connected().map_err(|_| Error::StoreUnavailable(NOT_CONNECTED.into()))?;
-        admin::list(client, &self.prefix, (tenant, namespace), after, limit, self.bound(deadline)).await
+        admin::list(client, &self.prefix, page, self.bound(deadline)).await
     }
 
     async fn forget(&self, id: &RecordId, record_revision: i64, deadline: Instant) -> Result<Option<i64>, Error> {

@@ -20,7 +20,8 @@ use tokio_stream::StreamMap;
 use crate::core::error::{Error, Violation};
 use crate::core::record::{RecordId, Snapshot};
 use crate::core::store::{
-    Capacity, Changes, Expect, Forgotten, LeaseWant, Listing, LockChange, RecordLease, RecordStore, Write, Written,
+    Capacity, Changes, Expect, Forgotten, LeaseWant, Listing, LockChange, Page, RecordLease, RecordStore, Write,
+    Written,
 };
 use shard_map::{Homes, ShardMap};
 
@@ -224,33 +225,30 @@ impl<S: RecordStore> RecordStore for ShardedStore<S> {
     /// Shard by shard in name order; the token is `{shard}:{that shard's
     /// token}`. Forwarding records are left out, so a page may hold fewer
     /// than `limit` records before the last.
-    async fn list(
-        &self,
-        tenant: &str,
-        namespace: &str,
-        after: &str,
-        limit: usize,
-        deadline: Instant,
-    ) -> Result<Listing, Error> {
+    async fn list(&self, page: &Page, deadline: Instant) -> Result<Listing, Error> {
+        let (after, limit) = (page.after.as_str(), page.limit);
         let (start, mut inner) = match after.split_once(':') {
             Some((shard, token)) if self.stores.contains_key(shard) => (shard, token.to_owned()),
             None if after.is_empty() => ("", String::new()),
             _ => return Err(bad_token(after)),
         };
+        // The same tenant and namespace, with this shard's token and what is left of the page.
+        let on_shard = |after: &str, limit| Page { after: after.to_owned(), limit, ..page.clone() };
         let mut shards = self.stores.range::<str, _>((Bound::Included(start), Bound::Unbounded)).map(|(name, _)| name);
         let mut records = Vec::new();
         while let Some(name) = shards.next() {
-            let page = self.store(name)?.list(tenant, namespace, &inner, limit - records.len(), deadline).await?;
-            records
-                .extend(page.records.into_iter().filter(|(_, record, _)| forwarding::target(&record.value).is_none()));
-            if let Some(next) = page.next {
+            let listed = self.store(name)?.list(&on_shard(&inner, limit - records.len()), deadline).await?;
+            records.extend(
+                listed.records.into_iter().filter(|(_, record, _)| forwarding::target(&record.value).is_none()),
+            );
+            if let Some(next) = listed.next {
                 return Ok(Listing { records, next: Some(format!("{name}:{next}")) });
             }
             inner.clear();
             if records.len() == limit {
                 // A later shard that holds a record gets a page of its own.
                 for later in shards.by_ref() {
-                    if !self.store(later)?.list(tenant, namespace, "", 1, deadline).await?.records.is_empty() {
+                    if !self.store(later)?.list(&on_shard("", 1), deadline).await?.records.is_empty() {
                         return Ok(Listing { records, next: Some(format!("{later}:")) });
                     }
                 }
