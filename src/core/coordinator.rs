@@ -208,7 +208,10 @@ impl<S: RecordStore> Coordinator<S> {
             Err(_) if Instant::now() >= wake_at => return Ok(lapses_first),
             Err(error) => return Err(error),
         };
+        // Biased: polled in this order, not a random one, so that a seeded
+        // simulation (tests/simulation) replays the same history.
         tokio::select! {
+            biased;
             _ = tokio::time::sleep_until(wake_at) => Ok(lapses_first),
             _ = self.draining.cancelled() => Ok(false),
             change = changes.next() => {

@@ -17,7 +17,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use rand::Rng;
+use std::hash::{Hash, Hasher};
 
 use crate::core::command::BeginCommand;
 use crate::core::error::Error;
@@ -159,14 +159,15 @@ pub fn start_attempt(
         member_digests: fingerprint::stored_member_digests(&command.fingerprint, &command.members),
         created_at_ms: attempt.created_at_ms,
         updated_at_ms: now,
-        // An abandoned attempt's record is kept as long as a finished one,
-        // spread the same way.
-        expires_at_ms: spread_expiry(deadline, default_retention),
+        expires_at_ms: 0,
         finished_token: 0,
         result: None,
         error: None,
         recovered: attempt.recovered,
     };
+    // An abandoned attempt's record is kept as long as a finished one,
+    // spread the same way.
+    let record = Record { expires_at_ms: spread_expiry(deadline, default_retention, &record), ..record };
     let lease = RecordLease::Until(retention_lease(record.expires_at_ms, now, default_retention));
     let write = Write { expect, record: Some((record, lease)), lock: lock_until(deadline, now) };
     (write, deadline)
@@ -222,12 +223,12 @@ impl Finish {
         let lease = match self {
             Finish::Complete { result, retention } => {
                 record.result = Some(result.clone());
-                record.expires_at_ms = spread_expiry(now, *retention);
+                record.expires_at_ms = spread_expiry(now, *retention, &record);
                 RecordLease::Until(retention_lease(record.expires_at_ms, now, *retention))
             }
             Finish::Fail { error, retention } => {
                 record.error = Some(error.clone());
-                record.expires_at_ms = spread_expiry(now, *retention);
+                record.expires_at_ms = spread_expiry(now, *retention, &record);
                 RecordLease::Until(retention_lease(record.expires_at_ms, now, *retention))
             }
             // A released record keeps the expiry (and lease) of the attempt
@@ -316,10 +317,14 @@ pub fn record_view(record: &Versioned<Record>, lock: Option<&Versioned<Lock>>) -
 
 /// The end of a retention period that starts now, moved later by up to 2%
 /// (at most 10 minutes) so that records finished together do not all expire
-/// in the same instant.
-fn spread_expiry(now: i64, retention: Duration) -> i64 {
-    let spread = (retention.as_millis() as i64 / 50).min(600_000);
-    now + retention.as_millis() as i64 + rand::rng().random_range(0..=spread)
+/// in the same instant. How far is a hash of the record's request (its
+/// fingerprint and request_id), not a random draw: records of different
+/// requests spread just as well, and a seeded simulation replays exactly.
+fn spread_expiry(now: i64, retention: Duration, record: &Record) -> i64 {
+    let spread = (retention.as_millis() as u64 / 50).min(600_000);
+    let mut hasher = std::hash::DefaultHasher::new();
+    (&record.fingerprint, &record.request_id, now).hash(&mut hasher);
+    now + retention.as_millis() as i64 + (hasher.finish() % (spread + 1)) as i64
 }
 
 /// The lease of a record kept until `expires_at_ms`, written at `now`.
@@ -527,9 +532,11 @@ mod tests {
     fn attempts_begun_together_are_kept_until_different_instants() {
         let retention = Duration::from_secs(86_400);
         let expiries: std::collections::HashSet<i64> = (0..100)
-            .map(|_| {
+            .map(|n| {
                 let attempt = AttemptStart { attempt: 1, created_at_ms: NOW, recovered: None };
-                let (write, deadline) = start_attempt(Expect::Absent, attempt, &command(1), "r", NOW, retention);
+                let request_id = format!("request-{n}");
+                let (write, deadline) =
+                    start_attempt(Expect::Absent, attempt, &command(1), &request_id, NOW, retention);
                 let expiry = write.record.expect("a new attempt writes its record").0.expires_at_ms;
                 assert!((deadline + 86_400_000..=deadline + 86_400_000 + 600_000).contains(&expiry));
                 expiry
@@ -541,7 +548,9 @@ mod tests {
     #[test]
     fn expiry_is_spread_but_never_early() {
         let day = Duration::from_secs(86_400);
-        let expiries: std::collections::HashSet<i64> = (0..100).map(|_| spread_expiry(NOW, day)).collect();
+        let expiries: std::collections::HashSet<i64> = (0..100u8)
+            .map(|n| spread_expiry(NOW, day, &Record { fingerprint: vec![n; 32], ..record(State::Completed) }))
+            .collect();
         assert!(expiries.len() > 90, "only {} distinct expiries", expiries.len());
         assert!(expiries.iter().all(|e| (NOW + 86_400_000..=NOW + 86_400_000 + 600_000).contains(e)));
     }

@@ -65,7 +65,15 @@ struct Stored<T> {
 
 impl MemoryStore {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
-        Self { clock, state: Arc::default(), forgotten: broadcast::Sender::new(FORGOTTEN_BACKLOG) }
+        Self::starting_at(clock, 0)
+    }
+
+    /// A store whose first change gets revision `revision + 1`, as an etcd
+    /// cluster with a history does: two clusters' revisions then differ (the
+    /// simulation runs shards both ways).
+    pub fn starting_at(clock: Arc<dyn Clock>, revision: i64) -> Self {
+        let state = State { revision, ..State::default() };
+        Self { clock, state: Arc::new(Mutex::new(state)), forgotten: broadcast::Sender::new(FORGOTTEN_BACKLOG) }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
