@@ -222,10 +222,8 @@ impl Oracle {
                         || previous.finishes_in_flight > 0
                         || model.forget_between(previous.sent_ms, now);
                     let may_have_expired = now >= previous.sent_ms + previous.ttl_ms + DEFAULT_RETENTION_MS;
-                    if !finished
-                        && !may_have_expired
-                        && !(recovered_from.is_some_and(|p| p >= previous.attempt) && attempt > previous.attempt)
-                    {
+                    let recovered = recovered_from.is_some_and(|p| p >= previous.attempt) && attempt > previous.attempt;
+                    if !(finished || may_have_expired || recovered) {
                         return Err(format!(
                             "k{key}: token {token} attempt {attempt} recovered from {recovered_from:?}, but attempt {} (token {}) was unfinished",
                             previous.attempt, previous.token

@@ -185,7 +185,6 @@ pub enum Action {
     /// Settle may start once nothing is left where the settled map won't
     /// look: the operator's check; the rollout waits for it.
     AwaitSafeSettle {
-        previous: Vec<&'static str>,
         settled: Vec<&'static str>,
     },
 }
@@ -211,7 +210,7 @@ pub fn generate(seed: u64, knobs: Knobs) -> Plan {
         (0..24).map(|_| Intent { key: rng.random_range(0..KEYS), payload: u8::from(rng.random_bool(0.2)) }).collect();
     let mut steps = Vec::new();
     let mut group = 0;
-    let mut push = |steps: &mut Vec<Step>, at_ms: u64, group: usize, action: Action| {
+    let push = |steps: &mut Vec<Step>, at_ms: u64, group: usize, action: Action| {
         steps.push(Step { at_ms, group, action });
     };
     // Callers.
@@ -285,8 +284,7 @@ pub fn generate(seed: u64, knobs: Knobs) -> Plan {
 /// steps: one group, since a change must not start before the last settled.
 fn map_changes(rng: &mut StdRng, knobs: Knobs, mut shards: Vec<&'static str>, group: usize, steps: &mut Vec<Step>) {
     let mut at = rng.random_range(2_000..20_000);
-    let mut epoch = 1;
-    for _ in 0..3 {
+    for epoch in 1..=3 {
         let absent: Vec<&'static str> = CLUSTERS.iter().copied().filter(|c| !shards.contains(c)).collect();
         let remove = knobs.removals && shards.len() > 1 && (absent.is_empty() || rng.random_bool(0.5));
         let next: Vec<&'static str> = if remove {
@@ -334,15 +332,10 @@ fn map_changes(rng: &mut StdRng, knobs: Knobs, mut shards: Vec<&'static str>, gr
             at += crate::world::MAX_RETENTION_MS + crate::world::MAX_LEASE_TTL_MS + rng.random_range(0..3_000);
         } else {
             at += rng.random_range(500..5_000);
-            steps.push(Step {
-                at_ms: at,
-                group,
-                action: Action::AwaitSafeSettle { previous: shards.clone(), settled: next.clone() },
-            });
+            steps.push(Step { at_ms: at, group, action: Action::AwaitSafeSettle { settled: next.clone() } });
         }
         rollout(&settled, &mut at, rng, steps);
         shards = next;
-        epoch += 1;
         at += rng.random_range(2_000..15_000);
         if at > DURATION_MS {
             return;

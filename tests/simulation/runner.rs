@@ -4,7 +4,7 @@
 //! with the command that replays it.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -37,7 +37,7 @@ pub fn run(seed: u64, plan: &Plan, keep: Option<&[bool]>, mutation: Option<Mutat
             if world.violated() {
                 break;
             }
-            let Action::AwaitSafeSettle { settled, .. } = &step.action else {
+            let Action::AwaitSafeSettle { settled } = &step.action else {
                 world.act(index, &step.action);
                 continue;
             };
