@@ -87,13 +87,10 @@ proptest! {
     /// as another integer.
     #[test]
     fn an_integer_is_kept_as_itself_or_refused(n in any::<i64>(), shift in 0u32..12) {
-        let n = n.checked_shl(shift).unwrap_or(n);
+        let n = n >> shift << shift; // some with low bits clear, which doubles hold
         match canonicalize(n.to_string().as_bytes(), &[]) {
-            Ok(canonical) => {
-                let canonical = String::from_utf8(canonical).expect("ascii");
-                prop_assert_eq!(canonical.parse::<f64>().expect("a number") as i128, i128::from(n), "{}", canonical);
-                prop_assert!(!canonical.contains('.'));
-            }
+            // Below 1e21 the canonical form is plain digits: the same integer.
+            Ok(canonical) => prop_assert_eq!(String::from_utf8(canonical).expect("ascii"), n.to_string()),
             Err(error) => prop_assert_eq!(error, CanonicalJsonError::InexactNumber { pointer: String::new() }),
         }
     }
