@@ -340,6 +340,25 @@ async fn a_key_reused_with_another_body_is_refused_and_never_forwarded() {
     assert_eq!(setup.charges("cart-1"), 1);
 }
 
+/// Issue 26: two account ids that a double cannot tell apart fingerprinted
+/// alike, so the second request was answered with the first one's charge.
+#[tokio::test]
+async fn a_json_number_a_double_cannot_hold_is_400_naming_it_and_never_forwarded() {
+    let setup = Setup::start().await;
+    for body in [r#"{"account_id":1234567890123456789}"#, r#"{"account_id":1234567890123456788}"#] {
+        let refused = send(setup.pay("/payments", "account-1", body)).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{body}: {:?}", refused.body);
+        assert_eq!(refused.problem_type(), "urn:idempotency-gateway:json-number-inexact");
+        let document: serde_json::Value = serde_json::from_slice(&refused.body).expect("problem+json");
+        assert_eq!(document["pointer"], "/account_id");
+        assert!(document["detail"].as_str().expect("a detail").contains("send it as a string"), "{document}");
+    }
+    assert_eq!(setup.service.ledger.requests(), 0);
+    // The same id as a string is an ordinary request.
+    let as_string = send(setup.pay("/payments", "account-1", r#"{"account_id":"1234567890123456789"}"#)).await;
+    assert_eq!(as_string.status, StatusCode::CREATED);
+}
+
 #[tokio::test]
 async fn an_upstream_500_releases_the_key_so_the_retry_runs() {
     let setup = Setup::start().await;

@@ -83,6 +83,19 @@ async fn fingerprints_and_payloads_must_be_well_formed() {
     let status = client.begin(request.clone()).await.unwrap_err();
     assert_eq!(violated_fields(&status), ["payload.data"]);
     assert!(status.message().contains("duplicate object member"), "{}", status.message());
+    // Issue 26: a number canonical JSON would change, named by its pointer.
+    request.request = Some(v1::begin_request::Request::Payload(v1::Payload {
+        data: br#"{"account_id": 1234567890123456789}"#.to_vec(),
+        canonicalization: v1::Canonicalization::Json as i32,
+        ignore_fields: vec![],
+    }));
+    let status = client.begin(request.clone()).await.unwrap_err();
+    assert_eq!(violated_fields(&status), ["payload.data"]);
+    assert!(
+        status.message().contains(r#""/account_id""#) && status.message().contains("send it as a string"),
+        "{}",
+        status.message()
+    );
     // Nothing was written by any refused call.
     assert_status(client.lookup(lookup_request("fp")).await, Code::NotFound, "RECORD_NOT_FOUND");
 }

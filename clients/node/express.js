@@ -7,7 +7,9 @@
 //
 // Put it before any body parser: on a matching route it reads the body itself
 // and sets `req.body` (parsed JSON for a JSON request, else a Buffer). A
-// missing or malformed key is 400, a body over the limit 413, a key reused for
+// missing or malformed key is 400, as is a JSON body with a number that
+// canonical JSON would change (named by JSON Pointer; see json-numbers.js),
+// a body over the limit 413, a key reused for
 // another request 422 (naming the JSON members that differ), a retry while the
 // first runs 409 with Retry-After (or, with `wait`, the first one's answer),
 // and a retry after it finished gets the stored status, headers and body with
@@ -21,6 +23,7 @@
 const crypto = require('node:crypto');
 const { parseItem } = require('structured-headers');
 const errors = require('./errors');
+const { firstInexactNumber } = require('./json-numbers');
 
 const HEADER = 'Idempotency-Key';
 const MAX_KEY_CHARS = 255;
@@ -79,7 +82,22 @@ function isJson(contentType) {
   return essence === 'application/json' || (essence.startsWith('application/') && essence.endsWith('+json'));
 }
 
-/** The JSON payload Begin fingerprints, and the ignore_fields that apply to it. */
+/**
+ * A JSON body has a number that canonical JSON would change (JSON.parse
+ * already has): two such requests could share a fingerprint.
+ */
+class InexactNumberError extends TypeError {
+  constructor(pointer) {
+    super(`The number at ${JSON.stringify(pointer)} would change in canonical JSON (RFC 8785 holds numbers as IEEE 754 doubles), so it could not be told apart from another number; send it as a string.`);
+    this.pointer = pointer;
+  }
+}
+
+/**
+ * The JSON payload Begin fingerprints, and the ignore_fields that apply to
+ * it; throws InexactNumberError for a JSON body with a number canonical JSON
+ * would change.
+ */
 function fingerprintPayload(route, req, body) {
   const url = new URL(req.originalUrl, 'http://host');
   const headers = {};
@@ -89,12 +107,15 @@ function fingerprintPayload(route, req, body) {
   }
   const request = { method: req.method, path: url.pathname, query: url.search.replace(/^\?/, ''), headers };
   if (isJson(req.headers['content-type'])) {
+    const text = body.toString('utf8');
     let parsed;
     try {
-      parsed = JSON.parse(body.toString('utf8'));
+      parsed = JSON.parse(text);
     } catch {
       parsed = undefined;
     }
+    const inexact = parsed === undefined ? null : firstInexactNumber(text);
+    if (inexact !== null) throw new InexactNumberError(inexact);
     if (parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed) && !(REQUEST_MEMBER in parsed)) {
       return [{ ...parsed, [REQUEST_MEMBER]: request }, route.ignoreFields];
     }
@@ -227,11 +248,19 @@ function idempotency(coordinator, routes) {
       const detail = `The request body is over this route's limit of ${route.maxRequestBytes} bytes.`;
       return send(res, problem(413, 'request-body-too-large', 'Request body too large', detail));
     }
+    let fingerprinted;
+    try {
+      fingerprinted = fingerprintPayload(route, req, body);
+    } catch (error) {
+      if (!(error instanceof InexactNumberError)) return next(error);
+      const title = 'A JSON number cannot be fingerprinted exactly';
+      return send(res, problem(400, 'json-number-inexact', title, error.message, { members: { pointer: error.pointer } }));
+    }
     // Downstream handlers get the body this middleware read (body parsers skip a request with _body set).
     req.body = isJson(req.headers['content-type']) ? safeJson(body) : body;
     req._body = true;
     try {
-      send(res, await protect(coordinator, route, key, req, res, next, body));
+      send(res, await protect(coordinator, route, key, req, res, next, fingerprinted));
     } catch (error) {
       next(error);
     }
@@ -246,8 +275,7 @@ function safeJson(body) {
   }
 }
 
-async function protect(coordinator, route, key, req, res, next, body) {
-  const [json, ignoreFields] = fingerprintPayload(route, req, body);
+async function protect(coordinator, route, key, req, res, next, [json, ignoreFields]) {
   let answered;
   const runHandler = async (attempt) => {
     req.headers[route.fencingTokenHeader.toLowerCase()] = String(attempt.fencingToken);
@@ -307,4 +335,4 @@ async function protect(coordinator, route, key, req, res, next, body) {
   }
 }
 
-module.exports = { idempotency, parseKey, fingerprintPayload };
+module.exports = { idempotency, parseKey, fingerprintPayload, InexactNumberError };

@@ -82,7 +82,9 @@ class Coordinator {
    * Runs `sideEffect(attempt)` if this call owns `key` in `namespace`, and
    * resolves to its stored result; on a retry, resolves to the stored result
    * without running anything. Options: `json` (an object, fingerprinted as
-   * canonical JSON), `payload` (bytes or string, fingerprinted raw),
+   * canonical JSON; its Numbers are doubles already, so an id a double cannot
+   * hold must be a string: JSON.parse has made 1234567890123456789 into
+   * 1234567890123456800 before this sees it), `payload` (bytes or string, fingerprinted raw),
    * `ignoreFields`, `fingerprint`, `leaseTtl` (s), `wait` (s), `giveUpAfter`
    * (s), `retention` (s), `heartbeat` (default true).
    */

@@ -6,6 +6,11 @@
 //! them differently would give one request two fingerprints. Numbers are IEEE
 //! doubles printed the way ECMAScript prints them; object members are sorted by
 //! their UTF-16 code units; strings use the minimal JSON escapes.
+//!
+//! A number that its canonical form would turn into another number is refused
+//! (see [`check_numbers`]): two different requests must never share a
+//! fingerprint, and `1234567890123456789` and `1234567890123456788` would both
+//! be written `1234567890123456800`.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -18,6 +23,12 @@ pub enum CanonicalJsonError {
     /// Not JSON, not I-JSON, or nested deeper than the parser allows.
     #[error("payload is not valid I-JSON: {0}")]
     Invalid(String),
+    /// A number that canonical JSON would write as another number, so that it
+    /// could not be told apart from it; `pointer` (RFC 6901) says where.
+    #[error(
+        "the number at {pointer:?} cannot be fingerprinted exactly: canonical JSON (RFC 8785) holds numbers as IEEE 754 doubles, which would make it a different number; send it as a string"
+    )]
+    InexactNumber { pointer: String },
     /// An `ignore_fields` entry is not a JSON Pointer.
     #[error("{pointer:?} is not a JSON Pointer (RFC 6901): {why}")]
     BadPointer { pointer: String, why: &'static str },
@@ -103,7 +114,173 @@ fn parse(data: &[u8]) -> Result<Json, CanonicalJsonError> {
     let mut deserializer = serde_json::Deserializer::from_slice(data);
     let value = Json::deserialize(&mut deserializer).map_err(|e| CanonicalJsonError::Invalid(e.to_string()))?;
     deserializer.end().map_err(|e| CanonicalJsonError::Invalid(e.to_string()))?;
+    check_numbers(&value, data)?;
     Ok(value)
+}
+
+/// Refuses a number whose canonical form is a different number.
+///
+/// RFC 8785 keeps a number as the nearest double, written in the shortest form
+/// that reads back as that double: so every double has exactly one number
+/// that is kept as it is, and that is the only one accepted. `1`, `1.0`, `1e0`
+/// (and `-0`, `0`) are one number and are accepted; `0.1` is accepted (it is
+/// the shortest form of its double) but `0.10000000000000000001` is refused,
+/// as are `1234567890123456789` (written `1234567890123456800`) and
+/// `1152921504606846976` (2^60, a double, but written `1152921504606847000`).
+///
+/// The check is made on the parsed document, before `ignore_fields` apply:
+/// a client library can then make the same check while parsing, and an app
+/// behind a middleware never receives a number its parser changed.
+fn check_numbers(value: &Json, data: &[u8]) -> Result<(), CanonicalJsonError> {
+    // serde_json hands us only the double, so the literal is read from the
+    // text; both walk the document in order, so the n-th number visited is
+    // the n-th literal.
+    let mut literals = NumberLiterals { data, at: 0 };
+    let mut path = Vec::new();
+    check_number_in(value, &mut literals, &mut path)
+}
+
+/// A step of a JSON Pointer, kept unescaped until an error needs the pointer.
+enum Step<'a> {
+    Member(&'a str),
+    Index(usize),
+}
+
+fn check_number_in<'a>(
+    value: &'a Json,
+    literals: &mut NumberLiterals,
+    path: &mut Vec<Step<'a>>,
+) -> Result<(), CanonicalJsonError> {
+    match value {
+        Json::Number(n) => {
+            let same = literals.next().and_then(Decimal::parse).is_some_and(|literal| {
+                let mut canonical = Vec::new();
+                write_number(*n, &mut canonical);
+                Decimal::parse(&canonical) == Some(literal)
+            });
+            if same { Ok(()) } else { Err(CanonicalJsonError::InexactNumber { pointer: pointer_to(path) }) }
+        }
+        Json::Array(items) => items.iter().enumerate().try_for_each(|(i, item)| {
+            path.push(Step::Index(i));
+            check_number_in(item, literals, path)?;
+            path.pop();
+            Ok(())
+        }),
+        Json::Object(members) => members.iter().try_for_each(|(name, member)| {
+            path.push(Step::Member(name));
+            check_number_in(member, literals, path)?;
+            path.pop();
+            Ok(())
+        }),
+        Json::Null | Json::Bool(_) | Json::String(_) => Ok(()),
+    }
+}
+
+fn pointer_to(path: &[Step]) -> String {
+    let mut pointer = String::new();
+    for step in path {
+        pointer.push('/');
+        match step {
+            Step::Member(name) => pointer.push_str(&name.replace('~', "~0").replace('/', "~1")),
+            Step::Index(i) => pointer.push_str(&i.to_string()),
+        }
+    }
+    pointer
+}
+
+/// The number literals of valid JSON text, in document order: outside
+/// strings, only a number has a '-' or a digit.
+struct NumberLiterals<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Iterator for NumberLiterals<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let data = self.data;
+        while let Some(&byte) = data.get(self.at) {
+            self.at += 1;
+            match byte {
+                b'"' => {
+                    while let Some(&byte) = data.get(self.at) {
+                        self.at += if byte == b'\\' { 2 } else { 1 };
+                        if byte == b'"' {
+                            break;
+                        }
+                    }
+                }
+                b'-' | b'0'..=b'9' => {
+                    let start = self.at - 1;
+                    while data.get(self.at).is_some_and(|b| matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                    {
+                        self.at += 1;
+                    }
+                    return Some(&data[start..self.at]);
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
+/// The exact value of a JSON number literal: `digits` × 10^`exponent`, with
+/// no leading or trailing zeros in `digits`, so that equal values are equal
+/// structs whatever their spelling. Zero (either sign) has no digits.
+#[derive(Debug, PartialEq, Eq)]
+struct Decimal {
+    negative: bool,
+    digits: Vec<u8>,
+    exponent: i64,
+}
+
+impl Decimal {
+    /// None if `literal` is not a JSON number, or its exponent is beyond
+    /// i64 (and its value so beyond any double's).
+    fn parse(literal: &[u8]) -> Option<Decimal> {
+        let (negative, rest) = match literal.strip_prefix(b"-") {
+            Some(rest) => (true, rest),
+            None => (false, literal),
+        };
+        let (mantissa, exponent) = match rest.iter().position(|b| matches!(b, b'e' | b'E')) {
+            Some(e) => (&rest[..e], Some(&rest[e + 1..])),
+            None => (rest, None),
+        };
+        let (integer, fraction) = match mantissa.iter().position(|&b| b == b'.') {
+            Some(dot) => (&mantissa[..dot], &mantissa[dot + 1..]),
+            None => (mantissa, &[][..]),
+        };
+        let all_digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
+        if !all_digits(integer) || (mantissa.len() > integer.len() && !all_digits(fraction)) {
+            return None;
+        }
+        let mut digits: Vec<u8> = integer.iter().chain(fraction).copied().skip_while(|&d| d == b'0').collect();
+        let trailing_zeros = digits.iter().rev().take_while(|&&d| d == b'0').count();
+        digits.truncate(digits.len() - trailing_zeros);
+        if digits.is_empty() {
+            return Some(Decimal { negative: false, digits, exponent: 0 });
+        }
+        let written: i64 = match exponent {
+            None => 0,
+            Some(e) => {
+                let (sign, e) = match e.first() {
+                    Some(b'-') => (-1, &e[1..]),
+                    Some(b'+') => (1, &e[1..]),
+                    _ => (1, e),
+                };
+                if !all_digits(e) {
+                    return None;
+                }
+                std::str::from_utf8(e).ok()?.parse::<i64>().ok()? * sign
+            }
+        };
+        let exponent = written
+            .checked_sub(i64::try_from(fraction.len()).ok()?)?
+            .checked_add(i64::try_from(trailing_zeros).ok()?)?;
+        Some(Decimal { negative, digits, exponent })
+    }
 }
 
 impl<'de> Deserialize<'de> for Json {
@@ -356,24 +533,108 @@ mod tests {
             ("0.0000001", "1e-7"),
             ("1e21", "1e+21"),
             ("1e20", "100000000000000000000"),
-            ("123456789012345678901234", "1.2345678901234569e+23"),
-            ("9007199254740993", "9007199254740992"),
+            ("9007199254740992", "9007199254740992"),
+            ("1152921504606847000", "1152921504606847000"),
+            ("1.2345678901234569e23", "1.2345678901234569e+23"),
             ("-1.5e-3", "-0.0015"),
             ("4.50", "4.5"),
             ("2e-3", "0.002"),
             ("1.7976931348623157e308", "1.7976931348623157e+308"),
             ("5e-324", "5e-324"),
-            ("333333333.33333329", "333333333.3333333"),
+            ("333333333.3333333", "333333333.3333333"),
+            ("0.1", "0.1"),
+            ("0.10000", "0.1"),
+            ("-0e999999999999999999999", "0"),
         ];
         for (input, expected) in cases {
             assert_eq!(canon(input), expected, "input {input}");
         }
+        // Literals refused as input (see below), printed from their doubles.
+        for (literal, expected) in [
+            ("333333333.33333329", "333333333.3333333"),
+            ("123456789012345678901234", "1.2345678901234569e+23"),
+            ("9007199254740993", "9007199254740992"),
+        ] {
+            let mut out = Vec::new();
+            write_number(literal.parse().expect("a double"), &mut out);
+            assert_eq!(String::from_utf8(out).expect("ascii"), expected);
+        }
+    }
+
+    fn refused_at(input: &str) -> String {
+        match canonicalize(input.as_bytes(), &[]) {
+            Err(CanonicalJsonError::InexactNumber { pointer }) => pointer,
+            other => panic!("{input}: expected an inexact number, got {other:?}"),
+        }
     }
 
     #[test]
+    fn a_number_its_canonical_form_would_change_is_refused_naming_where_it_is() {
+        // Issue 26: two account ids that a double cannot tell apart.
+        assert_eq!(refused_at(r#"{"account_id":1234567890123456789}"#), "/account_id");
+        assert_eq!(refused_at(r#"{"account_id":1234567890123456788}"#), "/account_id");
+        for (input, pointer) in [
+            ("9007199254740993", ""),
+            ("123456789012345678901234", ""),
+            // 2^60 is a double, but RFC 8785 writes it 1152921504606847000.
+            ("[1152921504606846976]", "/0"),
+            ("[0.1, 0.10000000000000000001]", "/1"),
+            ("333333333.33333329", ""),
+            ("1e-400", ""),
+            ("0.1e-400", ""),
+            (&"1".repeat(300), ""),
+            (r#"{"a":{"b/c~":[1,{"d":-12345678901234567891}]}}"#, "/a/b~1c~0/1/d"),
+            // Digits and quotes inside strings are not numbers.
+            (r#"{"x\"1":"2\\","y":[3,"4",18446744073709551615]}"#, "/y/2"),
+        ] {
+            assert_eq!(refused_at(input), pointer, "input {input}");
+        }
+        let message = canonicalize(br#"{"account_id":1234567890123456789}"#, &[]).unwrap_err().to_string();
+        assert!(message.contains(r#""/account_id""#) && message.contains("send it as a string"), "{message}");
+        // Refused even in an ignored member: the check is made while parsing,
+        // as a client library can make it too.
+        let ignored = canonicalize(br#"{"a":1,"nonce":1234567890123456789}"#, &["/nonce".to_owned()]);
+        assert_eq!(ignored, Err(CanonicalJsonError::InexactNumber { pointer: "/nonce".into() }));
+    }
+
+    #[test]
+    fn one_number_in_any_spelling_keeps_one_canonical_form() {
+        for (spellings, canonical) in [
+            (&["1", "1.0", "1e0", "10e-1", "0.1e1", "1.000E+0"][..], "1"),
+            (&["0", "-0", "0.0", "-0.0e5", "0e-7"][..], "0"),
+            (&["9007199254740992", "9.007199254740992e15"][..], "9007199254740992"),
+            (&["1e21", "1000000000000000000000", "1E+21"][..], "1e+21"),
+            (&["0.1", "1e-1", "0.10"][..], "0.1"),
+            (&["-1.5e-3", "-0.0015"][..], "-0.0015"),
+        ] {
+            for spelling in spellings {
+                assert_eq!(canon(spelling), canonical, "{spelling}");
+            }
+        }
+    }
+
+    #[test]
+    fn decimals_compare_by_value_not_spelling() {
+        let d = |s: &str| Decimal::parse(s.as_bytes());
+        assert_eq!(d("1.0"), d("1"));
+        assert_eq!(d("100"), d("1e2"));
+        assert_eq!(d("-0"), d("0"));
+        assert_eq!(d("0.00120"), d("1.2e-3"));
+        assert_ne!(d("1"), d("-1"));
+        assert_ne!(d("0.1"), d("0.10000000000000000001"));
+        assert_eq!(d("1e99999999999999999999"), None);
+        assert_eq!(d("0e99999999999999999999"), d("0"));
+        for not_a_number in ["", "-", "1.", ".5", "1e", "e1", "1x"] {
+            assert_eq!(d(not_a_number), None, "{not_a_number}");
+        }
+    }
+
+    /// The RFC's example, but for `333333333.33333329`, which RFC 8785 writes
+    /// as another number (`333333333.3333333`) and is therefore refused here.
+    #[test]
     fn the_rfc_8785_example_canonicalizes_exactly() {
         let input = r#"{
-          "numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],
+          "numbers": [333333333.3333333, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],
           "string": "\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/",
           "literals": [null, true, false]
         }"#;

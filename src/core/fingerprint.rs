@@ -185,6 +185,43 @@ mod tests {
             let digest = of_payload(payload, canonicalization, &ignore).expect("valid vector");
             assert_eq!(hex::encode(digest), v["sha256"].as_str().expect("sha256"), "{name}");
         }
+        let refused = golden["refused"].as_array().expect("a refused array");
+        assert!(refused.len() >= 10);
+        for v in refused {
+            let name = v["name"].as_str().unwrap_or_default();
+            let payload = v["payload"].as_str().expect("payload").as_bytes();
+            let ignore: Vec<String> = v["ignore_fields"]
+                .as_array()
+                .expect("ignore_fields")
+                .iter()
+                .map(|p| p.as_str().expect("a pointer").to_owned())
+                .collect();
+            let pointer = v["pointer"].as_str().expect("pointer").to_owned();
+            assert_eq!(
+                of_payload(payload, Canonicalization::Json, &ignore),
+                Err(CanonicalJsonError::InexactNumber { pointer }),
+                "{name}"
+            );
+        }
+    }
+
+    /// Issue 26: `{"account_id":1234567890123456789}` and `…788` are two
+    /// accounts; canonical JSON made both `1234567890123456800`, so the second
+    /// request was answered with the first's result.
+    #[test]
+    fn two_different_numbers_never_share_a_fingerprint() {
+        let pairs = [
+            (r#"{"account_id":1234567890123456789}"#, r#"{"account_id":1234567890123456788}"#),
+            (r#"{"account_id":1234567890123456789}"#, r#"{"account_id":1234567890123456800}"#),
+            ("[0.10000000000000000001]", "[0.1]"),
+            ("1152921504606846976", "1152921504606847000"),
+            ("1e-400", "0"),
+        ];
+        for (a, b) in pairs {
+            let first = of_payload(a.as_bytes(), Canonicalization::Json, &[]);
+            let second = of_payload(b.as_bytes(), Canonicalization::Json, &[]);
+            assert!(first.is_err() || second.is_err() || first != second, "{a} and {b} share a fingerprint");
+        }
     }
 
     #[test]

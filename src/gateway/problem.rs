@@ -24,6 +24,8 @@ pub enum Problem {
     BodyTooLarge { limit: usize },
     /// The request body could not be read.
     BodyUnreadable(String),
+    /// A JSON body has a number that canonical JSON would change, at `pointer`.
+    JsonNumberInexact { pointer: String },
     /// The request with this key finished, but its response could not be stored.
     NotReplayable { detail: String },
     /// The request with this key ended with a stored, final error.
@@ -43,7 +45,10 @@ pub enum Problem {
 impl Problem {
     pub fn status(&self) -> StatusCode {
         match self {
-            Problem::KeyMissing | Problem::KeyMalformed(_) | Problem::BodyUnreadable(_) => StatusCode::BAD_REQUEST,
+            Problem::KeyMissing
+            | Problem::KeyMalformed(_)
+            | Problem::BodyUnreadable(_)
+            | Problem::JsonNumberInexact { .. } => StatusCode::BAD_REQUEST,
             Problem::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Problem::InProgress { .. } | Problem::NotReplayable { .. } | Problem::StoredFailure { .. } => {
                 StatusCode::CONFLICT
@@ -65,6 +70,7 @@ impl Problem {
             Problem::InProgress { .. } => "request-in-progress",
             Problem::BodyTooLarge { .. } => "request-body-too-large",
             Problem::BodyUnreadable(_) => "request-body-unreadable",
+            Problem::JsonNumberInexact { .. } => "json-number-inexact",
             Problem::NotReplayable { .. } => "response-not-replayable",
             Problem::StoredFailure { .. } => "request-failed",
             Problem::CoordinatorUnavailable { .. } => "coordinator-unavailable",
@@ -96,6 +102,12 @@ impl Problem {
                 ("Request body too large", format!("The request body is over this route's limit of {limit} bytes."))
             }
             Problem::BodyUnreadable(why) => ("Request body could not be read", why.clone()),
+            Problem::JsonNumberInexact { pointer } => (
+                "A JSON number cannot be fingerprinted exactly",
+                format!(
+                    "The number at {pointer:?} would change in canonical JSON (RFC 8785 holds numbers as IEEE 754 doubles), so it could not be told apart from another number; send it as a string."
+                ),
+            ),
             Problem::NotReplayable { detail } => ("The response to this request cannot be replayed", detail.clone()),
             Problem::StoredFailure { code, message } => {
                 ("The request with this Idempotency-Key failed", format!("{code}: {message}"))
@@ -143,6 +155,9 @@ impl Problem {
         });
         if matches!(self, Problem::KeyMissing | Problem::KeyMalformed(_)) {
             document["header"] = HEADER.into();
+        }
+        if let Problem::JsonNumberInexact { pointer } = &self {
+            document["pointer"] = pointer.as_str().into();
         }
         let mut response = Response::new(Body::from(document.to_string()));
         *response.status_mut() = status;

@@ -94,7 +94,10 @@ impl Gateway {
         parts: Parts,
         body: Bytes,
     ) -> (Response, Outcome) {
-        let fingerprint = request_fingerprint::of_request(&parts, &body, &route);
+        let fingerprint = match request_fingerprint::of_request(&parts, &body, &route) {
+            Ok(fingerprint) => fingerprint,
+            Err(problem) => return (problem.into_response(), Outcome::BadRequest),
+        };
         let name = RecordName { route: &route, key: &key };
         let request_id = uuid::Uuid::new_v4().to_string();
         match self.coordinator.begin(&name, fingerprint, &request_id).await {

@@ -1,20 +1,23 @@
 //! The fingerprint of an HTTP request: method, path, query, the route's chosen
 //! headers and the body — a JSON body in its canonical form (RFC 8785) without
 //! the route's ignored fields, anything else as sent. Two requests with one
-//! key and different fingerprints are a reused key (422), never a replay.
+//! key and different fingerprints are a reused key (422), never a replay; a
+//! JSON body with a number its canonical form would change is refused (400),
+//! since it could not be told apart from another number.
 
 use http::request::Parts;
 use sha2::{Digest, Sha256};
 
-use crate::core::canonical_json;
+use crate::core::canonical_json::{self, CanonicalJsonError};
 use crate::core::fingerprint::Fingerprint;
+use crate::gateway::problem::Problem;
 use crate::gateway::routes::Route;
 
 /// Version tag of the layout below; a change of layout must change it, so
 /// that records stored by an older gateway are not compared with a new digest.
 const LAYOUT: &[u8] = b"idempotency-gateway/1\n";
 
-pub fn of_request(parts: &Parts, body: &[u8], route: &Route) -> Fingerprint {
+pub fn of_request(parts: &Parts, body: &[u8], route: &Route) -> Result<Fingerprint, Problem> {
     let mut digest = Sha256::new();
     digest.update(LAYOUT);
     // No line break can occur in a method, path, query or header value, so
@@ -32,8 +35,15 @@ pub fn of_request(parts: &Parts, body: &[u8], route: &Route) -> Fingerprint {
         digest.update(b"\n");
     }
     // A body that says it is JSON but is not is fingerprinted as sent; the
-    // service will refuse it, and that answer is replayed like any other.
-    match is_json(parts).then(|| canonical_json::canonicalize(body, &route.ignore_fields).ok()).flatten() {
+    // service will refuse it, and that answer is replayed like any other. A
+    // number canonical JSON would change is refused here instead: the service
+    // may well take it, and two such numbers would share one fingerprint.
+    let canonical = match is_json(parts).then(|| canonical_json::canonicalize(body, &route.ignore_fields)) {
+        Some(Err(CanonicalJsonError::InexactNumber { pointer })) => return Err(Problem::JsonNumberInexact { pointer }),
+        Some(Ok(canonical)) => Some(canonical),
+        Some(Err(_)) | None => None,
+    };
+    match canonical {
         Some(canonical) => {
             digest.update(b"json\n");
             digest.update(Sha256::digest(&canonical));
@@ -43,7 +53,7 @@ pub fn of_request(parts: &Parts, body: &[u8], route: &Route) -> Fingerprint {
             digest.update(Sha256::digest(body));
         }
     }
-    digest.finalize().into()
+    Ok(digest.finalize().into())
 }
 
 /// `application/json` or any `+json` type.
@@ -74,7 +84,7 @@ mod tests {
             request = request.header(*name, *value);
         }
         let (parts, ()) = request.body(()).expect("a request").into_parts();
-        of_request(&parts, body.as_bytes(), route)
+        of_request(&parts, body.as_bytes(), route).expect("a body the gateway fingerprints")
     }
 
     const JSON: (&str, &str) = ("content-type", "application/json");
@@ -87,6 +97,31 @@ mod tests {
         let c = fingerprint("/orders", &[JSON], r#"{"cart":[1,3],"sent_at":"09:00"}"#, &route);
         assert_eq!(a, b);
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn a_number_canonical_json_would_change_is_refused_naming_it() {
+        let route = route("ignore_fields = [\"/sent_at\"]");
+        let (parts, ()) =
+            http::Request::post("/orders").header(JSON.0, JSON.1).body(()).expect("a request").into_parts();
+        for (body, pointer) in [
+            (r#"{"account_id":1234567890123456789}"#, "/account_id"),
+            (r#"{"cart":[1,0.10000000000000000001]}"#, "/cart/1"),
+            (r#"{"sent_at":1234567890123456789}"#, "/sent_at"),
+        ] {
+            assert_eq!(
+                of_request(&parts, body.as_bytes(), &route),
+                Err(Problem::JsonNumberInexact { pointer: pointer.into() }),
+                "{body}"
+            );
+        }
+        // Not JSON by its content type: the bytes count as sent.
+        let text = ("content-type", "text/plain");
+        let digits = r#"{"account_id":1234567890123456789}"#;
+        assert_ne!(
+            fingerprint("/orders", &[text], digits, &route),
+            fingerprint("/orders", &[text], r#"{"account_id":1234567890123456788}"#, &route)
+        );
     }
 
     #[test]

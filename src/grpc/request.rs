@@ -213,6 +213,10 @@ fn payload_digest(v: &mut Violations, payload: &v1::Payload, limits: &Limits, ke
             v.add("payload.data", format!("is not valid I-JSON: {why}"));
             none()
         }
+        Err(inexact @ crate::core::canonical_json::CanonicalJsonError::InexactNumber { .. }) => {
+            v.add("payload.data", inexact.to_string());
+            none()
+        }
         Err(bad_pointer) => {
             v.add("payload.ignore_fields", bad_pointer.to_string());
             none()

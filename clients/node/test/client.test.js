@@ -6,7 +6,7 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
 const crypto = require('node:crypto');
-const { Coordinator, KeyReusedError, LeaseLostError, PermanentError, ReplayedFailure, UnavailableError } = require('..');
+const { Coordinator, InvalidRequestError, KeyReusedError, LeaseLostError, PermanentError, ReplayedFailure, UnavailableError } = require('..');
 const { sleep, startCoordinator, untilReady } = require('./harness');
 
 const REPO = path.resolve(__dirname, '..', '..', '..');
@@ -133,5 +133,18 @@ test('the coordinator agrees with the golden fingerprints', async () => {
     });
     const record = await coordinator.lookup('golden', key);
     assert.equal(Buffer.from(record.fingerprint).toString('hex'), vector.sha256, vector.name);
+  }
+});
+
+test('the coordinator refuses the refused golden vectors, naming the number', async () => {
+  const { refused } = JSON.parse(fs.readFileSync(path.join(REPO, 'testdata', 'fingerprints.json'), 'utf8'));
+  assert.ok(refused.length >= 10);
+  for (const vector of refused) {
+    const payload = { data: Buffer.from(vector.payload), canonicalization: 'CANONICALIZATION_JSON', ignore_fields: vector.ignore_fields };
+    await assert.rejects(
+      coordinator.call('Begin', { namespace: 'golden', key: newKey(), payload }),
+      (error) => error instanceof InvalidRequestError && error.message.includes(`the number at ${JSON.stringify(vector.pointer)}`),
+      vector.name,
+    );
   }
 });

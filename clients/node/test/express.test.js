@@ -69,6 +69,31 @@ const pay = (key, body, { path = '/payments', headers = {} } = {}) =>
     body: JSON.stringify(body),
   });
 
+// Issue 26: JSON.parse made two account ids (or prices) one number, so the
+// second request got the first one's answer.
+test('a JSON number a double cannot hold is 400 naming it and never runs', async () => {
+  const key = crypto.randomUUID();
+  const before = requests;
+  for (const [body, pointer] of [
+    ['{"account_id": 1234567890123456789}', '/account_id'],
+    ['{"account_id": 1234567890123456788}', '/account_id'],
+    ['{"amount": 0.10000000000000000001}', '/amount'],
+    ['{"amount": 0.1, "sent_at": 1234567890123456789}', '/sent_at'],
+  ]) {
+    const refused = await fetch(`${base}/payments`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'idempotency-key': `"${key}"` }, body,
+    });
+    assert.equal(refused.status, 400, body);
+    assert.equal(refused.headers.get('content-type'), 'application/problem+json');
+    const document = await refused.json();
+    assert.equal(document.type, 'urn:idempotency-gateway:json-number-inexact');
+    assert.equal(document.pointer, pointer);
+    assert.match(document.detail, /send it as a string/);
+  }
+  assert.equal(requests, before);
+  assert.equal((await pay(key, { account_id: '1234567890123456789', amount: 0.1 })).status, 201);
+});
+
 test('a double submit charges once and replays the created answer', async () => {
   const key = crypto.randomUUID();
   const first = await pay(key, { amount: 100, sent_at: '09:00' });

@@ -130,6 +130,28 @@ def test_a_reused_key_is_422_naming_the_member_and_never_runs(payments):
     assert app.requests == 1
 
 
+def test_a_json_number_a_double_cannot_hold_is_400_naming_it_and_never_runs(payments):
+    """Issue 26: two account ids (or prices) that a double cannot tell apart
+    were fingerprinted alike, so the second request got the first one's answer."""
+    app, served = payments
+    key = str(uuid.uuid4())
+    for body, pointer in [
+        ('{"account_id": 1234567890123456789}', "/account_id"),
+        ('{"account_id": 1234567890123456788}', "/account_id"),
+        ('{"amount": 0.10000000000000000001}', "/amount"),
+        ('{"amount": 0.1, "sent_at": 1234567890123456789}', "/sent_at"),
+    ]:
+        headers = {"content-type": "application/json", "idempotency-key": f'"{key}"'}
+        refused = httpx.post(served.url("/payments"), content=body, headers=headers, timeout=30)
+        assert refused.status_code == 400, (body, refused.text)
+        assert refused.headers["content-type"] == "application/problem+json"
+        document = refused.json()
+        assert document["type"] == "urn:idempotency-gateway:json-number-inexact"
+        assert document["pointer"] == pointer and "send it as a string" in document["detail"]
+    assert app.requests == 0
+    assert pay(served, key, {"account_id": "1234567890123456789", "amount": 0.1}).status_code == 201
+
+
 def test_missing_and_malformed_keys_are_400_naming_the_header(payments):
     app, served = payments
     missing = pay(served, None, {"amount": 1})

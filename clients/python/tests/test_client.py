@@ -6,10 +6,12 @@ import threading
 import time
 import uuid
 
+import grpc
 import pytest
 
 from idempotency.v1 import coordinator_pb2 as pb
 from idempotency_client import (
+    InvalidRequestError,
     KeyReusedError,
     LeaseLostError,
     PermanentError,
@@ -147,6 +149,30 @@ def test_the_coordinator_agrees_with_the_golden_fingerprints(coordinator):
         coordinator._stub.Begin(pb.BeginRequest(namespace="golden", key=key, payload=payload))
         record = coordinator.lookup("golden", key)
         assert record.fingerprint.hex() == vector["sha256"], vector["name"]
+    refused = json.loads(GOLDEN.read_text())["refused"]
+    for vector in refused:
+        payload = pb.Payload(
+            data=vector["payload"].encode(), canonicalization=pb.CANONICALIZATION_JSON, ignore_fields=vector["ignore_fields"]
+        )
+        with pytest.raises(grpc.RpcError) as refusal:
+            coordinator._stub.Begin(pb.BeginRequest(namespace="golden", key=new_key(), payload=payload))
+        assert refusal.value.code() == grpc.StatusCode.INVALID_ARGUMENT, vector["name"]
+        assert f"the number at {json.dumps(vector['pointer'])}" in refusal.value.details(), vector["name"]
+
+
+def test_two_accounts_a_double_cannot_tell_apart_are_refused_not_replayed(coordinator):
+    """Issue 26: both ids were fingerprinted as 1234567890123456800, so the
+    second account's request was answered with the first account's result."""
+    key, calls = new_key(), []
+    for account in (1234567890123456789, 1234567890123456788):
+        with pytest.raises(InvalidRequestError) as refused:
+            coordinator.run("payments.create", key, lambda a: calls.append(account) or "charged", json_payload={"account_id": account})
+        assert '"/account_id"' in refused.value.violations["payload.data"]
+        assert "send it as a string" in refused.value.violations["payload.data"]
+    assert calls == []
+    # Sent as a string, the id is an ordinary member.
+    outcome = coordinator.run("payments.create", key, lambda a: "charged", json_payload={"account_id": "1234567890123456789"})
+    assert outcome.response == b"charged" and not outcome.replayed
 
 
 def test_the_decorator_form_runs_once_per_key(coordinator):

@@ -5,8 +5,9 @@ httpapi `Idempotency-Key` header rules, as the coordinator's HTTP gateway does:
         Route(methods=["POST"], path="/payments", namespace="payments.create", wait=10),
     ])
 
-On a matching route: a missing or malformed key is 400, a body over the limit
-413, a key reused for another request 422 (naming the JSON members that
+On a matching route: a missing or malformed key is 400, as is a JSON body
+with a number that canonical JSON would change (naming it by JSON Pointer;
+see json_numbers.py), a body over the limit 413, a key reused for another request 422 (naming the JSON members that
 differ), a retry while the first runs 409 with Retry-After (or, with `wait`,
 the first one's answer), and a retry after it finished gets the stored
 status, headers and body with `Idempotent-Replayed: true`, without calling
@@ -28,6 +29,7 @@ from typing import Optional, Sequence
 
 import http_sf
 
+from . import json_numbers
 from .aio import AsyncCoordinator
 from .client import Result
 from .errors import (
@@ -114,11 +116,25 @@ def parse_key(values: list) -> Optional[str]:
     return key
 
 
+class InexactNumberError(ValueError):
+    """A JSON body has a number that canonical JSON would change: two such
+    requests could share a fingerprint, so the request is refused."""
+
+    def __init__(self, pointer: str):
+        super().__init__(
+            f"The number at {json.dumps(pointer)} would change in canonical JSON (RFC 8785 holds numbers as "
+            "IEEE 754 doubles), so it could not be told apart from another number; send it as a string."
+        )
+        self.pointer = pointer
+
+
 def fingerprint_payload(route: Route, method: str, path: str, query: str, headers: dict, body: bytes):
     """The JSON payload Begin fingerprints (coordinator-side, canonical JSON):
     a JSON object body's own members, with the request line and chosen
     headers under "$request"; any other body by its digest. Returns the
-    payload and the ignore_fields that apply to it."""
+    payload and the ignore_fields that apply to it; raises
+    InexactNumberError for a JSON body with a number canonical JSON would
+    change (json.loads would already have changed a float)."""
     request = {
         "method": method,
         "path": path,
@@ -128,9 +144,11 @@ def fingerprint_payload(route: Route, method: str, path: str, query: str, header
     content_type = (headers.get("content-type") or [""])[0].split(";")[0].strip().lower()
     if content_type == "application/json" or (content_type.startswith("application/") and content_type.endswith("+json")):
         try:
-            parsed = json.loads(body)
+            parsed, inexact = json_numbers.loads(body)
         except ValueError:
-            parsed = None
+            parsed, inexact = None, None
+        if inexact is not None:
+            raise InexactNumberError(inexact)
         if isinstance(parsed, dict) and REQUEST_MEMBER not in parsed:
             return {**parsed, REQUEST_MEMBER: request}, list(route.ignore_fields)
         if parsed is not None:
@@ -204,14 +222,19 @@ class IdempotencyMiddleware:
         if body is None:
             detail = f"The request body is over this route's limit of {route.max_request_bytes} bytes."
             return await _send(send, problem(413, "request-body-too-large", "Request body too large", detail))
+        query = scope.get("query_string", b"").decode("latin-1")
+        try:
+            payload = fingerprint_payload(route, scope["method"], scope["path"], query, headers, body)
+        except InexactNumberError as error:
+            title = "A JSON number cannot be fingerprinted exactly"
+            return await _send(send, problem(400, "json-number-inexact", title, str(error), pointer=error.pointer))
         # Shielded: a client that hangs up must not cancel the attempt, whose answer must still be stored.
-        attempt = asyncio.ensure_future(self._protect(route, key, scope, headers, body))
+        attempt = asyncio.ensure_future(self._protect(route, key, scope, payload, body))
         answer = await asyncio.shield(attempt)
         await _send(send, answer)
 
-    async def _protect(self, route: Route, key: str, scope, headers: dict, body: bytes) -> Answer:
-        query = scope.get("query_string", b"").decode("latin-1")
-        payload, ignore = fingerprint_payload(route, scope["method"], scope["path"], query, headers, body)
+    async def _protect(self, route: Route, key: str, scope, fingerprinted: tuple, body: bytes) -> Answer:
+        payload, ignore = fingerprinted
         answered: dict = {}
 
         async def call_app(attempt) -> Result:
