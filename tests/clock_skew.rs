@@ -113,3 +113,40 @@ async fn replicas_with_skewed_clocks_take_over_nothing_early_and_forget_nothing_
     let waited = started.elapsed();
     assert!(waited < Duration::from_millis(lease_ms as u64 + 3_500), "waited {waited:?} for its own clock");
 }
+
+/// Issue 26, 1: a Begin retried with its request_id on a replica whose clock
+/// is 10 s slow was handed the attempt back with its lease already run out
+/// (the slow clock thought plenty was left), and another caller acquired it
+/// 0.95 s later: two owners. Now a hand-back renews the lock in etcd for
+/// the retry's TTL, or the retry takes the lapsed attempt over; either way
+/// it owns the key for its TTL from when it asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_on_a_slow_replica_owns_its_attempt_for_its_whole_ttl() {
+    const TTL: i64 = 4;
+    let etcd = Etcd::start().await;
+    let (right, slow) = tokio::join!(Replica::start(&etcd, 0), Replica::start(&etcd, -10));
+    let (mut right, mut slow) = (right.client().await, slow.client().await);
+    let mut first = begin_request("retried", "cart", TTL);
+    first.request_id = "7c1d-retried".into();
+    let owner = acquired(begin(&mut right, first.clone()).await);
+
+    tokio::time::sleep(Duration::from_millis(4_300)).await;
+    let retried_at = now_ms();
+    let retry = acquired(begin(&mut slow, first).await);
+    assert!(
+        retry.fencing_token == owner.fencing_token || retry.recovered.is_some(),
+        "a new attempt over the old one says what it recovered: {retry:?}"
+    );
+
+    let mut other = begin_request("retried", "cart", TTL);
+    other.request_id = "someone-else".into();
+    other.wait = Some(secs(10));
+    let second = acquired(begin(&mut right, other).await);
+    let taken_at = now_ms();
+    assert!(second.fencing_token > retry.fencing_token);
+    assert!(
+        taken_at >= retried_at + TTL * 1000,
+        "another caller acquired {} ms after the retry was handed a {TTL} s lease",
+        taken_at - retried_at
+    );
+}

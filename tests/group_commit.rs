@@ -41,6 +41,7 @@ async fn coordinator(etcd: &Etcd) -> (Arc<Coordinator<EtcdStore>>, Arc<EtcdStore
         replay_cache_bytes: 1 << 20,
         request_timeout: config.request_timeout,
         max_waits_per_tenant: 1024,
+        replay_clock_margin: idempotency_coordinator::core::coordinator::REPLAY_CLOCK_MARGIN,
     };
     let coordinator = Coordinator::new(store.clone(), Arc::new(SystemClock), settings, CancellationToken::new());
     (Arc::new(coordinator), store)

@@ -73,8 +73,13 @@ async fn a_wall_clock_stepped_back_never_gives_a_record_a_shorter_lease() {
         max_payload_bytes: 1024,
         max_result_bytes: 1024,
     };
-    let settings =
-        Settings { limits, replay_cache_bytes: 0, request_timeout: Duration::from_secs(5), max_waits_per_tenant: 64 };
+    let settings = Settings {
+        limits,
+        replay_cache_bytes: 0,
+        request_timeout: Duration::from_secs(5),
+        max_waits_per_tenant: 64,
+        replay_clock_margin: idempotency_coordinator::core::coordinator::REPLAY_CLOCK_MARGIN,
+    };
     let coordinator = Coordinator::new(store, clock.clone(), settings, CancellationToken::new());
 
     // The clock runs 30 s ahead while a record kept for 2 s gets a lease

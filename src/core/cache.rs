@@ -3,16 +3,20 @@
 //!
 //! - [`ReplayCache`]: terminal records (COMPLETED, FAILED) cannot change until
 //!   they expire, so a replica may answer replays from memory. Entries are
-//!   bounded in bytes, never served past the record's expiry, and the request
-//!   fingerprint is still checked against the record's.
+//!   bounded in bytes and served for as long as the caller says the record
+//!   surely lives (on the monotonic clock, so a wall clock stepped back
+//!   cannot stretch it), and the request fingerprint is still checked
+//!   against the record's.
 //! - [`AttemptCache`]: the record of each attempt this replica handed out. If
 //!   the same caller completes through this replica, the record to rewrite is
 //!   already known and Complete needs no read first; the write's compare on
 //!   the fencing token still decides, so a stale entry can only cost a retry.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use moka::sync::Cache;
+use tokio::time::Instant;
 
 use crate::core::error::Error;
 use crate::core::fingerprint::{MemberDigest, differing_members};
@@ -23,7 +27,10 @@ struct Replay {
     fingerprint: Vec<u8>,
     member_digests: Vec<(String, Vec<u8>)>,
     attempt: u32,
+    /// Which record this is (with the fingerprint): a record kept anew gets another.
     expires_at_ms: i64,
+    /// Until when it may be served.
+    served_until: Instant,
     outcome: BeginOutcome,
 }
 
@@ -91,18 +98,17 @@ impl ReplayCache {
         Self { by_record, forgotten }
     }
 
-    /// The replay for `id` if cached and not expired at `now_ms`; KeyReused
-    /// if it was made by a request with another fingerprint.
+    /// The replay for `id` if cached and still to be served; KeyReused if it
+    /// was made by a request with another fingerprint.
     pub fn get(
         &self,
         id: &RecordId,
         fingerprint: &[u8],
         members: &[MemberDigest],
-        now_ms: i64,
     ) -> Option<Result<BeginOutcome, Error>> {
         let cache = self.by_record.as_ref()?;
         let replay = cache.get(id)?;
-        if replay.expires_at_ms <= now_ms {
+        if replay.served_until <= Instant::now() {
             cache.invalidate(id);
             return None;
         }
@@ -129,10 +135,14 @@ impl ReplayCache {
         }
     }
 
-    /// Remembers `record`, read or written at store revision `revision`, if it
-    /// is terminal and not from before a forget of it.
-    pub fn remember(&self, id: &RecordId, record: &Record, revision: i64) {
+    /// Remembers `record`, read or written at store revision `revision`, to
+    /// serve for `lives` from now, if it is terminal and not from before a
+    /// forget of it.
+    pub fn remember(&self, id: &RecordId, record: &Record, revision: i64, lives: Duration) {
         let Some(cache) = self.by_record.as_ref() else { return };
+        if lives.is_zero() {
+            return;
+        }
         if self.forgotten.get(id).is_some_and(|forgotten_at| revision < forgotten_at) {
             return;
         }
@@ -147,6 +157,7 @@ impl ReplayCache {
             member_digests: record.member_digests.clone(),
             attempt: record.attempt,
             expires_at_ms: record.expires_at_ms,
+            served_until: Instant::now() + lives,
             outcome,
         };
         cache.insert(id.clone(), Arc::new(replay));
@@ -230,49 +241,54 @@ mod tests {
         }
     }
 
-    #[test]
-    fn replays_are_served_until_expiry_and_check_the_fingerprint() {
+    const LIVES: Duration = Duration::from_secs(1);
+
+    #[tokio::test(start_paused = true)]
+    async fn replays_are_served_for_as_long_as_told_and_check_the_fingerprint() {
         let cache = ReplayCache::new(1 << 20);
-        cache.remember(&id(), &completed(1_000), 1);
-        assert!(matches!(cache.get(&id(), &[7; 32], &[], 999), Some(Ok(BeginOutcome::Completed(_)))));
-        assert!(matches!(cache.get(&id(), &[8; 32], &[], 999), Some(Err(Error::KeyReused { attempt: 1, .. }))));
-        assert!(cache.get(&id(), &[7; 32], &[], 1_000).is_none(), "served at its expiry");
-        assert!(cache.get(&id(), &[7; 32], &[], 0).is_none(), "an expired entry must be gone");
+        cache.remember(&id(), &completed(1_000), 1, LIVES);
+        tokio::time::advance(Duration::from_millis(999)).await;
+        assert!(matches!(cache.get(&id(), &[7; 32], &[]), Some(Ok(BeginOutcome::Completed(_)))));
+        assert!(matches!(cache.get(&id(), &[8; 32], &[]), Some(Err(Error::KeyReused { attempt: 1, .. }))));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(cache.get(&id(), &[7; 32], &[]).is_none(), "served past what it was told");
     }
 
-    #[test]
-    fn a_record_after_an_expired_one_replaces_it() {
+    #[tokio::test(start_paused = true)]
+    async fn a_record_after_an_expired_one_replaces_it() {
         let cache = ReplayCache::new(1 << 20);
-        cache.remember(&id(), &completed(1_000), 1);
-        cache.remember(&id(), &completed(1_000), 1);
+        cache.remember(&id(), &completed(1_000), 1, LIVES);
+        cache.remember(&id(), &completed(1_000), 1, LIVES);
         let mut later = completed(5_000);
         later.fingerprint = vec![8; 32];
-        cache.remember(&id(), &later, 1);
-        assert!(matches!(cache.get(&id(), &[8; 32], &[], 2_000), Some(Ok(BeginOutcome::Completed(_)))));
+        cache.remember(&id(), &later, 1, LIVES);
+        assert!(matches!(cache.get(&id(), &[8; 32], &[]), Some(Ok(BeginOutcome::Completed(_)))));
     }
 
     #[test]
-    fn only_terminal_records_are_cached_and_zero_bytes_disables() {
+    fn only_terminal_records_are_cached_and_zero_bytes_or_no_time_disables() {
         let cache = ReplayCache::new(1 << 20);
         let mut in_progress = completed(1_000);
         in_progress.state = State::InProgress;
-        cache.remember(&id(), &in_progress, 1);
-        assert!(cache.get(&id(), &[7; 32], &[], 0).is_none());
+        cache.remember(&id(), &in_progress, 1, LIVES);
+        assert!(cache.get(&id(), &[7; 32], &[]).is_none());
+        cache.remember(&id(), &completed(1_000), 1, Duration::ZERO);
+        assert!(cache.get(&id(), &[7; 32], &[]).is_none(), "nothing to serve for no time");
         let disabled = ReplayCache::new(0);
-        disabled.remember(&id(), &completed(1_000), 1);
-        assert!(disabled.get(&id(), &[7; 32], &[], 0).is_none());
+        disabled.remember(&id(), &completed(1_000), 1, LIVES);
+        assert!(disabled.get(&id(), &[7; 32], &[]).is_none());
     }
 
     #[test]
     fn a_read_from_before_a_forget_is_not_cached_again() {
         let cache = ReplayCache::new(1 << 20);
-        cache.remember(&id(), &completed(1_000), 5);
+        cache.remember(&id(), &completed(1_000), 5, LIVES);
         cache.forget(&id(), 10);
-        assert!(cache.get(&id(), &[7; 32], &[], 0).is_none(), "forgotten");
-        cache.remember(&id(), &completed(1_000), 9);
-        assert!(cache.get(&id(), &[7; 32], &[], 0).is_none(), "a read from before the forget came back late");
-        cache.remember(&id(), &completed(1_000), 11);
-        assert!(cache.get(&id(), &[7; 32], &[], 0).is_some(), "a record made after the forget is cached");
+        assert!(cache.get(&id(), &[7; 32], &[]).is_none(), "forgotten");
+        cache.remember(&id(), &completed(1_000), 9, LIVES);
+        assert!(cache.get(&id(), &[7; 32], &[]).is_none(), "a read from before the forget came back late");
+        cache.remember(&id(), &completed(1_000), 11, LIVES);
+        assert!(cache.get(&id(), &[7; 32], &[]).is_some(), "a record made after the forget is cached");
     }
 
     #[test]
@@ -314,12 +330,13 @@ mod tests {
         let mut weights = 0u64;
         for i in 0..ENTRIES {
             let id = key("replay", i);
-            replays.remember(&id, &record, 1);
+            replays.remember(&id, &record, 1, Duration::from_secs(3600));
             let replay = Replay {
                 fingerprint: record.fingerprint.clone(),
                 member_digests: vec![],
                 attempt: 1,
                 expires_at_ms: 0,
+                served_until: Instant::now(),
                 outcome: replay_of(&record).unwrap(),
             };
             weights += weight(&id, &Arc::new(replay)) as u64;

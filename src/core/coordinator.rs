@@ -18,8 +18,8 @@ use crate::core::decide::{self, BeginDecision, Finish};
 use crate::core::error::Error;
 use crate::core::limits::Limits;
 use crate::core::outcome::{Acquired, BeginOutcome, RecordView};
-use crate::core::record::{RecordId, Snapshot, State, Versioned};
-use crate::core::store::{Page, RecordStore, Written};
+use crate::core::record::{Record, RecordId, Snapshot, State, Versioned};
+use crate::core::store::{Page, RecordLease, RecordStore, Written};
 use crate::core::wait_shares::WaitShares;
 
 /// Memory for the attempts handed out by this replica, remembered for a
@@ -40,7 +40,17 @@ pub struct Settings {
     /// `in_progress` at once, so that one tenant's waits cannot hold every
     /// in-flight slot of the server.
     pub max_waits_per_tenant: usize,
+    /// How far apart replicas' wall clocks may be: a replay read from the
+    /// store is served from memory only until this long before the record's
+    /// expiry on this replica's clock, so that a replica whose clock runs
+    /// behind the writer's does not replay a record etcd has dropped (and
+    /// a new request may have replaced). [`REPLAY_CLOCK_MARGIN`] in production.
+    pub replay_clock_margin: Duration,
 }
+
+/// How far apart replica clocks may be before a replay cached from a read
+/// could outlive its record (RELIABILITY.md, "Clocks").
+pub const REPLAY_CLOCK_MARGIN: Duration = Duration::from_secs(60);
 
 pub struct Coordinator<S> {
     store: Arc<S>,
@@ -112,10 +122,19 @@ impl<S: RecordStore> Coordinator<S> {
         }
     }
 
+    /// Caches the replay of a terminal record read at `revision`, for as
+    /// long as it surely lives: until its expiry on this replica's clock,
+    /// less the margin for clocks that disagree with the writer's.
+    fn remember_read(&self, id: &RecordId, record: &Record, revision: i64) {
+        let margin = self.settings.replay_clock_margin.as_millis() as i64;
+        let left = record.expires_at_ms - self.clock.now_ms() - margin;
+        self.replays.remember(id, record, revision, Duration::from_millis(left.max(0) as u64));
+    }
+
     pub async fn begin(&self, command: &BeginCommand, deadline: Instant) -> Result<BeginOutcome, Error> {
         let deadline = self.operation_deadline(deadline, command.wait);
         let id = &command.id;
-        if let Some(replay) = self.replays.get(id, &command.fingerprint, &command.members, self.clock.now_ms()) {
+        if let Some(replay) = self.replays.get(id, &command.fingerprint, &command.members) {
             return replay;
         }
         // Without a caller-sent request_id, make one: our own retries of an
@@ -132,9 +151,21 @@ impl<S: RecordStore> Coordinator<S> {
             let now = self.clock.now_ms();
             let (expect, attempt) = match decide::decide_begin(&snapshot, command, &request_id, now)? {
                 BeginDecision::Start { expect, attempt } => (expect, attempt),
+                BeginDecision::HandBack { write, acquired } => {
+                    match self.store.write(id, &write, self.lease_bound(deadline, command.lease_ttl)).await? {
+                        Written::Committed { .. } => {
+                            self.check_lease_left(acquired.lease_expires_at_ms, command.lease_ttl)?;
+                            return Ok(BeginOutcome::Acquired(acquired));
+                        }
+                        Written::Conflict(latest) => {
+                            snapshot = *latest;
+                            continue;
+                        }
+                    }
+                }
                 BeginDecision::Answer(outcome) => {
                     if let Some(record) = &snapshot.record {
-                        self.replays.remember(id, &record.value, record.revision);
+                        self.remember_read(id, &record.value, record.revision);
                     }
                     return Ok(outcome);
                 }
@@ -246,7 +277,7 @@ impl<S: RecordStore> Coordinator<S> {
             let now = self.clock.now_ms();
             let current = decide::live_record(&snapshot)?;
             if !decide::owns(current, token) {
-                self.replays.remember(id, &current.value, current.revision);
+                self.remember_read(id, &current.value, current.revision);
                 // A repeated release whose first answer was lost, taken over
                 // since: it happened, so say so.
                 if finish.was_released_before(&current.value, token) {
@@ -259,11 +290,17 @@ impl<S: RecordStore> Coordinator<S> {
                 };
             }
             let write = finish.write(&current.value, token, now);
+            let writing_since = Instant::now();
             match self.store.write(id, &write, deadline).await? {
                 Written::Committed { revision } => {
-                    let (record, _) = write.record.expect("a finish writes the record");
+                    let (record, lease) = write.record.expect("a finish writes the record");
                     self.attempts.forget(id);
-                    self.replays.remember(id, &record, revision);
+                    // The store keeps it at least `lasts` from the write,
+                    // which began after `writing_since`: no clock involved.
+                    if let RecordLease::Until(lease) = lease {
+                        let lives = (writing_since + lease.lasts).saturating_duration_since(Instant::now());
+                        self.replays.remember(id, &record, revision, lives);
+                    }
                     return Ok(decide::record_view(&Versioned { value: record, revision }, None));
                 }
                 Written::Conflict(latest) => snapshot = *latest,
@@ -352,7 +389,7 @@ impl<S: RecordStore> Coordinator<S> {
         let snapshot = self.store.read(id, deadline).await?;
         let current = decide::live_record(&snapshot)?;
         // A terminal record read for any reason can answer replays from now on.
-        self.replays.remember(id, &current.value, current.revision);
+        self.remember_read(id, &current.value, current.revision);
         Ok(decide::record_view(current, snapshot.lock.as_ref()))
     }
 }
@@ -466,7 +503,13 @@ mod tests {
             max_payload_bytes: 1024,
             max_result_bytes: 1024,
         };
-        Settings { limits, replay_cache_bytes: 0, request_timeout: Duration::from_secs(5), max_waits_per_tenant: 2 }
+        Settings {
+            limits,
+            replay_cache_bytes: 0,
+            request_timeout: Duration::from_secs(5),
+            max_waits_per_tenant: 2,
+            replay_clock_margin: REPLAY_CLOCK_MARGIN,
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -47,8 +47,13 @@ const LAPSED_RETRY_AFTER: Duration = Duration::from_millis(500);
 pub enum BeginDecision {
     /// Start an attempt with a write that expects the store unchanged.
     Start { expect: Expect, attempt: AttemptStart },
-    /// Answer with this outcome: a replay, or the caller's own live attempt.
+    /// Answer with this outcome: a replay.
     Answer(BeginOutcome),
+    /// The retry of the Begin that started the live attempt: hand it back
+    /// through this write, which renews its lock for the retry's TTL if the
+    /// record and lock are still exactly as read. The store decides that
+    /// the lock still holds, never this replica's clock.
+    HandBack { write: Box<Write>, acquired: Acquired },
     /// Another owner holds a live lease.
     Busy(InProgress),
 }
@@ -68,6 +73,14 @@ pub fn decide_begin(
     now: i64,
 ) -> Result<BeginDecision, Error> {
     let Some(current) = snapshot.record.as_ref() else {
+        // The record's lease ran out before its lock's (an Extend past it):
+        // the lock's owner was told it holds the key, so it still does.
+        if let Some(lock) = &snapshot.lock {
+            let deadline = lock.value.deadline_ms;
+            let (owner, attempt) = (String::new(), 0);
+            let retry_after = retry_after(deadline, now);
+            return Ok(BeginDecision::Busy(InProgress { owner, attempt, lease_expires_at_ms: deadline, retry_after }));
+        }
         let attempt = AttemptStart { attempt: 1, created_at_ms: now, recovered: None };
         return Ok(BeginDecision::Start { expect: Expect::Absent, attempt });
     };
@@ -102,27 +115,40 @@ pub fn decide_begin(
         State::Released => take_over(RecoveryReason::Released, record.error.clone(), record.finished_token),
         State::InProgress => match snapshot.lock.as_ref().map(|l| l.value.deadline_ms) {
             None => take_over(RecoveryReason::Abandoned, None, current.revision as u64),
-            // The retry of the Begin that started the attempt gets it back,
-            // but only with time to act: a write that committed late (the
-            // store stalled) made an attempt nobody was told they own, which
-            // stays busy until its lock goes, and is then taken over.
-            Some(deadline)
-                if record.request_id == request_id && enough_lease_left(deadline, now, command.lease_ttl) =>
-            {
-                BeginDecision::Answer(BeginOutcome::Acquired(Acquired {
-                    fencing_token: current.revision as u64,
-                    attempt: record.attempt,
-                    lease_expires_at_ms: deadline,
-                    recovered: record.recovered.clone(),
-                }))
-            }
-            Some(deadline) => BeginDecision::Busy(InProgress {
-                owner: record.owner.clone(),
-                attempt: record.attempt,
-                lease_expires_at_ms: deadline,
-                retry_after: retry_after(deadline, now),
-            }),
+            // The retry of the Begin that started the attempt gets it back
+            // with a fresh lease, renewed in the store under a compare on the
+            // record and its lock (a lock etcd has revoked fails it, and the
+            // retry decides again). Nothing compares this replica's clock
+            // with the stored deadline, so a slow clock cannot hand out a
+            // lease that has run out; and a caller that times its work from
+            // the TTL it asked for is right.
+            Some(_) if record.request_id == request_id => match renew(record, expect, command.lease_ttl, now) {
+                Ok((write, lease_expires_at_ms)) => BeginDecision::HandBack {
+                    write: Box::new(write),
+                    acquired: Acquired {
+                        fencing_token: current.revision as u64,
+                        attempt: record.attempt,
+                        lease_expires_at_ms,
+                        recovered: record.recovered.clone(),
+                    },
+                },
+                // The record ends before a fresh lease would: it stays with
+                // its lease, and is taken over once that lapses.
+                Err(_) => busy(record, snapshot, now),
+            },
+            Some(_) => busy(record, snapshot, now),
         },
+    })
+}
+
+/// The answer for a record another attempt holds with a live lock.
+fn busy(record: &Record, snapshot: &Snapshot, now: i64) -> BeginDecision {
+    let deadline = snapshot.lock.as_ref().map(|l| l.value.deadline_ms).unwrap_or(now);
+    BeginDecision::Busy(InProgress {
+        owner: record.owner.clone(),
+        attempt: record.attempt,
+        lease_expires_at_ms: deadline,
+        retry_after: retry_after(deadline, now),
     })
 }
 
@@ -245,6 +271,12 @@ impl Finish {
 /// The write that moves the lock of the attempt holding `token` to a
 /// deadline `lease_ttl` from now, and that deadline.
 pub fn extend(current: &Record, token: u64, lease_ttl: Duration, now: i64) -> Result<(Write, i64), Error> {
+    renew(current, Expect::Token(token), lease_ttl, now)
+}
+
+/// The write that moves `current`'s lock to a deadline `lease_ttl` from now
+/// if the store still holds what `expect` says, and that deadline.
+fn renew(current: &Record, expect: Expect, lease_ttl: Duration, now: i64) -> Result<(Write, i64), Error> {
     let deadline = now + lease_ttl.as_millis() as i64;
     if deadline > current.expires_at_ms {
         let expiry = UNIX_EPOCH + Duration::from_millis(current.expires_at_ms.max(0) as u64);
@@ -256,7 +288,7 @@ pub fn extend(current: &Record, token: u64, lease_ttl: Duration, now: i64) -> Re
             ),
         ));
     }
-    Ok((Write { expect: Expect::Token(token), record: None, lock: lock_until(deadline, now) }, deadline))
+    Ok((Write { expect, record: None, lock: lock_until(deadline, now) }, deadline))
 }
 
 /// The record, unless the store no longer holds it. A record outlives its
@@ -401,7 +433,7 @@ mod tests {
     }
 
     #[test]
-    fn a_live_lock_is_busy_for_others_and_reacquired_by_its_request_id() {
+    fn a_live_lock_is_busy_for_others_and_handed_back_to_its_request_id_renewed() {
         let busy = snapshot(State::InProgress, Some(NOW + 3_000));
         match decide(&busy, 1, "someone-else").unwrap() {
             BeginDecision::Busy(in_progress) => {
@@ -411,23 +443,38 @@ mod tests {
             other => panic!("expected Busy, got {other:?}"),
         }
         match decide(&busy, 1, "req-a").unwrap() {
-            BeginDecision::Answer(BeginOutcome::Acquired(acquired)) => assert_eq!(acquired.fencing_token, 42),
-            other => panic!("expected the same acquisition, got {other:?}"),
+            BeginDecision::HandBack { write, acquired } => {
+                assert_eq!((acquired.fencing_token, acquired.attempt), (42, 2));
+                assert_eq!(acquired.lease_expires_at_ms, NOW + 5_000, "a fresh lease of the retry's TTL");
+                assert_eq!(
+                    write.expect,
+                    Expect::Unchanged { record_revision: 42, lock_revision: Some(43) },
+                    "renewed only if the store still holds the same record and lock"
+                );
+                assert!(write.record.is_none(), "the record, and so the token, stay as they are");
+                assert!(
+                    matches!(write.lock, LockChange::Put { lock: Lock { deadline_ms }, .. } if deadline_ms == NOW + 5_000)
+                );
+            }
+            other => panic!("expected the attempt handed back, got {other:?}"),
         }
     }
 
     #[test]
-    fn its_own_attempt_is_not_handed_back_to_a_retry_without_time_to_act() {
-        // A quarter of the 5 s lease is 1,250 ms.
-        for (deadline, acquired) in [(NOW + 1_250, true), (NOW + 1_249, false), (NOW - 516, false)] {
+    fn its_own_attempt_is_handed_back_by_the_store_whatever_this_clock_says() {
+        // The lock's deadline as this replica's clock sees it does not
+        // matter: a lock still in the store is renewed under a compare, a
+        // lock etcd revoked fails the compare (and is then taken over).
+        for deadline in [NOW + 1_250, NOW + 1_249, NOW - 516, NOW - 3_600_000] {
             match decide(&snapshot(State::InProgress, Some(deadline)), 1, "req-a").unwrap() {
-                BeginDecision::Answer(BeginOutcome::Acquired(_)) if acquired => {}
-                BeginDecision::Busy(in_progress) if !acquired => {
-                    assert_eq!(in_progress.lease_expires_at_ms, deadline)
-                }
+                BeginDecision::HandBack { acquired, .. } => assert_eq!(acquired.lease_expires_at_ms, NOW + 5_000),
                 other => panic!("deadline {deadline}: got {other:?}"),
             }
         }
+        // A fresh lease may not outlive the record: then it is not handed back.
+        let mut ending = snapshot(State::InProgress, Some(NOW + 3_000));
+        ending.record.as_mut().unwrap().value.expires_at_ms = NOW + 4_999;
+        assert!(matches!(decide(&ending, 1, "req-a").unwrap(), BeginDecision::Busy(_)));
     }
 
     #[test]
@@ -443,6 +490,16 @@ mod tests {
                 other => panic!("expected Busy, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_lock_that_outlived_its_record_still_holds_the_key() {
+        // Found by the simulation: a replica with a fast clock wrote the
+        // record, whose lease therefore ended before an Extend's lock did.
+        let mut lock_only = snapshot(State::InProgress, Some(NOW + 2_000));
+        lock_only.record = None;
+        assert!(matches!(decide(&lock_only, 1, "req-b").unwrap(), BeginDecision::Busy(_)));
+        assert!(!Expect::Absent.holds(&lock_only), "a create must not replace the lock");
     }
 
     #[test]

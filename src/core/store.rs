@@ -41,7 +41,9 @@ pub struct LeaseWant {
 /// What a record and its lock must look like for a write to go ahead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
-    /// There is no record.
+    /// There is no record and no lock: a lock that outlived its record
+    /// (an Extend can run it past the record's lease when the replica that
+    /// wrote the record had a fast clock) still holds the key.
     Absent,
     /// The record and its lock are exactly as at these revisions (`None`:
     /// no lock).
@@ -57,7 +59,7 @@ impl Expect {
         let record_revision = snapshot.record.as_ref().map(|r| r.revision);
         let lock_revision = snapshot.lock.as_ref().map(|l| l.revision);
         match self {
-            Expect::Absent => record_revision.is_none(),
+            Expect::Absent => record_revision.is_none() && lock_revision.is_none(),
             Expect::Unchanged { record_revision: expected_record, lock_revision: expected_lock } => {
                 record_revision.unwrap_or(0) == expected_record && lock_revision == expected_lock
             }
@@ -88,7 +90,7 @@ pub enum LockChange {
 }
 
 /// One conditional write: what to expect, then what to change.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Write {
     pub expect: Expect,
     /// `None` leaves the record as it is.

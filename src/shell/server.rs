@@ -105,6 +105,7 @@ async fn serve<S: RecordStore>(
         replay_cache_bytes: config.replay_cache_bytes,
         request_timeout: config.etcd.request_timeout,
         max_waits_per_tenant: config.max_waits_per_tenant,
+        replay_clock_margin: crate::core::coordinator::REPLAY_CLOCK_MARGIN,
     };
     let coordinator = Arc::new(Coordinator::new(store.clone(), clock, settings, draining.clone()));
 

@@ -159,6 +159,7 @@ pub fn uncached_coordinator(
         replay_cache_bytes: 0,
         request_timeout: Duration::from_secs(10),
         max_waits_per_tenant: 64,
+        replay_clock_margin: idempotency_coordinator::core::coordinator::REPLAY_CLOCK_MARGIN,
     };
     idempotency_coordinator::core::coordinator::Coordinator::new(
         store,

@@ -112,6 +112,7 @@ fn replica<S: RecordStore>(store: &Arc<S>, clock: &Arc<dyn Clock>) -> Arc<Coordi
         replay_cache_bytes: 1 << 20,
         request_timeout: Duration::from_secs(5),
         max_waits_per_tenant: 64,
+        replay_clock_margin: idempotency_coordinator::core::coordinator::REPLAY_CLOCK_MARGIN,
     };
     Arc::new(Coordinator::new(store.clone(), clock.clone(), settings, CancellationToken::new()))
 }

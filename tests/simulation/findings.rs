@@ -15,57 +15,82 @@ fn found(knobs: Knobs, mutation: Option<Mutation>, budget: u64) -> Failure {
         .unwrap_or_else(|| panic!("{budget} seeds with {knobs:?}, mutation {mutation:?}: every promise held"))
 }
 
-fn assert_found(failure: &Failure, seed: u64, says: &str) {
-    assert!(failure.violation.contains(says), "expected {says:?} at seed {seed}, got:\n{failure}");
-    assert_eq!(failure.seed, seed, "{failure}");
+/// The failure breaks one of the promises `says` names. Which seed finds
+/// it first moves whenever the plan's draws change; each budget is a few
+/// times the seed that found it last (RELIABILITY.md, "Simulation").
+fn assert_found(failure: &Failure, says: &[&str]) {
+    assert!(says.iter().any(|s| failure.violation.contains(s)), "expected one of {says:?}, got:\n{failure}");
+    println!("found at seed {}: {}", failure.seed, failure.violation);
 }
 
-/// Issue 26, 1: a retry is handed back an attempt whose lock was not renewed.
+/// Seeds that found a bug before its fix, kept as regression cases (the
+/// plan's draws have changed since some were found, so they now stand for
+/// the scenario class as much as for the exact history).
 #[test]
-fn finds_a_request_id_retry_handed_an_attempt_without_a_fresh_lease() {
-    let knobs = Knobs { request_id_retries: true, ..Knobs::passing() };
-    assert_found(&found(knobs, None, 50), 2, "two owners");
+fn the_seeds_of_fixed_findings_keep_every_promise() {
+    let passing = Knobs::passing();
+    let cases = [
+        // Issue 26, 1: a retry handed back an attempt without a fresh lease ("two owners").
+        (2, "a request_id retry handed back an attempt whose lease it did not renew"),
+        // A record whose lease ran out before its lock's (written by a replica
+        // with a fast clock, then extended): a new record was created under the lock.
+        (473, "a lock that outlived its record"),
+        // A replay cached by a replica whose clock was then stepped back was
+        // served after the record expired and a new result was acknowledged.
+        (249, "a cached replay outliving its record on a clock stepped back"),
+    ];
+    for (seed, what) in cases {
+        let plan = crate::plan::generate(seed, passing);
+        let run = crate::runner::run(seed, &plan, None, None);
+        assert!(run.violation.is_none(), "seed {seed} ({what}): {}", run.trace.join("\n"));
+    }
 }
 
 /// Issue 26, 3: a replica whose feed of forgotten records went silent replays them.
 #[test]
 fn finds_a_forgotten_result_replayed_while_a_watch_is_silent() {
     let knobs = Knobs { silent_watches: true, ..Knobs::passing() };
-    assert_found(&found(knobs, None, 400), 180, "after the forget");
+    assert_found(&found(knobs, None, 2_000), &["after the forget", "since the forget"]);
 }
 
 /// Issue 25, 2: settling by the README's waiting rule drops a record still at its old home.
 #[test]
 fn finds_settle_by_the_waiting_rule_dropping_a_live_record() {
     let knobs = Knobs { settle_by_rule: true, ..Knobs::passing() };
-    assert_found(&found(knobs, None, 20), 0, "acquired (token");
+    // The record left at its old home is new again to the settled map: it
+    // shows as a second owner, an attempt that recovered nothing, or a
+    // completed key acquired again, whichever the seed meets first.
+    assert_found(&found(knobs, None, 50), &["two owners", "unfinished", "acquired (token"]);
 }
 
 /// Issue 25, 1: a key re-created on a cluster with lower revisions gets lower tokens.
 #[test]
 fn finds_tokens_of_two_clusters_compared_as_one_sequence() {
     let knobs = Knobs { overlapping_revisions: true, ..Knobs::passing() };
-    assert_found(&found(knobs, None, 20), 0, "fencing tokens must increase");
+    assert_found(&found(knobs, None, 20), &["fencing tokens must increase"]);
     // Removing a shard sends keys back to a cluster with lower revisions,
     // however far apart the clusters started.
     let knobs = Knobs { removals: true, ..Knobs::passing() };
-    assert_found(&found(knobs, None, 20), 1, "fencing tokens must increase");
+    assert_found(&found(knobs, None, 20), &["fencing tokens must increase"]);
 }
 
 /// Without the token compare on Complete, Fail and Extend.
 #[test]
 fn notices_the_token_compare_turned_off() {
-    assert_found(&found(Knobs::passing(), Some(Mutation::TokenCompare), 50), 4, "k2");
+    assert_found(
+        &found(Knobs::passing(), Some(Mutation::TokenCompare), 50),
+        &["ledger refused", "after the forget", "two owners"],
+    );
 }
 
 /// Without the lock compare on takeover.
 #[test]
 fn notices_the_lock_compare_turned_off() {
-    assert_found(&found(Knobs::passing(), Some(Mutation::LockCompare), 400), 250, "two owners");
+    assert_found(&found(Knobs::passing(), Some(Mutation::LockCompare), 500), &["two owners"]);
 }
 
 /// Without the feed that drops forgotten records' replays.
 #[test]
 fn notices_the_forget_feed_turned_off() {
-    assert_found(&found(Knobs::passing(), Some(Mutation::ForgetFeed), 100), 18, "after the forget");
+    assert_found(&found(Knobs::passing(), Some(Mutation::ForgetFeed), 200), &["after the forget", "since the forget"]);
 }

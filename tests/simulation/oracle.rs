@@ -168,7 +168,7 @@ impl Oracle {
         if let Some((key, at)) = self.begins.remove(&index) {
             self.keys[key].begun[at].answered_ms = Some(now);
         }
-        let Intent { key, payload } = self.intents[intent];
+        let Intent { key, payload, .. } = self.intents[intent];
         let model = &mut self.keys[key];
         match answer {
             Answer::Acquired { token, attempt, recovered_from, ttl_ms, request_id } => {
@@ -187,9 +187,11 @@ impl Oracle {
                             owner.intent, owner.attempt
                         ));
                     }
-                    owner.live_until_ms = owner.live_until_ms.max(sent + ttl_ms);
-                    owner.granted_ms = owner.granted_ms.max(sent);
-                    owner.finished_sent_ms = None;
+                    // Its lease is now the retry's TTL from the retry, as after an
+                    // Extend; unless the attempt has finished (the answer came late).
+                    if sent >= owner.granted_ms && owner.finished_sent_ms.is_none() {
+                        (owner.granted_ms, owner.live_until_ms) = (sent, sent + ttl_ms);
+                    }
                     if let Some(other) = model.owners.iter().find(|o| live(o) && o.token > token) {
                         return Err(format!(
                             "k{key}: token {token} handed back to i{intent} while i{} holds token {} until {} ms",

@@ -40,7 +40,7 @@ impl Knobs {
     /// Everything the coordinator gets right today.
     pub const fn passing() -> Self {
         Knobs {
-            request_id_retries: false,
+            request_id_retries: true,
             silent_watches: false,
             removals: false,
             laggards: false,
@@ -101,6 +101,8 @@ impl Knobs {
 pub struct Intent {
     pub key: usize,
     pub payload: u8,
+    /// The lease its retries ask for: a retry is the same call again.
+    pub ttl_s: u64,
 }
 
 /// One step of a shard-map change, as every replica rolls it out.
@@ -206,8 +208,13 @@ pub struct Plan {
 
 pub fn generate(seed: u64, knobs: Knobs) -> Plan {
     let mut rng = StdRng::seed_from_u64(seed);
-    let intents: Vec<Intent> =
-        (0..24).map(|_| Intent { key: rng.random_range(0..KEYS), payload: u8::from(rng.random_bool(0.2)) }).collect();
+    let intents: Vec<Intent> = (0..24)
+        .map(|_| Intent {
+            key: rng.random_range(0..KEYS),
+            payload: u8::from(rng.random_bool(0.2)),
+            ttl_s: rng.random_range(2..=8),
+        })
+        .collect();
     let mut steps = Vec::new();
     let mut group = 0;
     let push = |steps: &mut Vec<Step>, at_ms: u64, group: usize, action: Action| {
@@ -248,7 +255,8 @@ pub fn generate(seed: u64, knobs: Knobs) -> Plan {
         match rng.random_range(0..7) {
             0 => push(&mut steps, at, group, Action::Restart { replica }),
             1 => {
-                let offset_ms = rng.random_range(-15_000..15_000);
+                let max = crate::world::MAX_SKEW_MS;
+                let offset_ms = rng.random_range(-max..max);
                 push(&mut steps, at, group, Action::Clock { replica, offset_ms });
                 // Stepped back or jumping on: NTP correcting it later.
                 push(&mut steps, at + lasts, group, Action::Clock { replica, offset_ms: rng.random_range(-500..500) });

@@ -51,20 +51,7 @@ pub fn run(seed: u64, plan: &Plan, keep: Option<&[bool]>, mutation: Option<Mutat
                 .filter(|(i, s)| *i > index && s.group == step.group && kept(*i))
                 .map(|(i, s)| (i, s.clone()))
                 .collect();
-            let (world, settled, from_ms) = (world.clone(), settled.clone(), step.at_ms);
-            tokio::spawn(async move {
-                while !world.safe_to_settle(&settled).await {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                world.log(format!(
-                    "operator: every record of the previous map is gone or forwarded; settling on {settled:?}"
-                ));
-                let safe_at = Instant::now();
-                for (index, step) in rest {
-                    tokio::time::sleep_until(safe_at + Duration::from_millis(step.at_ms - from_ms)).await;
-                    world.act(index, &step.action);
-                }
-            });
+            tokio::spawn(operator(world.clone(), settled.clone(), step.at_ms, rest));
         }
         if !world.violated() {
             tokio::time::sleep(QUIET_END).await;
@@ -78,6 +65,39 @@ pub fn run(seed: u64, plan: &Plan, keep: Option<&[bool]>, mutation: Option<Mutat
         let trace = std::mem::take(&mut *world.trace.lock().expect("trace"));
         Run { trace, violation }
     })
+}
+
+/// The operator's part of a map change: wait until settling is safe, then
+/// go on with the rest of the change (and the changes after it) on the
+/// plan's spacing from that moment, waiting again at each settle.
+async fn operator(
+    world: std::sync::Arc<World>,
+    settled: Vec<&'static str>,
+    from_ms: u64,
+    rest: Vec<(usize, plan::Step)>,
+) {
+    let (mut settled, mut from_ms) = (settled, from_ms);
+    loop {
+        while !world.safe_to_settle(&settled).await {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        world.log(format!("operator: every record of the previous map is gone or forwarded; settling on {settled:?}"));
+        let safe_at = Instant::now();
+        let mut next = None;
+        for (index, step) in &rest {
+            if step.at_ms <= from_ms {
+                continue;
+            }
+            tokio::time::sleep_until(safe_at + Duration::from_millis(step.at_ms - from_ms)).await;
+            if let Action::AwaitSafeSettle { settled } = &step.action {
+                next = Some((settled.clone(), step.at_ms));
+                break;
+            }
+            world.act(*index, &step.action);
+        }
+        let Some((to, at)) = next else { return };
+        (settled, from_ms) = (to, at);
+    }
 }
 
 /// A violation's kind: its text without numbers, so that a shrunk plan is

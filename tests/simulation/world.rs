@@ -29,6 +29,8 @@ use crate::plan::{Action, CLUSTERS, KEYS, MapStep, Plan, REPLICAS};
 pub const MAX_RETENTION_MS: u64 = 20_000;
 pub const MAX_LEASE_TTL_MS: u64 = 10_000;
 pub const DEFAULT_RETENTION_MS: u64 = 20_000;
+/// How far from the true time the plan sets a replica's clock.
+pub const MAX_SKEW_MS: i64 = 8_000;
 /// When every replica's clocks start: a fixed instant, so runs replay exactly.
 const ORIGIN_MS: i64 = 1_800_000_000_000;
 
@@ -108,6 +110,8 @@ fn settings() -> Settings {
         replay_cache_bytes: 16 * 1024 * 1024,
         request_timeout: Duration::from_secs(5),
         max_waits_per_tenant: 1_000,
+        // Above the largest skew between two replicas the plan sets.
+        replay_clock_margin: Duration::from_millis(2 * MAX_SKEW_MS as u64 + 1_000),
     }
 }
 
@@ -297,13 +301,14 @@ impl World {
                 self.log(format!("#{index} r{replica} rolls out {step:?}"));
                 self.restart(replica, Some(step));
             }
-            Action::AwaitSafeSettle { .. } => unreachable!("the executor waits for it"),
+            Action::AwaitSafeSettle { .. } => unreachable!("the operator waits for it (runner::operator)"),
         }
     }
 
     async fn begin(&self, index: usize, intent: usize, replica: usize, ttl_s: u64, wait_ms: u64, retry: bool) {
         let the = self.oracle.lock().expect("oracle").intents[intent];
-        let request_id = if retry { format!("i{intent}") } else { format!("s{index}") };
+        // A retry repeats the intent's call: its request_id and its TTL.
+        let (request_id, ttl_s) = if retry { (format!("i{intent}"), the.ttl_s) } else { (format!("s{index}"), ttl_s) };
         let command = BeginCommand {
             id: record_id(the.key),
             fingerprint: [the.payload + 1; 32],

@@ -175,7 +175,10 @@ impl EtcdStore {
     /// size limit.
     async fn build_txn(&self, keys: &RecordKeys, write: &Write) -> Result<(Txn, usize), Failure> {
         let compares = match write.expect {
-            Expect::Absent => vec![Compare::version(keys.record.as_str(), CompareOp::Equal, 0)],
+            Expect::Absent => vec![
+                Compare::version(keys.record.as_str(), CompareOp::Equal, 0),
+                Compare::version(keys.lock.as_str(), CompareOp::Equal, 0),
+            ],
             Expect::Unchanged { record_revision, lock_revision } => vec![
                 Compare::mod_revision(keys.record.as_str(), CompareOp::Equal, record_revision),
                 match lock_revision {
