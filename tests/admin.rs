@@ -9,6 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use common::fault_proxy::{FaultProxy, Network, socket_of};
 use common::pki::Pki;
 use common::*;
 use idempotency_coordinator::proto::v1::{
@@ -16,10 +17,10 @@ use idempotency_coordinator::proto::v1::{
     coordinator_service_client::CoordinatorServiceClient,
 };
 use idempotency_coordinator::shell::auth::tokens::hash_token;
-use tonic::Code;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic::{Code, IntoRequest};
 
 const ACME: &str = "acme-token-0123456789abcdef";
 const OPS: &str = "ops-token-0123456789abcdefgh";
@@ -34,21 +35,29 @@ struct Setup {
 }
 
 async fn setup(admin_tenants: Option<&str>) -> Setup {
+    let etcd = Etcd::start().await;
+    setup_on(etcd, admin_tenants, None).await
+}
+
+/// Two replicas on `etcd`, the second through `proxy` if given.
+async fn setup_on(etcd: Etcd, admin_tenants: Option<&str>, proxy: Option<&FaultProxy>) -> Setup {
     let pki = Pki::new("admin");
     let cert = pki.server("server");
     let tokens = pki.dir.path().join("tokens");
     std::fs::write(&tokens, format!("acme {}\nops {}\n", hash_token(ACME), hash_token(OPS))).expect("tokens file");
     let path = |p: &std::path::Path| p.to_str().expect("UTF-8").to_owned();
-    let etcd = Etcd::start().await;
     let mut flags = vec!["--tls-cert".to_owned(), path(&cert.cert), "--tls-key".into(), path(&cert.key)];
     flags.extend(["--tokens-file".to_owned(), path(&tokens)]);
     if let Some(admins) = admin_tenants {
         flags.extend(["--admin-tenants".to_owned(), admins.to_owned()]);
     }
     let mut replicas = Vec::new();
-    for _ in 0..2 {
+    for replica in 0..2 {
         let mut own = flags.clone();
         own.extend(["--health-listen".to_owned(), format!("127.0.0.1:{}", free_port())]);
+        if let (1, Some(proxy)) = (replica, proxy) {
+            own.extend(["--etcd-endpoints".to_owned(), proxy.url(), "--etcd-request-timeout".into(), "1s".into()]);
+        }
         let own: Vec<&str> = own.iter().map(String::as_str).collect();
         replicas.push(Server::start(&etcd, &own).await);
     }
@@ -83,8 +92,12 @@ fn bearer(token: &str) -> Token {
 }
 
 fn forget(key: &str) -> v1::ForgetRecordRequest {
+    forget_in("acme", key)
+}
+
+fn forget_in(tenant: &str, key: &str) -> v1::ForgetRecordRequest {
     v1::ForgetRecordRequest {
-        tenant: "acme".into(),
+        tenant: tenant.into(),
         namespace: "payments.create".into(),
         key: key.into(),
         reason: "test".into(),
@@ -201,4 +214,60 @@ fn test_config_without_etcd(extra: &[&str]) -> idempotency_coordinator::shell::c
         serve: idempotency_coordinator::shell::config::ServeArgs,
     }
     Cli::parse_from(["test"].iter().chain(extra)).serve
+}
+
+/// Issue 26, 3: the second replica's link to etcd silently drops packets
+/// (no reset, no error). A record it had cached is forgotten through the
+/// first replica and its key used again with another amount. The cut-off
+/// replica must stop answering from its cache once its feed of forgotten
+/// records has been silent for `FEED_SILENCE_LIMIT` (3 s): before, it
+/// replayed the forgotten result, and held the new amount as key reuse, for
+/// as long as the cut lasted (26 s seen).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_cut_off_from_etcd_stops_replaying_a_forgotten_record_within_the_bound() {
+    let etcd = Etcd::start().await;
+    let proxy = FaultProxy::start(socket_of(&etcd.client_url)).await;
+    let setup = setup_on(etcd, Some("ops"), Some(&proxy)).await;
+    let (mut near, mut far, mut admin) = (setup.acme(0).await, setup.acme(1).await, setup.admin(0, OPS).await);
+    let mut begin = async |client: &mut CoordinatorServiceClient<InterceptedService<Channel, Token>>, amount| {
+        let request = begin_request("k1", &format!("{{\"amount\":{amount}}}"), 30);
+        client.begin(request).await.expect("begin").into_inner().outcome.expect("an outcome")
+    };
+    let owner = acquired(begin(&mut near, 100).await);
+    near.complete(complete_request("k1", owner.fencing_token, "charged 100")).await.expect("complete");
+    // The far replica caches the replay (its feed is heard from by now).
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(matches!(begin(&mut far, 100).await, Outcome::Completed(_)));
+
+    proxy.set(Network::Drop);
+    let cut = Instant::now();
+    admin.forget_record(forget_in("acme", "k1")).await.expect("forget");
+    let again = acquired(begin(&mut near, 250).await);
+    near.complete(complete_request("k1", again.fencing_token, "charged 250")).await.expect("complete");
+
+    // Ask the far replica until it stops answering from memory: a call that
+    // needs etcd gets no answer within its short deadline.
+    let mut last_from_memory = Duration::ZERO;
+    let stopped = loop {
+        let asked = cut.elapsed();
+        let mut answered_from_memory = false;
+        for amount in [100, 250] {
+            let mut request = begin_request("k1", &format!("{{\"amount\":{amount}}}"), 30).into_request();
+            request.set_timeout(Duration::from_millis(300));
+            answered_from_memory |= match far.begin(request).await {
+                Ok(response) => matches!(response.into_inner().outcome, Some(Outcome::Completed(_))),
+                Err(status) => reason(&status) == "IDEMPOTENCY_KEY_REUSED",
+            };
+        }
+        if answered_from_memory {
+            last_from_memory = asked;
+        } else if asked > last_from_memory + Duration::from_secs(2) {
+            break last_from_memory;
+        }
+        assert!(asked < Duration::from_secs(10), "still answering from memory after {asked:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!("the cut-off replica last answered from memory {stopped:?} after its link went silent");
+    assert!(stopped <= Duration::from_millis(4_200), "answered from memory {stopped:?} after the cut");
+    proxy.set(Network::Pass);
 }

@@ -43,8 +43,13 @@ async fn coordinator(etcd: &Etcd) -> (Arc<Coordinator<EtcdStore>>, Arc<EtcdStore
         max_waits_per_tenant: 1024,
         replay_clock_margin: idempotency_coordinator::core::coordinator::REPLAY_CLOCK_MARGIN,
     };
-    let coordinator = Coordinator::new(store.clone(), Arc::new(SystemClock), settings, CancellationToken::new());
-    (Arc::new(coordinator), store)
+    let coordinator =
+        Arc::new(Coordinator::new(store.clone(), Arc::new(SystemClock), settings, CancellationToken::new()));
+    // Replays are served from memory only while the feed of forgotten
+    // records is heard from; its first progress answer comes at once.
+    coordinator.follow_forgets();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    (coordinator, store)
 }
 
 fn begin_command(key: &str, fingerprint: u8) -> BeginCommand {

@@ -13,6 +13,7 @@
 //!   the fencing token still decides, so a stale entry can only cost a retry.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use moka::sync::Cache;
@@ -36,10 +37,21 @@ struct Replay {
 
 pub struct ReplayCache {
     by_record: Option<Cache<RecordId, Arc<Replay>>>,
-    /// The store revision at which each recently forgotten record was
-    /// deleted: a read from before it, answered after the forget was heard
-    /// of, must not be cached again.
-    forgotten: Cache<RecordId, i64>,
+    /// Counts what the feed of forgotten records said (a forget, a restart).
+    /// A read takes a [`ReplayCache::ticket`] before it starts; what it read
+    /// is cached only if nothing that concerns it was heard since, so a read
+    /// from before a forget, answered after the forget was heard of, is not
+    /// cached again. A count, not store revisions: those of two shards are
+    /// not comparable.
+    heard: AtomicU64,
+    /// The count at which each recently forgotten record was heard of.
+    forgotten: Cache<RecordId, u64>,
+    /// The count at the last restart of the feed (every replay dropped).
+    cleared_at: AtomicU64,
+    /// Replays are served only before this many milliseconds after `since`:
+    /// while every source of the feed has been heard from recently.
+    fresh_until_ms: AtomicU64,
+    since: Instant,
 }
 
 /// How long a forget is remembered: far longer than any read in flight.
@@ -95,7 +107,30 @@ impl ReplayCache {
     pub fn new(max_bytes: u64) -> Self {
         let by_record = (max_bytes > 0).then(|| Cache::builder().max_capacity(max_bytes).weigher(weight).build());
         let forgotten = Cache::builder().max_capacity(100_000).time_to_live(FORGOTTEN_FOR).build();
-        Self { by_record, forgotten }
+        Self {
+            by_record,
+            forgotten,
+            heard: AtomicU64::new(0),
+            cleared_at: AtomicU64::new(0),
+            fresh_until_ms: AtomicU64::new(0),
+            since: Instant::now(),
+        }
+    }
+
+    /// Taken before a read whose record may be remembered.
+    pub fn ticket(&self) -> u64 {
+        self.heard.load(Ordering::Acquire)
+    }
+
+    /// Serve replays until `until` (None: not at all): the feed of forgotten
+    /// records is known to work until then.
+    pub fn serve_until(&self, until: Option<Instant>) {
+        let ms = until.map_or(0, |until| until.saturating_duration_since(self.since).as_millis() as u64);
+        self.fresh_until_ms.store(ms, Ordering::Release);
+    }
+
+    fn fresh(&self) -> bool {
+        (self.since.elapsed().as_millis() as u64) < self.fresh_until_ms.load(Ordering::Acquire)
     }
 
     /// The replay for `id` if cached and still to be served; KeyReused if it
@@ -107,6 +142,9 @@ impl ReplayCache {
         members: &[MemberDigest],
     ) -> Option<Result<BeginOutcome, Error>> {
         let cache = self.by_record.as_ref()?;
+        if !self.fresh() {
+            return None;
+        }
         let replay = cache.get(id)?;
         if replay.served_until <= Instant::now() {
             cache.invalidate(id);
@@ -119,31 +157,35 @@ impl ReplayCache {
         Some(Ok(replay.outcome.clone()))
     }
 
-    /// Drops the replay of a record forgotten at store revision `revision`,
-    /// and keeps any read from before it out.
-    pub fn forget(&self, id: &RecordId, revision: i64) {
+    /// Drops the replay of a forgotten record, and keeps any read that
+    /// started before now out.
+    pub fn forget(&self, id: &RecordId) {
         if let Some(cache) = &self.by_record {
-            self.forgotten.insert(id.clone(), revision);
+            let heard = self.heard.fetch_add(1, Ordering::AcqRel) + 1;
+            self.forgotten.insert(id.clone(), heard);
             cache.invalidate(id);
         }
     }
 
-    /// Drops every replay: some records may have been forgotten unseen.
+    /// Drops every replay, and keeps every read that started before now out:
+    /// some records may have been forgotten unheard.
     pub fn clear(&self) {
         if let Some(cache) = &self.by_record {
+            let heard = self.heard.fetch_add(1, Ordering::AcqRel) + 1;
+            self.cleared_at.store(heard, Ordering::Release);
             cache.invalidate_all();
         }
     }
 
-    /// Remembers `record`, read or written at store revision `revision`, to
-    /// serve for `lives` from now, if it is terminal and not from before a
-    /// forget of it.
-    pub fn remember(&self, id: &RecordId, record: &Record, revision: i64, lives: Duration) {
+    /// Remembers `record`, read (or written) by a call that took `ticket`
+    /// before it started, to serve for `lives` from now, if it is terminal
+    /// and nothing was heard since that could make it stale.
+    pub fn remember(&self, id: &RecordId, record: &Record, ticket: u64, lives: Duration) {
         let Some(cache) = self.by_record.as_ref() else { return };
-        if lives.is_zero() {
+        if lives.is_zero() || self.cleared_at.load(Ordering::Acquire) > ticket {
             return;
         }
-        if self.forgotten.get(id).is_some_and(|forgotten_at| revision < forgotten_at) {
+        if self.forgotten.get(id).is_some_and(|heard| heard > ticket) {
             return;
         }
         // Every read of a finished record lands here: the same record already
@@ -243,10 +285,17 @@ mod tests {
 
     const LIVES: Duration = Duration::from_secs(1);
 
+    /// A cache whose feed of forgotten records works for the next hour.
+    fn fed(max_bytes: u64) -> ReplayCache {
+        let cache = ReplayCache::new(max_bytes);
+        cache.serve_until(Some(Instant::now() + Duration::from_secs(3600)));
+        cache
+    }
+
     #[tokio::test(start_paused = true)]
     async fn replays_are_served_for_as_long_as_told_and_check_the_fingerprint() {
-        let cache = ReplayCache::new(1 << 20);
-        cache.remember(&id(), &completed(1_000), 1, LIVES);
+        let cache = fed(1 << 20);
+        cache.remember(&id(), &completed(1_000), cache.ticket(), LIVES);
         tokio::time::advance(Duration::from_millis(999)).await;
         assert!(matches!(cache.get(&id(), &[7; 32], &[]), Some(Ok(BeginOutcome::Completed(_)))));
         assert!(matches!(cache.get(&id(), &[8; 32], &[]), Some(Err(Error::KeyReused { attempt: 1, .. }))));
@@ -255,40 +304,58 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_record_after_an_expired_one_replaces_it() {
+    async fn nothing_is_served_while_the_feed_of_forgotten_records_is_silent() {
         let cache = ReplayCache::new(1 << 20);
-        cache.remember(&id(), &completed(1_000), 1, LIVES);
-        cache.remember(&id(), &completed(1_000), 1, LIVES);
+        cache.remember(&id(), &completed(1_000), cache.ticket(), Duration::from_secs(60));
+        assert!(cache.get(&id(), &[7; 32], &[]).is_none(), "a feed never heard from");
+        cache.serve_until(Some(Instant::now() + Duration::from_secs(3)));
+        assert!(cache.get(&id(), &[7; 32], &[]).is_some());
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(cache.get(&id(), &[7; 32], &[]).is_none(), "the feed went silent");
+        cache.serve_until(Some(Instant::now() + Duration::from_secs(3)));
+        assert!(cache.get(&id(), &[7; 32], &[]).is_some(), "heard from again, with nothing missed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_record_after_an_expired_one_replaces_it() {
+        let cache = fed(1 << 20);
+        cache.remember(&id(), &completed(1_000), cache.ticket(), LIVES);
+        cache.remember(&id(), &completed(1_000), cache.ticket(), LIVES);
         let mut later = completed(5_000);
         later.fingerprint = vec![8; 32];
-        cache.remember(&id(), &later, 1, LIVES);
+        cache.remember(&id(), &later, cache.ticket(), LIVES);
         assert!(matches!(cache.get(&id(), &[8; 32], &[]), Some(Ok(BeginOutcome::Completed(_)))));
     }
 
     #[test]
     fn only_terminal_records_are_cached_and_zero_bytes_or_no_time_disables() {
-        let cache = ReplayCache::new(1 << 20);
+        let cache = fed(1 << 20);
         let mut in_progress = completed(1_000);
         in_progress.state = State::InProgress;
-        cache.remember(&id(), &in_progress, 1, LIVES);
+        cache.remember(&id(), &in_progress, cache.ticket(), LIVES);
         assert!(cache.get(&id(), &[7; 32], &[]).is_none());
-        cache.remember(&id(), &completed(1_000), 1, Duration::ZERO);
+        cache.remember(&id(), &completed(1_000), cache.ticket(), Duration::ZERO);
         assert!(cache.get(&id(), &[7; 32], &[]).is_none(), "nothing to serve for no time");
-        let disabled = ReplayCache::new(0);
-        disabled.remember(&id(), &completed(1_000), 1, LIVES);
+        let disabled = fed(0);
+        disabled.remember(&id(), &completed(1_000), disabled.ticket(), LIVES);
         assert!(disabled.get(&id(), &[7; 32], &[]).is_none());
     }
 
     #[test]
-    fn a_read_from_before_a_forget_is_not_cached_again() {
-        let cache = ReplayCache::new(1 << 20);
-        cache.remember(&id(), &completed(1_000), 5, LIVES);
-        cache.forget(&id(), 10);
+    fn a_read_from_before_a_forget_or_a_restart_is_not_cached_again() {
+        let cache = fed(1 << 20);
+        let before = cache.ticket();
+        cache.remember(&id(), &completed(1_000), before, LIVES);
+        cache.forget(&id());
         assert!(cache.get(&id(), &[7; 32], &[]).is_none(), "forgotten");
-        cache.remember(&id(), &completed(1_000), 9, LIVES);
+        cache.remember(&id(), &completed(1_000), before, LIVES);
         assert!(cache.get(&id(), &[7; 32], &[]).is_none(), "a read from before the forget came back late");
-        cache.remember(&id(), &completed(1_000), 11, LIVES);
-        assert!(cache.get(&id(), &[7; 32], &[]).is_some(), "a record made after the forget is cached");
+        let after = cache.ticket();
+        cache.remember(&id(), &completed(1_000), after, LIVES);
+        assert!(cache.get(&id(), &[7; 32], &[]).is_some(), "a record read after the forget is cached");
+        cache.clear();
+        cache.remember(&id(), &completed(1_000), after, LIVES);
+        assert!(cache.get(&id(), &[7; 32], &[]).is_none(), "a read from before the feed restarted");
     }
 
     #[test]
@@ -330,7 +397,7 @@ mod tests {
         let mut weights = 0u64;
         for i in 0..ENTRIES {
             let id = key("replay", i);
-            replays.remember(&id, &record, 1, Duration::from_secs(3600));
+            replays.remember(&id, &record, 0, Duration::from_secs(3600));
             let replay = Replay {
                 fingerprint: record.fingerprint.clone(),
                 member_digests: vec![],

@@ -19,7 +19,7 @@ use crate::core::error::Error;
 use crate::core::limits::Limits;
 use crate::core::outcome::{Acquired, BeginOutcome, RecordView};
 use crate::core::record::{Record, RecordId, Snapshot, State, Versioned};
-use crate::core::store::{Page, RecordLease, RecordStore, Written};
+use crate::core::store::{FEED_SILENCE_LIMIT, FeedEvent, Page, RecordLease, RecordStore, Written};
 use crate::core::wait_shares::WaitShares;
 
 /// Memory for the attempts handed out by this replica, remembered for a
@@ -122,13 +122,14 @@ impl<S: RecordStore> Coordinator<S> {
         }
     }
 
-    /// Caches the replay of a terminal record read at `revision`, for as
+    /// Caches the replay of a terminal record read by a call that took
+    /// `ticket` before it started reading, for as
     /// long as it surely lives: until its expiry on this replica's clock,
     /// less the margin for clocks that disagree with the writer's.
-    fn remember_read(&self, id: &RecordId, record: &Record, revision: i64) {
+    fn remember_read(&self, id: &RecordId, record: &Record, ticket: u64) {
         let margin = self.settings.replay_clock_margin.as_millis() as i64;
         let left = record.expires_at_ms - self.clock.now_ms() - margin;
-        self.replays.remember(id, record, revision, Duration::from_millis(left.max(0) as u64));
+        self.replays.remember(id, record, ticket, Duration::from_millis(left.max(0) as u64));
     }
 
     pub async fn begin(&self, command: &BeginCommand, deadline: Instant) -> Result<BeginOutcome, Error> {
@@ -137,6 +138,7 @@ impl<S: RecordStore> Coordinator<S> {
         if let Some(replay) = self.replays.get(id, &command.fingerprint, &command.members) {
             return replay;
         }
+        let ticket = self.replays.ticket();
         // Without a caller-sent request_id, make one: our own retries of an
         // ambiguous write then recognise the attempt they created.
         let request_id =
@@ -165,7 +167,7 @@ impl<S: RecordStore> Coordinator<S> {
                 }
                 BeginDecision::Answer(outcome) => {
                     if let Some(record) = &snapshot.record {
-                        self.remember_read(id, &record.value, record.revision);
+                        self.remember_read(id, &record.value, ticket);
                     }
                     return Ok(outcome);
                 }
@@ -272,12 +274,13 @@ impl<S: RecordStore> Coordinator<S> {
 
     async fn finish(&self, id: &RecordId, token: u64, finish: Finish, deadline: Instant) -> Result<RecordView, Error> {
         let deadline = self.operation_deadline(deadline, Duration::ZERO);
+        let ticket = self.replays.ticket();
         let mut snapshot = self.snapshot_for_token(id, token, deadline).await?;
         loop {
             let now = self.clock.now_ms();
             let current = decide::live_record(&snapshot)?;
             if !decide::owns(current, token) {
-                self.remember_read(id, &current.value, current.revision);
+                self.remember_read(id, &current.value, ticket);
                 // A repeated release whose first answer was lost, taken over
                 // since: it happened, so say so.
                 if finish.was_released_before(&current.value, token) {
@@ -299,7 +302,7 @@ impl<S: RecordStore> Coordinator<S> {
                     // which began after `writing_since`: no clock involved.
                     if let RecordLease::Until(lease) = lease {
                         let lives = (writing_since + lease.lasts).saturating_duration_since(Instant::now());
-                        self.replays.remember(id, &record, revision, lives);
+                        self.replays.remember(id, &record, ticket, lives);
                     }
                     return Ok(decide::record_view(&Versioned { value: record, revision }, None));
                 }
@@ -361,35 +364,59 @@ impl<S: RecordStore> Coordinator<S> {
                 return Err(Error::RecordInProgress { attempt: current.value.attempt });
             }
             // None: it changed since the read (a repeated Complete, another forget); look again.
-            if let Some(deleted_at) = self.store.forget(id, current.revision, deadline).await? {
-                self.replays.forget(id, deleted_at);
+            if self.store.forget(id, current.revision, deadline).await?.is_some() {
+                self.replays.forget(id);
                 self.attempts.forget(id);
                 return Ok(view);
             }
         }
     }
 
-    /// Drops the replays of records forgotten on any replica, for as long as
-    /// the coordinator lives; the server starts it.
+    /// Drops the replays of records forgotten on any replica, and lets the
+    /// replay cache serve only while every source of the feed has been
+    /// heard from within [`FEED_SILENCE_LIMIT`], for as long as the
+    /// coordinator lives; the server starts it. Without it, no replay is
+    /// served from memory.
     pub fn follow_forgets(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let (mut feed, coordinator) = (self.store.forgotten(), Arc::downgrade(self));
+        let (feed, coordinator) = (self.store.forgotten(), Arc::downgrade(self));
         tokio::spawn(async move {
-            while let Some(forgotten) = feed.next().await {
+            let (mut events, mut heard) = (feed.events, vec![None::<Instant>; feed.sources]);
+            while let Some((source, event)) = events.next().await {
                 let Some(coordinator) = coordinator.upgrade() else { return };
-                match forgotten {
-                    Some((id, deleted_at)) => coordinator.replays.forget(&id, deleted_at),
-                    None => coordinator.replays.clear(),
+                let alive = match event {
+                    FeedEvent::Forgotten(id) => {
+                        coordinator.replays.forget(&id);
+                        true
+                    }
+                    FeedEvent::Alive => true,
+                    FeedEvent::Restarted => {
+                        coordinator.replays.clear();
+                        false
+                    }
+                };
+                if let Some(slot) = heard.get_mut(source) {
+                    *slot = alive.then(Instant::now);
                 }
+                // Every source must be fresh: one silent shard may hide a forget.
+                let fresh_until = heard.iter().try_fold(None::<Instant>, |soonest, at| {
+                    let until = (*at)? + FEED_SILENCE_LIMIT;
+                    Some(Some(soonest.map_or(until, |s| s.min(until))))
+                });
+                coordinator.replays.serve_until(fresh_until.flatten());
+            }
+            if let Some(coordinator) = coordinator.upgrade() {
+                coordinator.replays.serve_until(None);
             }
         })
     }
 
     pub async fn lookup(&self, id: &RecordId, deadline: Instant) -> Result<RecordView, Error> {
         let deadline = self.operation_deadline(deadline, Duration::ZERO);
+        let ticket = self.replays.ticket();
         let snapshot = self.store.read(id, deadline).await?;
         let current = decide::live_record(&snapshot)?;
         // A terminal record read for any reason can answer replays from now on.
-        self.remember_read(id, &current.value, current.revision);
+        self.remember_read(id, &current.value, ticket);
         Ok(decide::record_view(current, snapshot.lock.as_ref()))
     }
 }

@@ -138,10 +138,37 @@ pub struct Listing {
     pub next: Option<String>,
 }
 
-/// Records forgotten by any replica, each with the store revision that
-/// deleted it, as they happen; `None` when some may have been missed (the
-/// feed broke and resumed): then every cached replay must go.
-pub type Forgotten = Pin<Box<dyn Stream<Item = Option<(RecordId, i64)>> + Send>>;
+/// What a replica hears from one source of its feed of forgotten records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedEvent {
+    /// This record was forgotten, on any replica.
+    Forgotten(RecordId),
+    /// The source is alive and has delivered everything up to now (etcd: a
+    /// progress notification the feed asked for).
+    Alive,
+    /// The source's feed (re)started: records may have been forgotten unheard.
+    Restarted,
+}
+
+/// Records forgotten by any replica, as they happen, from `sources`
+/// independent sources (a sharded store's shards; events carry their
+/// source's index). Each source says it is [`FeedEvent::Alive`] at least
+/// every [`FEED_ALIVE_EVERY`] while it works; one that falls silent may be
+/// cut off (a dead connection delivers nothing and reports nothing), so
+/// replays are served from memory only while every source has been heard
+/// from within [`FEED_SILENCE_LIMIT`].
+pub struct Forgotten {
+    pub sources: usize,
+    pub events: Pin<Box<dyn Stream<Item = (usize, FeedEvent)> + Send>>,
+}
+
+/// How often a working feed says it is alive.
+pub const FEED_ALIVE_EVERY: Duration = Duration::from_secs(1);
+
+/// How long a feed may be silent before cached replays stop being served:
+/// the bound on how long a replica may replay a record after it was
+/// forgotten (README, "Admin").
+pub const FEED_SILENCE_LIMIT: Duration = Duration::from_secs(3);
 
 pub trait RecordStore: Send + Sync + 'static {
     /// The record and its lock, linearizably: a read after any committed

@@ -17,13 +17,14 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::{BroadcastStream, WatchStream};
+use tokio_stream::wrappers::{BroadcastStream, IntervalStream, WatchStream};
 
 use crate::core::clock::Clock;
 use crate::core::error::Error;
 use crate::core::record::{Lock, Record, RecordId, Snapshot, Versioned};
 use crate::core::store::{
-    Capacity, Changes, Forgotten, LeaseWant, Listing, LockChange, Page, RecordLease, RecordStore, Write, Written,
+    Capacity, Changes, FEED_ALIVE_EVERY, FeedEvent, Forgotten, LeaseWant, Listing, LockChange, Page, RecordLease,
+    RecordStore, Write, Written,
 };
 
 pub struct MemoryStore {
@@ -255,9 +256,15 @@ impl RecordStore for MemoryStore {
         Ok(Some(revision))
     }
 
+    /// One source, alive every [`FEED_ALIVE_EVERY`]; a follower that fell
+    /// behind the backlog hears a restart.
     fn forgotten(&self) -> Forgotten {
-        let feed = BroadcastStream::new(self.forgotten.subscribe()).map(|forgotten| forgotten.ok());
-        Box::pin(feed)
+        let heard = BroadcastStream::new(self.forgotten.subscribe()).map(|forgotten| match forgotten {
+            Ok((id, _)) => FeedEvent::Forgotten(id),
+            Err(_) => FeedEvent::Restarted,
+        });
+        let alive = IntervalStream::new(tokio::time::interval(FEED_ALIVE_EVERY)).map(|_| FeedEvent::Alive);
+        Forgotten { sources: 1, events: Box::pin(heard.merge(alive).map(|event| (0, event))) }
     }
 }
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use idempotency_coordinator::core::error::Error;
-use idempotency_coordinator::core::outcome::{BeginOutcome, PublicState};
+use idempotency_coordinator::core::outcome::{Acquired, BeginOutcome, PublicState};
 use idempotency_coordinator::core::record::{RecordId, RecoveryReason};
 use idempotency_coordinator::core::store::{Page, RecordStore};
 use tokio::time::{Instant, sleep};
@@ -251,9 +251,14 @@ pub async fn a_begin_retried_with_its_request_id_gets_the_same_acquisition<S: Re
     let mut command = begin("lost-response", "cart", 5);
     command.request_id = "5f0c6f5e-0d4e-4b8e-9a52-1c1b2f7d9a11".into();
     let first = h.acquire(&command).await;
-    // The response was "lost"; the caller retries the same logical call, on any replica.
-    assert_eq!(h.acquire(&command).await, first);
-    assert_eq!(acquired(h.replica().begin(&command, deadline()).await), first);
+    // The response was "lost"; the caller retries the same logical call, on
+    // any replica, and gets the same attempt with its lock renewed.
+    let same = |again: Acquired| {
+        assert_eq!((again.fencing_token, again.attempt, &again.recovered), (first.fencing_token, 1, &None));
+        assert!(again.lease_expires_at_ms >= first.lease_expires_at_ms, "{again:?} after {first:?}");
+    };
+    same(h.acquire(&command).await);
+    same(acquired(h.replica().begin(&command, deadline()).await));
     // Another logical call for the same key is told it is in progress.
     command.request_id = "another-call".into();
     assert!(matches!(h.begin(&command).await, Ok(BeginOutcome::InProgress(_))));

@@ -18,7 +18,7 @@ use std::time::Duration;
 use idempotency_coordinator::core::error::Error;
 use idempotency_coordinator::core::record::{RecordId, Snapshot};
 use idempotency_coordinator::core::store::{
-    Capacity, Changes, Expect, Forgotten, Listing, Page, RecordStore, Write, Written,
+    Capacity, Changes, Expect, FeedEvent, Forgotten, Listing, Page, RecordStore, Write, Written,
 };
 use idempotency_coordinator::store::memory::MemoryStore;
 use rand::rngs::StdRng;
@@ -34,7 +34,8 @@ pub enum Mutation {
     TokenCompare,
     /// A takeover ignores a lock written since it read the record.
     LockCompare,
-    /// Replicas never hear that a record was forgotten.
+    /// Replicas never hear that a record was forgotten (the feed is alive
+    /// otherwise).
     ForgetFeed,
 }
 
@@ -115,6 +116,16 @@ impl Cluster {
     }
 }
 
+/// Holds `item` while the link is silent: a connection that stops
+/// delivering loses nothing, it delivers late (or breaks, which the plan
+/// models as a restart of the feed).
+async fn held_while_silent<T>(faults: Arc<LinkFaults>, item: T) -> T {
+    while faults.silent.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    item
+}
+
 /// Faults of one replica's link to one cluster, switched by the plan.
 #[derive(Default)]
 pub struct LinkFaults {
@@ -184,7 +195,7 @@ impl RecordStore for Link {
         self.cluster.check_up()?;
         let changes = self.cluster.store.watch(id, after_revision, deadline).await?;
         let faults = self.faults.clone();
-        let changes = changes.filter(move |_| !faults.silent.load(Ordering::Relaxed)).then({
+        let changes = changes.then(move |change| held_while_silent(faults.clone(), change)).then({
             let faults = self.faults.clone();
             move |change| {
                 let lag = faults.watch_lag_ms.load(Ordering::Relaxed);
@@ -216,18 +227,24 @@ impl RecordStore for Link {
         forgotten
     }
 
-    /// The cluster's feed as this replica hears it: nothing at all under
-    /// the forget-feed mutation; nothing while the link is silent (no end,
-    /// no error); a `None` whenever the plan breaks it.
+    /// The cluster's feed as this replica hears it: without its forgets
+    /// under the forget-feed mutation; nothing at all while the link is
+    /// silent (no end, no error, no progress), then everything held back, in
+    /// order, as TCP delivers it; a restart whenever the plan breaks it.
     fn forgotten(&self) -> Forgotten {
-        if self.cluster.mutation == Some(Mutation::ForgetFeed) {
-            return Box::pin(tokio_stream::pending());
-        }
         let (sender, breaks) = tokio::sync::mpsc::unbounded_channel();
         self.breaks.lock().expect("breaks").push(sender);
-        let faults = self.faults.clone();
-        let heard = self.cluster.store.forgotten().filter(move |_| !faults.silent.load(Ordering::Relaxed));
-        let breaks = tokio_stream::wrappers::UnboundedReceiverStream::new(breaks).map(|()| None);
-        Box::pin(heard.merge(breaks))
+        let (faults, mutation) = (self.faults.clone(), self.cluster.mutation);
+        let heard = self
+            .cluster
+            .store
+            .forgotten()
+            .events
+            .filter(move |(_, event)| {
+                mutation != Some(Mutation::ForgetFeed) || !matches!(event, FeedEvent::Forgotten(_))
+            })
+            .then(move |event| held_while_silent(faults.clone(), event));
+        let breaks = tokio_stream::wrappers::UnboundedReceiverStream::new(breaks).map(|()| (0, FeedEvent::Restarted));
+        Forgotten { sources: 1, events: Box::pin(heard.merge(breaks)) }
     }
 }

@@ -41,7 +41,7 @@ impl Knobs {
     pub const fn passing() -> Self {
         Knobs {
             request_id_retries: true,
-            silent_watches: false,
+            silent_watches: true,
             removals: false,
             laggards: false,
             settle_by_rule: false,
@@ -239,7 +239,8 @@ pub fn generate(seed: u64, knobs: Knobs) -> Plan {
             57..=62 => {
                 Action::Fail { intent, replica, retryable: rng.random_bool(0.6), retention_s: rng.random_range(1..=20) }
             }
-            63..=72 => Action::Extend { intent, replica, ttl_s: rng.random_range(2..=8) },
+            // Heartbeats: an owner extends by the TTL it works with.
+            63..=72 => Action::Extend { intent, replica, ttl_s: intents[intent].ttl_s },
             73..=82 => Action::Lookup { key: intents[intent].key, replica },
             83..=89 => Action::Forget { key: intents[intent].key, replica },
             _ => continue,

@@ -8,13 +8,12 @@ use std::time::Duration;
 use etcd_client::{Client, Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout_at};
-use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::warn;
 
 use crate::core::error::Error;
 use crate::core::record::RecordId;
-use crate::core::store::{Forgotten, Listing, Page};
+use crate::core::store::{FEED_ALIVE_EVERY, FeedEvent, Forgotten, Listing, Page};
 use crate::store::etcd::format::{decode_lock, decode_record};
 use crate::store::etcd::keys::{self, RecordKeys};
 
@@ -92,31 +91,52 @@ pub async fn forget(
     Ok(answer.succeeded().then(|| answer.header().map(|h| h.revision()).unwrap_or_default()))
 }
 
-/// Every tombstone put from now on, for as long as the feed is held; `None`
-/// each time the watch (re)starts, since tombstones may have been missed.
+/// Every tombstone put from now on, for as long as the feed is held;
+/// `Restarted` each time the watch (re)starts, since tombstones may have been
+/// missed. The feed asks etcd for a progress notification every
+/// [`FEED_ALIVE_EVERY`] and says `Alive` on each answer, so that a watch
+/// whose connection died silently (no end, no error) is told from a quiet one.
 pub fn forgotten(client: impl Fn() -> Option<Client> + Send + 'static, prefix: String) -> Forgotten {
     let (sender, receiver) = mpsc::channel(256);
+    let send = move |event| {
+        let sender = sender.clone();
+        async move { sender.send((0, event)).await.is_ok() }
+    };
     tokio::spawn(async move {
         let scope = keys::forgotten_scope(&prefix);
         loop {
-            if sender.is_closed() {
-                return;
-            }
             let Some(client) = client() else {
                 tokio::time::sleep(REWATCH_AFTER).await;
                 continue;
             };
             match client.watch_client().watch(scope.as_str(), Some(WatchOptions::new().with_prefix())).await {
-                Ok(mut stream) => {
-                    if sender.send(None).await.is_err() {
+                Ok(stream) => {
+                    if !send(FeedEvent::Restarted).await {
                         return;
                     }
-                    while let Some(Ok(response)) = stream.next().await {
-                        for event in response.events().iter().filter(|e| e.event_type() == EventType::Put) {
-                            let Some(kv) = event.kv() else { continue };
-                            let forgotten = keys::forgotten_id(&prefix, kv.key()).map(|id| (id, kv.mod_revision()));
-                            if sender.send(forgotten).await.is_err() {
-                                return;
+                    let (mut requests, mut responses) = stream.split();
+                    let mut ask = tokio::time::interval(FEED_ALIVE_EVERY);
+                    loop {
+                        tokio::select! {
+                            _ = ask.tick() => if requests.request_progress().await.is_err() { break },
+                            response = responses.message() => {
+                                let Ok(Some(response)) = response else { break };
+                                if response.canceled() {
+                                    break;
+                                }
+                                for event in response.events().iter().filter(|e| e.event_type() == EventType::Put) {
+                                    let Some(id) = event.kv().and_then(|kv| keys::forgotten_id(&prefix, kv.key())) else {
+                                        continue;
+                                    };
+                                    if !send(FeedEvent::Forgotten(id)).await {
+                                        return;
+                                    }
+                                }
+                                // Events and progress notifications alike: etcd sends
+                                // them in order, so all before now were delivered.
+                                if !send(FeedEvent::Alive).await {
+                                    return;
+                                }
                             }
                         }
                     }
@@ -127,5 +147,5 @@ pub fn forgotten(client: impl Fn() -> Option<Client> + Send + 'static, prefix: S
             tokio::time::sleep(REWATCH_AFTER).await;
         }
     });
-    Box::pin(ReceiverStream::new(receiver))
+    Forgotten { sources: 1, events: Box::pin(ReceiverStream::new(receiver)) }
 }

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_stream::StreamExt;
-use tokio_stream::StreamMap;
 
 use crate::core::error::{Error, Violation};
 use crate::core::record::{RecordId, Snapshot};
@@ -262,12 +261,18 @@ impl<S: RecordStore> RecordStore for ShardedStore<S> {
         self.store(shard)?.forget(id, record_revision, deadline).await
     }
 
+    /// One source per shard: a shard whose feed is silent stops every
+    /// replay from memory, since it may be hiding a forget.
     fn forgotten(&self) -> Forgotten {
-        let mut feeds = StreamMap::new();
-        for (name, shard) in &self.stores {
-            feeds.insert(name.clone(), shard.store.forgotten());
-        }
-        Box::pin(feeds.map(|(_, forgotten)| forgotten))
+        let mut sources = 0;
+        let feeds = self.stores.values().map(|shard| {
+            let feed = shard.store.forgotten();
+            let first = sources;
+            sources += feed.sources;
+            feed.events.map(move |(source, event)| (first + source, event))
+        });
+        let events = futures::stream::select_all(feeds.collect::<Vec<_>>());
+        Forgotten { sources, events: Box::pin(events) }
     }
 }
 
