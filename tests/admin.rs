@@ -229,7 +229,7 @@ async fn a_replica_cut_off_from_etcd_stops_replaying_a_forgotten_record_within_t
     let proxy = FaultProxy::start(socket_of(&etcd.client_url)).await;
     let setup = setup_on(etcd, Some("ops"), Some(&proxy)).await;
     let (mut near, mut far, mut admin) = (setup.acme(0).await, setup.acme(1).await, setup.admin(0, OPS).await);
-    let mut begin = async |client: &mut CoordinatorServiceClient<InterceptedService<Channel, Token>>, amount| {
+    let begin = async |client: &mut CoordinatorServiceClient<InterceptedService<Channel, Token>>, amount| {
         let request = begin_request("k1", &format!("{{\"amount\":{amount}}}"), 30);
         client.begin(request).await.expect("begin").into_inner().outcome.expect("an outcome")
     };
