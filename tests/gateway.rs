@@ -7,13 +7,19 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use common::charging_service::ChargingService;
 use common::pki::Pki;
 use common::{Etcd, Server, free_port};
 use idempotency_coordinator::cli::ClientArgs;
 use idempotency_coordinator::gateway::config::{GatewayConfig, parse_routes};
+use idempotency_coordinator::proto::v1::{
+    self,
+    coordinator_service_client::CoordinatorServiceClient,
+    coordinator_service_server::{CoordinatorService, CoordinatorServiceServer},
+};
 use idempotency_coordinator::shell::auth::tokens::hash_token;
 use reqwest::StatusCode;
 use tokio::sync::oneshot;
@@ -52,6 +58,14 @@ methods = ["POST"]
 path = "/optional/payments"
 namespace = "payments.optional"
 key = "optional"
+
+[[route]]
+name = "payments-handed-back"
+methods = ["POST"]
+path = "/handed-back/payments"
+namespace = "payments.handback"
+lease_ttl = "4s"
+wait = "10s"
 
 [[route]]
 name = "payments-impatient"
@@ -434,6 +448,146 @@ async fn heartbeats_keep_a_slow_request_owned_past_its_lease() {
     let slow = Answer::of(slow.await.expect("joined").expect("an answer")).await;
     assert_eq!((slow.status, slow.replayed()), (StatusCode::CREATED, false));
     assert_eq!(setup.charges("slow-1"), 1);
+}
+
+/// Issue 26 item 2: the gateway's Begin is answered, the answer lost, and
+/// the same request (the same request_id) sent again by a hop in between
+/// (a mesh retrying UNAVAILABLE) when only a quarter of the 4 s lease and
+/// 0.2 s are left: the gateway is handed its own attempt back with the
+/// original `lease_expires_at`. Its first Extend used to come a third of the
+/// TTL after the answer, past that deadline.
+#[tokio::test]
+async fn a_handed_back_attempt_is_extended_before_its_lease_runs_out() {
+    let etcd = Etcd::start().await;
+    let coordinator = Server::start(&etcd, &[]).await;
+    let service = ChargingService::start().await;
+    let hop = LosesFirstBeginAnswer::start(&coordinator).await;
+    let gateway = Gateway::start(&service.url(), &hop.url()).await;
+    let http = reqwest::Client::new();
+    let pay = || {
+        http.post(gateway.url("/handed-back/payments"))
+            .header("idempotency-key", "\"handed-back-1\"")
+            .header("content-type", "application/json")
+            .body(r#"{"amount":7}"#)
+    };
+    // The service works until well past the point where etcd frees a lock
+    // nobody extended (2 s of slack, 0.5 s revocation).
+    let first = tokio::spawn(pay().header("x-test-delay-ms", "4500").send());
+    let deadline = hop.deadline().await;
+    tokio::time::sleep_until(at_wall(deadline - Duration::from_millis(150))).await;
+    let lookup =
+        v1::LookupRequest { namespace: "payments.handback".into(), key: "handed-back-1".into(), ..Default::default() };
+    let record =
+        coordinator.client().await.lookup(lookup).await.expect("a lookup").into_inner().record.expect("a record");
+    let seen = SystemTime::try_from(record.lease_expires_at.expect("in progress")).expect("a time");
+    let rival = send(pay()).await; // the route waits for the first
+    let first = Answer::of(first.await.expect("joined").expect("an answer")).await;
+    assert!(seen > deadline, "not extended 150 ms before the handed-back lease ran out: {seen:?} <= {deadline:?}");
+    assert_eq!((first.status, first.replayed()), (StatusCode::CREATED, false));
+    assert_eq!((rival.status, rival.replayed()), (StatusCode::CREATED, true), "{:?}", rival.body);
+    assert_eq!(service.ledger.charges("\"handed-back-1\""), 1);
+}
+
+/// The tokio instant at which the wall clock will say `wall`.
+fn at_wall(wall: SystemTime) -> tokio::time::Instant {
+    let now = SystemTime::now();
+    tokio::time::Instant::now() + wall.duration_since(now).unwrap_or_default()
+}
+
+/// A gRPC hop in front of the coordinator whose first Begin is answered but
+/// the answer lost; it sends the same request again when only a quarter of
+/// the lease and 0.2 s are left, and passes that answer on. Everything else
+/// passes straight through.
+struct LosesFirstBeginAnswer {
+    addr: SocketAddr,
+    deadline: Arc<tokio::sync::Mutex<Option<SystemTime>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Clone)]
+struct LossyHop {
+    coordinator: CoordinatorServiceClient<tonic::transport::Channel>,
+    deadline: Arc<tokio::sync::Mutex<Option<SystemTime>>>,
+}
+
+impl LosesFirstBeginAnswer {
+    async fn start(coordinator: &Server) -> LosesFirstBeginAnswer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let addr = listener.local_addr().expect("local addr");
+        let deadline = Arc::new(tokio::sync::Mutex::new(None));
+        let hop = LossyHop { coordinator: coordinator.client().await, deadline: deadline.clone() };
+        let task = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(CoordinatorServiceServer::new(hop))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await
+                .expect("the hop serves");
+        });
+        LosesFirstBeginAnswer { addr, deadline, task }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The deadline of the lease handed back, once the first Begin is answered.
+    async fn deadline(&self) -> SystemTime {
+        loop {
+            if let Some(deadline) = *self.deadline.lock().await {
+                return deadline;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for LosesFirstBeginAnswer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type Answered<T> = Result<tonic::Response<T>, tonic::Status>;
+
+#[tonic::async_trait]
+impl CoordinatorService for LossyHop {
+    async fn begin(&self, request: tonic::Request<v1::BeginRequest>) -> Answered<v1::BeginResponse> {
+        let request = request.into_inner();
+        let mut deadline = self.deadline.lock().await;
+        if deadline.is_none() {
+            let lost = self.coordinator.clone().begin(request.clone()).await?.into_inner();
+            let Some(v1::begin_response::Outcome::Acquired(acquired)) = lost.outcome else {
+                panic!("the first Begin did not acquire: {lost:?}")
+            };
+            let at = SystemTime::try_from(acquired.lease_expires_at.expect("a deadline")).expect("a time");
+            *deadline = Some(at);
+            drop(deadline);
+            let ttl = request.lease_ttl.as_ref().map(|ttl| ttl.seconds as u64).expect("a TTL");
+            let left = Duration::from_millis(ttl * 250 + 200);
+            tokio::time::sleep_until(at_wall(at - left)).await;
+        }
+        self.coordinator.clone().begin(request).await
+    }
+
+    async fn complete(&self, request: tonic::Request<v1::CompleteRequest>) -> Answered<v1::CompleteResponse> {
+        self.coordinator.clone().complete(request.into_inner()).await
+    }
+
+    async fn fail(&self, request: tonic::Request<v1::FailRequest>) -> Answered<v1::FailResponse> {
+        self.coordinator.clone().fail(request.into_inner()).await
+    }
+
+    async fn extend(&self, request: tonic::Request<v1::ExtendRequest>) -> Answered<v1::ExtendResponse> {
+        self.coordinator.clone().extend(request.into_inner()).await
+    }
+
+    async fn lookup(&self, request: tonic::Request<v1::LookupRequest>) -> Answered<v1::LookupResponse> {
+        self.coordinator.clone().lookup(request.into_inner()).await
+    }
+
+    async fn fingerprint(&self, request: tonic::Request<v1::FingerprintRequest>) -> Answered<v1::FingerprintResponse> {
+        self.coordinator.clone().fingerprint(request.into_inner()).await
+    }
 }
 
 #[tokio::test]

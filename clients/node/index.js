@@ -5,7 +5,8 @@
 //
 // The side effect runs only if this call acquired the key; a retry of a
 // finished key gets the stored result back instead (`outcome.replayed`). While
-// it runs, heartbeats extend the lease. A thrown PermanentError stores a
+// it runs, heartbeats extend the lease, timed from the lease it was handed
+// (see heartbeat.js). A thrown PermanentError stores a
 // replayable failure; any other error releases the key. Either is re-thrown.
 'use strict';
 
@@ -14,6 +15,10 @@ const grpc = require('@grpc/grpc-js');
 const errors = require('./errors');
 const { Admin } = require('./admin');
 const { loadService, unary } = require('./rpc');
+const { Lease, monotonic, timestampMs } = require('./heartbeat');
+
+// Reasons an Extend gets once the attempt is over: stop heartbeating.
+const LOST_REASONS = ['LEASE_LOST', 'ALREADY_FINISHED', 'RECORD_NOT_FOUND'];
 
 // Retries only UNAVAILABLE (etcd or a replica briefly gone). Begin carries a
 // request_id and Complete/Fail/Extend a fencing token, so the coordinator
@@ -112,6 +117,7 @@ class Coordinator {
 
     const giveUp = Date.now() + giveUpAfter * 1000;
     for (;;) {
+      const sentAt = monotonic();
       const response = await this.call('Begin', request, wait * 1000 + this.timeoutMs);
       switch (response.outcome) {
         case 'completed':
@@ -120,8 +126,10 @@ class Coordinator {
           const e = response.failed.error;
           throw new errors.ReplayedFailure(e.code, e.message, e.details, response.failed.attempt);
         }
-        case 'acquired':
-          return this.own(request, response.acquired, sideEffect, leaseTtl, options.retention, heartbeat);
+        case 'acquired': {
+          const lease = Lease.answered(sentAt, timestampMs(response.acquired.lease_expires_at), Date.now(), leaseTtl * 1000);
+          return this.own(request, response.acquired, lease, sideEffect, leaseTtl, options.retention, heartbeat);
+        }
         default:
           if (Date.now() >= giveUp) {
             const after = response.in_progress.retry_after;
@@ -134,7 +142,7 @@ class Coordinator {
     }
   }
 
-  async own(request, acquired, sideEffect, leaseTtl, retention, heartbeat) {
+  async own(request, acquired, lease, sideEffect, leaseTtl, retention, heartbeat) {
     const ids = { tenant: request.tenant, namespace: request.namespace, key: request.key };
     const attempt = {
       fencingToken: acquired.fencing_token, // a decimal string: uint64 does not fit a JS number
@@ -142,12 +150,12 @@ class Coordinator {
       recovered: acquired.recovered || null,
       leaseLost: false,
     };
-    const timer = heartbeat ? setInterval(() => this.beat(ids, attempt, leaseTtl), Math.max(leaseTtl / 3, 0.5) * 1000) : null;
+    const stopHeartbeat = heartbeat ? this.heartbeat(ids, attempt, leaseTtl, lease) : () => {};
     let value;
     try {
       value = await sideEffect(attempt);
     } catch (error) {
-      if (timer) clearInterval(timer);
+      stopHeartbeat();
       const permanent = error instanceof errors.PermanentError;
       const stored = permanent
         ? { code: error.code, message: error.errorMessage, details: error.details }
@@ -159,7 +167,7 @@ class Coordinator {
       await this.call('Fail', fail).catch(() => {});
       throw error;
     }
-    if (timer) clearInterval(timer);
+    stopHeartbeat();
     const result = toResult(value);
     const complete = { ...ids, fencing_token: attempt.fencingToken, result };
     if (retention !== undefined) complete.retention = seconds(retention);
@@ -167,11 +175,49 @@ class Coordinator {
     return outcomeOf(result, false, attempt.attempt);
   }
 
-  beat(ids, attempt, leaseTtl) {
-    if (attempt.leaseLost) return;
-    this.call('Extend', { ...ids, fencing_token: attempt.fencingToken, lease_ttl: seconds(leaseTtl) }).catch((error) => {
-      if (['LEASE_LOST', 'ALREADY_FINISHED', 'RECORD_NOT_FOUND'].includes(error.reason)) attempt.leaseLost = true;
-    });
+  /**
+   * Extends the lease a third of its time left after each send (the rule is
+   * in heartbeat.js) until the returned function is called or the attempt is
+   * lost.
+   */
+  heartbeat(ids, attempt, leaseTtl, lease) {
+    let stopped = false;
+    let timer = null;
+    const next = (current) => {
+      if (stopped || current === null) return;
+      timer = setTimeout(async () => {
+        next(await this.extend(ids, attempt, leaseTtl, current, () => stopped));
+      }, Math.max(0, current.heartbeatAt() - monotonic()));
+    };
+    next(lease);
+    return () => {
+      stopped = true;
+      clearTimeout(timer);
+    };
+  }
+
+  /**
+   * The lease an Extend renewed, tried again while time is left; null once
+   * stopped, or once the attempt is lost or its time ran out (then
+   * attempt.leaseLost is set).
+   */
+  async extend(ids, attempt, leaseTtl, lease, stopped) {
+    const request = { ...ids, fencing_token: attempt.fencingToken, lease_ttl: seconds(leaseTtl) };
+    for (;;) {
+      if (stopped()) return null;
+      const sentAt = monotonic();
+      try {
+        const answer = await this.call('Extend', request, lease.extendTimeoutMs(sentAt, this.timeoutMs));
+        return Lease.answered(sentAt, timestampMs(answer.lease_expires_at), Date.now(), leaseTtl * 1000);
+      } catch (error) {
+        if (LOST_REASONS.includes(error.reason) || lease.over(monotonic())) {
+          attempt.leaseLost = true;
+          return null;
+        }
+        // Unavailable or too slow: try again while time is left.
+      }
+      await new Promise((r) => setTimeout(r, lease.retryPauseMs(monotonic())));
+    }
   }
 
   async lookup(namespace, key) {

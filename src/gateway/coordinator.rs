@@ -15,8 +15,9 @@ use crate::grpc::status::reason;
 use crate::proto::convert;
 use crate::proto::v1::{self, begin_response::Outcome, coordinator_service_client::CoordinatorServiceClient};
 
-/// Deadline of a call that does not wait; a Begin that waits gets its wait on top.
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline of a call that does not wait; a Begin that waits gets its wait
+/// on top, and an Extend less when its lease has less left (`heartbeat`).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What to tell a client to wait when the coordinator gave no RetryInfo.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -143,7 +144,13 @@ impl Coordinator {
         Ok(())
     }
 
-    pub async fn extend(&self, name: &RecordName<'_>, token: u64) -> Result<(), CallError> {
+    /// Extends the lease with a deadline of `timeout`; the new `lease_expires_at`.
+    pub async fn extend(
+        &self,
+        name: &RecordName<'_>,
+        token: u64,
+        timeout: Duration,
+    ) -> Result<Option<prost_types::Timestamp>, CallError> {
         let message = v1::ExtendRequest {
             tenant: self.tenant.clone(),
             namespace: name.route.namespace.clone(),
@@ -151,7 +158,7 @@ impl Coordinator {
             fencing_token: token,
             lease_ttl: Some(convert::duration(name.route.lease_ttl)),
         };
-        self.client.clone().extend(Self::request(message, CALL_TIMEOUT)).await?;
-        Ok(())
+        let response = self.client.clone().extend(Self::request(message, timeout)).await?;
+        Ok(response.into_inner().lease_expires_at)
     }
 }

@@ -10,13 +10,15 @@
 //! - [`key`], [`request_fingerprint`], [`bodies`]: reading the request.
 //! - [`stored_response`]: the `message/http` form answers are stored in.
 //! - [`problem`]: the RFC 9457 answers the gateway writes itself.
-//! - [`coordinator`], [`upstream`]: the two things it calls.
+//! - [`coordinator`], [`upstream`]: the two things it calls; [`heartbeat`]:
+//!   when it extends a lease while the service works.
 //! - [`gateway_metrics`]: what it counts.
 
 pub mod bodies;
 pub mod config;
 pub mod coordinator;
 pub mod gateway_metrics;
+pub mod heartbeat;
 pub mod key;
 pub mod problem;
 pub mod proxy;

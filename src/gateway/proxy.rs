@@ -3,7 +3,7 @@
 //! replay, refuse, or forward it and store the service's answer.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -11,12 +11,12 @@ use axum::response::Response;
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderValue, Request, StatusCode, header};
-use tokio_util::task::AbortOnDropHandle;
 use tracing::{error, info, warn};
 
 use crate::gateway::bodies::{self, RequestBodyError, ResponseBody};
 use crate::gateway::coordinator::{CallError, Coordinator, RecordName};
 use crate::gateway::gateway_metrics::{self as gm, Outcome};
+use crate::gateway::heartbeat::{Lease, heartbeat};
 use crate::gateway::key;
 use crate::gateway::problem::Problem;
 use crate::gateway::request_fingerprint;
@@ -100,8 +100,14 @@ impl Gateway {
         };
         let name = RecordName { route: &route, key: &key };
         let request_id = uuid::Uuid::new_v4().to_string();
+        let sent_at = tokio::time::Instant::now();
         match self.coordinator.begin(&name, fingerprint, &request_id).await {
-            Ok(Begun::Acquired(acquired)) => self.execute(&route, &key, acquired.fencing_token, parts, body).await,
+            Ok(Begun::Acquired(acquired)) => {
+                // Timed from the lease it was handed, not a full TTL (`heartbeat`).
+                let lease =
+                    Lease::answered(sent_at, acquired.lease_expires_at.as_ref(), SystemTime::now(), route.lease_ttl);
+                self.execute(&route, &key, acquired.fencing_token, lease, parts, body).await
+            }
             Ok(Begun::Completed(completed)) => replay(completed.result),
             Ok(Begun::Failed(failed)) => {
                 let error = failed.error.unwrap_or_default();
@@ -141,12 +147,13 @@ impl Gateway {
         route: &Arc<Route>,
         key: &str,
         token: u64,
+        lease: Lease,
         parts: Parts,
         body: Bytes,
     ) -> (Response, Outcome) {
         let name = RecordName { route, key };
         // Stopped when this returns, after the outcome is stored.
-        let _heartbeat = heartbeat(self.coordinator.clone(), route.clone(), key.to_owned(), token);
+        let _heartbeat = heartbeat(self.coordinator.clone(), route.clone(), key.to_owned(), token, lease);
         let started = Instant::now();
         let request = Request::from_parts(parts, Body::from(body));
         let token_header = (route.fencing_token_header.clone(), HeaderValue::from(token));
@@ -314,25 +321,6 @@ where
             done => return done,
         }
     }
-}
-
-/// Extends the lease every third of its TTL until dropped, so a slow service
-/// keeps its attempt; stops on LEASE_LOST, which the Complete will report.
-fn heartbeat(coordinator: Coordinator, route: Arc<Route>, key: String, token: u64) -> AbortOnDropHandle<()> {
-    AbortOnDropHandle::new(tokio::spawn(async move {
-        let name = RecordName { route: &route, key: &key };
-        loop {
-            tokio::time::sleep(route.lease_ttl / 3).await;
-            match coordinator.extend(&name, token).await {
-                Ok(()) => {}
-                Err(CallError::LeaseLost) => {
-                    warn!(route = %route.name, token, "lease lost while the service worked");
-                    return;
-                }
-                Err(error) => warn!(route = %route.name, ?error, "heartbeat failed; trying again"),
-            }
-        }
-    }))
 }
 
 fn no_store(mut response: Response) -> Response {

@@ -7,6 +7,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const crypto = require('node:crypto');
 const { Coordinator, InvalidRequestError, KeyReusedError, LeaseLostError, PermanentError, ReplayedFailure, UnavailableError } = require('..');
+const { timestampMs } = require('../heartbeat');
 const { sleep, startCoordinator, untilReady } = require('./harness');
 
 const REPO = path.resolve(__dirname, '..', '..', '..');
@@ -101,6 +102,44 @@ test('heartbeats keep a long side effect alive', async () => {
   }, { payload: 'cart', leaseTtl: 2 });
   assert.equal(outcome.response.toString(), 'done');
   assert.equal(contender, 'IN_PROGRESS');
+});
+
+// Issue 26 item 2: a Begin retried with its request_id gets its own attempt
+// back with the original lease_expires_at, here a quarter of the 4 s TTL (and
+// 0.2 s) away. The first Extend used to come a third of the TTL after the
+// answer, past that deadline.
+test('a handed-back attempt is extended before its lease runs out', async () => {
+  const key = newKey();
+  const ttl = 4;
+  const requestId = crypto.randomUUID();
+  const lost = await coordinator.call('Begin', {
+    namespace: 'payments.create', key, lease_ttl: { seconds: ttl, nanos: 0 }, owner: 'node-test', request_id: requestId,
+    payload: { data: Buffer.from('cart'), canonicalization: 'CANONICALIZATION_RAW', ignore_fields: [] },
+  }); // its answer "lost"
+  const deadline = timestampMs(lost.acquired.lease_expires_at);
+  await sleep(Math.max(0, deadline - (ttl * 250 + 200) - Date.now()));
+  const randomUUID = crypto.randomUUID;
+  crypto.randomUUID = () => {
+    crypto.randomUUID = randomUUID;
+    return requestId; // the retry's request_id
+  };
+  const seen = {};
+  const outcome = await coordinator.run('payments.create', key, async (attempt) => {
+    seen.token = attempt.fencingToken;
+    seen.rival = coordinator.run('payments.create', key, async () => 'stolen', { payload: 'cart', wait: 8 });
+    await sleep(Math.max(0, deadline - 150 - Date.now()));
+    seen.leaseExpiresAt = timestampMs((await coordinator.lookup('payments.create', key)).lease_expires_at);
+    // Past the point where etcd frees a lock nobody extended (2 s of slack, 0.5 s revocation).
+    await sleep(Math.max(0, deadline + 3000 - Date.now()));
+    seen.lost = attempt.leaseLost;
+    return 'done';
+  }, { payload: 'cart', leaseTtl: ttl, wait: 0 });
+  const rival = await seen.rival;
+  assert.equal(seen.token, lost.acquired.fencing_token, 'not handed back');
+  assert.ok(seen.leaseExpiresAt > deadline, 'not extended 150 ms before the handed-back lease ran out');
+  assert.equal(seen.lost, false);
+  assert.deepEqual([outcome.response.toString(), outcome.replayed], ['done', false]);
+  assert.deepEqual([rival.response.toString(), rival.replayed], ['done', true]);
 });
 
 test('a lost lease is reported and the new owner wins', async () => {

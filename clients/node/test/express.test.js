@@ -9,6 +9,7 @@ const crypto = require('node:crypto');
 const express = require('express');
 const { Coordinator } = require('..');
 const { idempotency } = require('../express');
+const { timestampMs } = require('../heartbeat');
 const { sleep, startCoordinator, untilReady } = require('./harness');
 
 let running, coordinator, server, base;
@@ -214,5 +215,54 @@ test('with the coordinator down nothing runs', async () => {
   } finally {
     isolated.close();
     down.close();
+  }
+});
+
+// Issue 26 item 2: the middleware's Begin is answered, the answer lost, and
+// the same request (the same request_id) sent again when only a quarter of
+// the 4 s lease and 0.2 s are left, as a gRPC retry after UNAVAILABLE would:
+// it is handed its own attempt back with the original lease_expires_at. The
+// first Extend used to come a third of the TTL after the answer, past that
+// deadline.
+test('a handed-back attempt is extended before its lease runs out', async () => {
+  const lossy = new Coordinator(`127.0.0.1:${running.port}`, { owner: 'express-test' });
+  const call = lossy.call.bind(lossy);
+  let deadline = null;
+  lossy.call = async (method, request, timeoutMs) => {
+    if (method === 'Begin' && deadline === null) {
+      const first = await call(method, request, timeoutMs);
+      deadline = timestampMs(first.acquired.lease_expires_at);
+      await sleep(Math.max(0, deadline - (Number(request.lease_ttl.seconds) * 250 + 200) - Date.now()));
+    }
+    return call(method, request, timeoutMs);
+  };
+  const application = express();
+  application.use(idempotency(lossy, [{ methods: ['POST'], path: '/payments', namespace: 'express.handback', leaseTtl: 4, wait: 10 }]));
+  let charged = 0;
+  application.post('/payments', async (req, res) => {
+    charged++;
+    await sleep(4500); // until well past the point where etcd frees a lock nobody extended
+    res.status(201).json({ charged });
+  });
+  const listening = await listen(application);
+  const key = crypto.randomUUID();
+  const send = () => fetch(`http://127.0.0.1:${listening.address().port}/payments`, {
+    method: 'POST', headers: { 'content-type': 'application/json', 'idempotency-key': `"${key}"` }, body: '{"amount":7}',
+  });
+  try {
+    const first = send();
+    while (deadline === null) await sleep(10);
+    await sleep(Math.max(0, deadline - 150 - Date.now()));
+    const seen = timestampMs((await coordinator.lookup('express.handback', key)).lease_expires_at);
+    const rival = await send(); // the route waits for the first
+    const answered = await first;
+    assert.ok(seen > deadline, 'not extended 150 ms before the handed-back lease ran out');
+    assert.equal(answered.status, 201);
+    assert.equal(answered.headers.get('idempotent-replayed'), null);
+    assert.deepEqual([rival.status, rival.headers.get('idempotent-replayed')], [201, 'true']);
+    assert.equal(charged, 1);
+  } finally {
+    listening.close();
+    lossy.close();
   }
 });

@@ -2,11 +2,14 @@
 behaviour, with async side effects and a heartbeat task."""
 
 import asyncio
+import time
 import uuid
 
 import pytest
 
 from idempotency_client import AsyncCoordinator, KeyReusedError, PermanentError, ReplayedFailure
+from idempotency_client.client import begin_request
+from idempotency_client.heartbeat import timestamp_seconds
 
 
 def new_key() -> str:
@@ -108,6 +111,49 @@ def test_errors_release_or_store_and_heartbeats_keep_a_long_side_effect(server_a
     assert retried[0] is not None and retried[0].last_error.code == "RuntimeError"
     assert replayed.code == "card_declined"
     assert (first.replayed, rival.replayed, rival.response) == (False, True, b"done")
+
+
+def test_a_handed_back_attempt_is_extended_before_its_lease_runs_out(server_address, monkeypatch):
+    """Issue 26 item 2: a Begin retried with its request_id gets its own
+    attempt back with the original lease_expires_at, here a quarter of the
+    4 s TTL (and 0.2 s) away; the heartbeat task used to wait a third of the
+    TTL, past that deadline."""
+    key, ttl = new_key(), 4
+
+    async def scenario():
+        coordinator = AsyncCoordinator(server_address, owner="aio-test")
+        lost = begin_request("", "aio-test", "payments.create", key, b"cart", None, (), None, ttl, 0)
+        first = (await coordinator.stub.Begin(lost, timeout=10)).acquired  # its answer "lost"
+        deadline = timestamp_seconds(first.lease_expires_at)
+        await asyncio.sleep(max(0.0, deadline - (ttl / 4 + 0.2) - time.time()))
+        retry_ids = iter([uuid.UUID(lost.request_id)])
+        real_uuid4 = uuid.uuid4
+        monkeypatch.setattr(uuid, "uuid4", lambda: next(retry_ids, None) or real_uuid4())
+        seen = {}
+
+        async def work(attempt):
+            seen["token"] = attempt.fencing_token
+            seen["rival"] = asyncio.ensure_future(
+                coordinator.run("payments.create", key, _returns("stolen"), payload=b"cart", wait=8)
+            )
+            await asyncio.sleep(max(0.0, deadline - 0.15 - time.time()))
+            seen["lease_expires_at"] = timestamp_seconds((await coordinator.lookup("payments.create", key)).lease_expires_at)
+            # Past the point where etcd frees a lock nobody extended (2 s of slack, 0.5 s revocation).
+            await asyncio.sleep(max(0.0, deadline + 3 - time.time()))
+            seen["lost"] = attempt.lease_lost.is_set()
+            return "done"
+
+        outcome = await coordinator.run("payments.create", key, work, payload=b"cart", lease_ttl=ttl, wait=0)
+        rival = await seen["rival"]
+        await coordinator.close()
+        return first, deadline, seen, outcome, rival
+
+    first, deadline, seen, outcome, rival = run(scenario())
+    assert seen["token"] == first.fencing_token, "not handed back"
+    assert seen["lease_expires_at"] > deadline, "not extended 0.15 s before the handed-back lease ran out"
+    assert not seen["lost"]
+    assert (outcome.response, outcome.replayed) == (b"done", False)
+    assert (rival.response, rival.replayed) == (b"done", True)
 
 
 def _returns(value):

@@ -18,8 +18,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route as StarletteRoute
 
-from idempotency_client import AsyncCoordinator
+from idempotency_client import AsyncCoordinator, Coordinator
 from idempotency_client.asgi import IdempotencyMiddleware, Route
+from idempotency_client.heartbeat import timestamp_seconds
 
 
 def free_port() -> int:
@@ -229,6 +230,67 @@ def test_oversized_bodies_and_answers(payments):
     assert retry.status_code == 409
     assert retry.json()["type"] == "urn:idempotency-gateway:response-not-replayable"
     assert "201" in retry.json()["detail"]
+    assert app.charges[f'"{key}"'] == 1
+
+
+class LosesFirstBeginAnswer(AsyncCoordinator):
+    """A coordinator whose first Begin is answered but the answer lost, and
+    sent again (the same request_id) when only a quarter of the lease and
+    0.2 s are left, as a gRPC retry after UNAVAILABLE would: the middleware
+    is handed its own attempt back, with the original lease_expires_at."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.deadline = None  # of the lease handed back, once known
+
+    @property
+    def stub(self):
+        return _LossyStub(super().stub, self)
+
+
+class _LossyStub:
+    def __init__(self, stub, coordinator: LosesFirstBeginAnswer):
+        self._stub, self._coordinator = stub, coordinator
+
+    def __getattr__(self, name):
+        return getattr(self._stub, name)
+
+    async def Begin(self, request, **kwargs):
+        if self._coordinator.deadline is None:
+            first = await self._stub.Begin(request, **kwargs)
+            self._coordinator.deadline = deadline = timestamp_seconds(first.acquired.lease_expires_at)
+            await asyncio.sleep(max(0.0, deadline - (request.lease_ttl.seconds / 4 + 0.2) - time.time()))
+        return await self._stub.Begin(request, **kwargs)
+
+
+def test_a_handed_back_attempt_is_extended_before_its_lease_runs_out(server_address):
+    """Issue 26 item 2: the middleware's Begin is handed back its own attempt
+    with a quarter of the 4 s lease (and 0.2 s) left. Its first Extend used
+    to come a third of the TTL after the answer, past that deadline."""
+    app = PaymentsApp()
+    coordinator = LosesFirstBeginAnswer(server_address, owner="asgi-test")
+    routes = [Route(methods=["POST"], path="/payments", namespace="asgi.handback", lease_ttl=4, wait=10)]
+    inner = Starlette(routes=[StarletteRoute("/payments", app.pay, methods=["POST"])])
+    served = Served(IdempotencyMiddleware(inner, coordinator, routes))
+    key, answers = str(uuid.uuid4()), {}
+    try:
+        # The app works until well past the point where etcd frees a lock nobody extended.
+        first = threading.Thread(target=lambda: answers.update(first=pay(served, key, {"amount": 7}, **{"x-test-delay": "4.5"})))
+        first.start()
+        while coordinator.deadline is None:
+            time.sleep(0.01)
+        deadline = coordinator.deadline
+        time.sleep(max(0.0, deadline - 0.15 - time.time()))
+        looking = Coordinator(server_address)
+        seen = timestamp_seconds(looking.lookup("asgi.handback", key).lease_expires_at)
+        looking.close()
+        rival = pay(served, key, {"amount": 7})  # the route waits for the first
+        first.join()
+    finally:
+        served.stop()
+    assert seen > deadline, "not extended 0.15 s before the handed-back lease ran out"
+    assert answers["first"].status_code == 201 and "idempotent-replayed" not in answers["first"].headers
+    assert (rival.status_code, rival.headers.get("idempotent-replayed")) == (201, "true")
     assert app.charges[f'"{key}"'] == 1
 
 

@@ -18,6 +18,8 @@ from idempotency_client import (
     ReplayedFailure,
     UnavailableError,
 )
+from idempotency_client.client import begin_request
+from idempotency_client.heartbeat import timestamp_seconds
 
 GOLDEN = pathlib.Path(__file__).resolve().parents[3] / "testdata" / "fingerprints.json"
 
@@ -186,3 +188,41 @@ def test_the_decorator_form_runs_once_per_key(coordinator):
     order = {"id": new_key(), "items": [1, 2]}
     first, retry = create_order(order), create_order(dict(order))
     assert len(calls) == 1 and retry.replayed and retry.response == first.response
+
+
+def test_a_handed_back_attempt_is_extended_before_its_lease_runs_out(coordinator, monkeypatch):
+    """Issue 26 item 2: a Begin retried with its request_id gets its own
+    attempt back with the original lease_expires_at, here a quarter of the
+    4 s TTL (and 0.2 s) away. The first Extend used to come a third of the
+    TTL after the answer, past that deadline."""
+    key, ttl = new_key(), 4
+    lost = begin_request("", "pytest", "payments.create", key, b"cart", None, (), None, ttl, 0)
+    first = coordinator._stub.Begin(lost, timeout=10).acquired  # its answer "lost"
+    deadline = timestamp_seconds(first.lease_expires_at)
+    time.sleep(max(0.0, deadline - (ttl / 4 + 0.2) - time.time()))
+    retry_ids = iter([uuid.UUID(lost.request_id)])
+    real_uuid4 = uuid.uuid4
+    monkeypatch.setattr(uuid, "uuid4", lambda: next(retry_ids, None) or real_uuid4())
+    seen, rival = {}, {}
+
+    def take_over():
+        rival["outcome"] = coordinator.run("payments.create", key, lambda a: "stolen", payload=b"cart", wait=8)
+
+    def work(attempt):
+        seen["token"] = attempt.fencing_token
+        seen["thief"] = threading.Thread(target=take_over)
+        seen["thief"].start()
+        time.sleep(max(0.0, deadline - 0.15 - time.time()))
+        seen["lease_expires_at"] = timestamp_seconds(coordinator.lookup("payments.create", key).lease_expires_at)
+        # Past the point where etcd frees a lock nobody extended (2 s of slack, 0.5 s revocation).
+        time.sleep(max(0.0, deadline + 3 - time.time()))
+        seen["lost"] = attempt.lease_lost.is_set()
+        return "done"
+
+    outcome = coordinator.run("payments.create", key, work, payload=b"cart", lease_ttl=ttl, wait=0)
+    seen["thief"].join()
+    assert seen["token"] == first.fencing_token, "not handed back"
+    assert seen["lease_expires_at"] > deadline, "not extended 0.15 s before the handed-back lease ran out"
+    assert not seen["lost"]
+    assert (outcome.response, outcome.replayed) == (b"done", False)
+    assert (rival["outcome"].response, rival["outcome"].replayed) == (b"done", True)

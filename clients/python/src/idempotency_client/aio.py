@@ -6,7 +6,8 @@ async code.
 
 `await charge(attempt)` runs only if this call acquired the key; a retry of a
 finished key gets the stored result back instead (`outcome.replayed`). While it
-runs, a heartbeat task extends the lease. Exceptions release the key
+runs, a heartbeat task extends the lease, timed from the lease it was handed
+(see `heartbeat.py`). Exceptions release the key
 (`RetryableError` and any other exception) or store a replayable failure
 (`PermanentError`), and are re-raised; so does cancellation (the key is
 released, so a retry runs again). The channel is created on first use, in the
@@ -34,10 +35,12 @@ from .client import (
     complete_request,
     extend_request,
     fail_request,
+    lease_of,
     replay_of,
     still_in_progress,
 )
 from .errors import from_rpc_error
+from .heartbeat import Lease, timestamp_seconds
 
 
 def aio_channel(target: str, credentials: Optional[grpc.ChannelCredentials] = None) -> grpc.aio.Channel:
@@ -96,6 +99,7 @@ class AsyncCoordinator:
         stub = self.stub
         give_up = time.monotonic() + give_up_after
         while True:
+            sent_at = time.monotonic()
             try:
                 response = await stub.Begin(request, timeout=wait + self.timeout)
             except grpc.RpcError as error:
@@ -104,16 +108,18 @@ class AsyncCoordinator:
             if replay is not None:
                 return replay
             if response.WhichOneof("outcome") == "acquired":
-                return await self._own(stub, request, response.acquired, side_effect, lease_ttl, retention, heartbeat)
+                lease = lease_of(response.acquired, sent_at, time.time(), lease_ttl)
+                acquired = response.acquired
+                return await self._own(stub, request, acquired, lease, side_effect, lease_ttl, retention, heartbeat)
             if time.monotonic() >= give_up:
                 raise still_in_progress(response, namespace, key, give_up_after)
             if wait <= 0:
                 await asyncio.sleep(response.in_progress.retry_after.ToTimedelta().total_seconds() or 0.1)
 
-    async def _own(self, stub, request, acquired, side_effect, lease_ttl, retention, heartbeat) -> Outcome:
+    async def _own(self, stub, request, acquired, lease, side_effect, lease_ttl, retention, heartbeat) -> Outcome:
         attempt = attempt_of(acquired, asyncio.Event())
         ids = dict(tenant=request.tenant, namespace=request.namespace, key=request.key)
-        beat = asyncio.ensure_future(self._heartbeat(stub, ids, attempt, lease_ttl)) if heartbeat else None
+        beat = asyncio.ensure_future(self._heartbeat(stub, ids, attempt, lease_ttl, lease)) if heartbeat else None
         try:
             value = await side_effect(attempt)
         except BaseException as error:
@@ -137,17 +143,30 @@ class AsyncCoordinator:
             # abandoned and taken over when its lease lapses.
             pass
 
-    async def _heartbeat(self, stub, ids, attempt, lease_ttl) -> None:
-        interval = max(lease_ttl / 3.0, 0.5)
+    async def _heartbeat(self, stub, ids, attempt, lease_ttl, lease: Lease) -> None:
+        """Extends the lease a third of its time left after each send (the
+        rule is in `heartbeat.py`) until cancelled or the attempt is lost."""
+        while lease is not None:
+            await asyncio.sleep(max(0.0, lease.heartbeat_at() - time.monotonic()))
+            lease = await self._extend(stub, ids, attempt, lease_ttl, lease)
+
+    async def _extend(self, stub, ids, attempt, lease_ttl, lease: Lease) -> Optional[Lease]:
+        """The lease an Extend renewed, tried again while time is left; None
+        once the attempt is lost or its time ran out (then
+        `attempt.lease_lost` is set)."""
         while True:
-            await asyncio.sleep(interval)
+            sent_at = time.monotonic()
             try:
-                await stub.Extend(extend_request(ids, attempt, lease_ttl), timeout=self.timeout)
+                answer = await stub.Extend(
+                    extend_request(ids, attempt, lease_ttl), timeout=lease.extend_timeout(sent_at, self.timeout)
+                )
+                return Lease.answered(sent_at, timestamp_seconds(answer.lease_expires_at), time.time(), lease_ttl)
             except grpc.RpcError as error:
-                if from_rpc_error(error).reason in LOST_REASONS:
+                if from_rpc_error(error).reason in LOST_REASONS or lease.over(time.monotonic()):
                     attempt.lease_lost.set()
-                    return
-                # Unavailable: keep trying until the lease is really gone.
+                    return None
+                # Unavailable or too slow: try again while time is left.
+            await asyncio.sleep(lease.retry_pause(time.monotonic()))
 
     async def lookup(self, namespace: str, key: str) -> pb.Record:
         try:

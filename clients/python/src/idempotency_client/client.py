@@ -5,7 +5,8 @@
 
 `charge(attempt)` runs only if this call acquired the key; a retry of a
 finished key gets the stored result back instead (`outcome.replayed`). While it
-runs, a heartbeat thread extends the lease. Exceptions release the key
+runs, a heartbeat thread extends the lease, timed from the lease it was
+handed (see `heartbeat.py`). Exceptions release the key
 (`RetryableError` and any other exception) or store a replayable failure
 (`PermanentError`), and are re-raised.
 """
@@ -30,6 +31,7 @@ from .errors import (
     UnavailableError,
     from_rpc_error,
 )
+from .heartbeat import Lease, timestamp_seconds
 
 # Retries only UNAVAILABLE (etcd or a replica briefly gone). Begin carries a
 # request_id, and Complete/Fail/Extend a fencing token, so a retry of a call
@@ -167,6 +169,12 @@ def still_in_progress(response: pb.BeginResponse, namespace: str, key: str, give
     )
 
 
+def lease_of(acquired: pb.Acquired, sent_at: float, answered_at: float, lease_ttl: float) -> Lease:
+    """The lease of an acquisition whose Begin was sent at monotonic
+    `sent_at` and answered when the wall clock said `answered_at`."""
+    return Lease.answered(sent_at, timestamp_seconds(acquired.lease_expires_at), answered_at, lease_ttl)
+
+
 def attempt_of(acquired: pb.Acquired, lease_lost) -> Attempt:
     recovered = acquired.recovered if acquired.HasField("recovered") else None
     return Attempt(acquired.fencing_token, acquired.attempt, recovered, lease_lost)
@@ -242,6 +250,7 @@ class Coordinator:
 
         give_up = time.monotonic() + give_up_after
         while True:
+            sent_at = time.monotonic()
             try:
                 response = self._stub.Begin(request, timeout=wait + self.timeout)
             except grpc.RpcError as error:
@@ -250,18 +259,19 @@ class Coordinator:
             if replay is not None:
                 return replay
             if response.WhichOneof("outcome") == "acquired":
-                return self._own(request, response.acquired, side_effect, lease_ttl, retention, heartbeat)
+                lease = lease_of(response.acquired, sent_at, time.time(), lease_ttl)
+                return self._own(request, response.acquired, lease, side_effect, lease_ttl, retention, heartbeat)
             # In progress elsewhere: Begin already waited up to `wait`.
             if time.monotonic() >= give_up:
                 raise still_in_progress(response, namespace, key, give_up_after)
             if wait <= 0:
                 time.sleep(response.in_progress.retry_after.ToTimedelta().total_seconds() or 0.1)
 
-    def _own(self, request, acquired, side_effect, lease_ttl, retention, heartbeat) -> Outcome:
+    def _own(self, request, acquired, lease, side_effect, lease_ttl, retention, heartbeat) -> Outcome:
         attempt = attempt_of(acquired, threading.Event())
         ids = dict(tenant=request.tenant, namespace=request.namespace, key=request.key)
         stop = threading.Event()
-        beat = threading.Thread(target=self._heartbeat, args=(ids, attempt, lease_ttl, stop), daemon=True)
+        beat = threading.Thread(target=self._heartbeat, args=(ids, attempt, lease_ttl, lease, stop), daemon=True)
         if heartbeat:
             beat.start()
         try:
@@ -289,16 +299,32 @@ class Coordinator:
         if started:
             beat.join()
 
-    def _heartbeat(self, ids, attempt, lease_ttl, stop: threading.Event) -> None:
-        interval = max(lease_ttl / 3.0, 0.5)
-        while not stop.wait(interval):
+    def _heartbeat(self, ids, attempt, lease_ttl, lease: Lease, stop: threading.Event) -> None:
+        """Extends the lease a third of its time left after each send (the
+        rule is in `heartbeat.py`) until stopped or the attempt is lost."""
+        while not stop.wait(max(0.0, lease.heartbeat_at() - time.monotonic())):
+            lease = self._extend(ids, attempt, lease_ttl, lease, stop)
+            if lease is None:
+                return
+
+    def _extend(self, ids, attempt, lease_ttl, lease: Lease, stop: threading.Event) -> Optional[Lease]:
+        """The lease an Extend renewed, tried again while time is left; None
+        once stopped, or once the attempt is lost or its time ran out (then
+        `attempt.lease_lost` is set)."""
+        while True:
+            sent_at = time.monotonic()
             try:
-                self._stub.Extend(extend_request(ids, attempt, lease_ttl), timeout=self.timeout)
+                answer = self._stub.Extend(
+                    extend_request(ids, attempt, lease_ttl), timeout=lease.extend_timeout(sent_at, self.timeout)
+                )
+                return Lease.answered(sent_at, timestamp_seconds(answer.lease_expires_at), time.time(), lease_ttl)
             except grpc.RpcError as error:
-                if from_rpc_error(error).reason in LOST_REASONS:
+                if from_rpc_error(error).reason in LOST_REASONS or lease.over(time.monotonic()):
                     attempt.lease_lost.set()
-                    return
-                # Unavailable: keep trying until the lease is really gone.
+                    return None
+                # Unavailable or too slow: try again while time is left.
+            if stop.wait(lease.retry_pause(time.monotonic())):
+                return None
 
     def lookup(self, namespace: str, key: str) -> pb.Record:
         try:
