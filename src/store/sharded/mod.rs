@@ -222,15 +222,21 @@ impl<S: RecordStore> RecordStore for ShardedStore<S> {
     }
 
     /// Shard by shard in name order; the token is `{shard}:{that shard's
-    /// token}`. Forwarding records are left out, so a page may hold fewer
-    /// than `limit` records before the last.
+    /// token}`, the shard's name percent-encoded so that a `:` in it cannot
+    /// be taken for the separator. Forwarding records are left out, so a
+    /// page may hold fewer than `limit` records before the last.
     async fn list(&self, page: &Page, deadline: Instant) -> Result<Listing, Error> {
         let (after, limit) = (page.after.as_str(), page.limit);
-        let (start, mut inner) = match after.split_once(':') {
-            Some((shard, token)) if self.stores.contains_key(shard) => (shard, token.to_owned()),
+        let named = |shard: &str| {
+            let shard = percent_encoding::percent_decode_str(shard).decode_utf8().ok()?;
+            self.stores.get_key_value(shard.as_ref()).map(|(name, _)| name.as_str())
+        };
+        let (start, mut inner) = match after.split_once(':').map(|(shard, token)| (named(shard), token)) {
+            Some((Some(shard), token)) => (shard, token.to_owned()),
             None if after.is_empty() => ("", String::new()),
             _ => return Err(bad_token(after)),
         };
+        let token = |shard: &str, inner: &str| format!("{}:{inner}", page_token_shard(shard));
         // The same tenant and namespace, with this shard's token and what is left of the page.
         let on_shard = |after: &str, limit| Page { after: after.to_owned(), limit, ..page.clone() };
         let mut shards = self.stores.range::<str, _>((Bound::Included(start), Bound::Unbounded)).map(|(name, _)| name);
@@ -241,14 +247,14 @@ impl<S: RecordStore> RecordStore for ShardedStore<S> {
                 listed.records.into_iter().filter(|(_, record, _)| forwarding::target(&record.value).is_none()),
             );
             if let Some(next) = listed.next {
-                return Ok(Listing { records, next: Some(format!("{name}:{next}")) });
+                return Ok(Listing { records, next: Some(token(name, &next)) });
             }
             inner.clear();
             if records.len() == limit {
                 // A later shard that holds a record gets a page of its own.
                 for later in shards.by_ref() {
                     if !self.store(later)?.list(&on_shard("", 1), deadline).await?.records.is_empty() {
-                        return Ok(Listing { records, next: Some(format!("{later}:")) });
+                        return Ok(Listing { records, next: Some(token(later, "")) });
                     }
                 }
             }
@@ -276,6 +282,12 @@ impl<S: RecordStore> RecordStore for ShardedStore<S> {
     }
 }
 
+/// A shard's name as page tokens carry it: `%` and `:` escaped.
+fn page_token_shard(shard: &str) -> String {
+    const ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%').add(b':');
+    percent_encoding::utf8_percent_encode(shard, ESCAPED).to_string()
+}
+
 fn unknown_shard(shard: &str) -> Error {
     Error::StoreUnavailable(format!(
         "the record lives on shard {shard:?}, which this replica's shard map does not name"
@@ -287,4 +299,63 @@ fn bad_token(token: &str) -> Error {
         field: "page_token".into(),
         description: format!("{token:?} is not a token this server gave"),
     }])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::clock::TokioClock;
+    use crate::core::record::{Record, State};
+    use crate::store::memory::MemoryStore;
+
+    fn record() -> Record {
+        Record {
+            state: State::Completed,
+            attempt: 1,
+            owner: String::new(),
+            request_id: String::new(),
+            fingerprint: vec![1; 32],
+            member_digests: vec![],
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            expires_at_ms: 0,
+            finished_token: 1,
+            result: None,
+            error: None,
+            recovered: None,
+        }
+    }
+
+    /// Issue 25, 5: the token was split at its first `:`, so a shard named
+    /// `eu:1` gave tokens no page could follow.
+    #[tokio::test(start_paused = true)]
+    async fn pages_follow_shards_whose_names_hold_a_colon() {
+        let clock = Arc::new(TokioClock::new());
+        let names = ["eu:1", "eu:2%"];
+        let stores = names.map(|n| (n.to_owned(), Arc::new(MemoryStore::new(clock.clone())))).into();
+        let map = ShardMap::single(1, names.map(str::to_owned).to_vec());
+        let store = ShardedStore::new(stores, map, Duration::from_secs(60)).expect("shards");
+        let lease = LeaseWant { lasts: Duration::from_secs(60), slack: Duration::from_secs(2) };
+        for key in ["a:1", "b:2", "c:3", "d:4", "e:5"] {
+            let id = RecordId { tenant: "t".into(), namespace: "ns".into(), key: key.into() };
+            let write = Write {
+                expect: Expect::Absent,
+                record: Some((record(), RecordLease::Until(lease))),
+                lock: LockChange::Keep,
+            };
+            store.write(&id, &write, Instant::now()).await.expect("write");
+        }
+        let (mut seen, mut after) = (Vec::new(), String::new());
+        for _ in 0..10 {
+            let page = Page { tenant: "t".into(), namespace: "ns".into(), after: after.clone(), limit: 2 };
+            let listing = store.list(&page, Instant::now()).await.expect("a page");
+            seen.extend(listing.records.into_iter().map(|(key, _, _)| key));
+            match listing.next {
+                Some(next) => after = next,
+                None => break,
+            }
+        }
+        seen.sort();
+        assert_eq!(seen, ["a:1", "b:2", "c:3", "d:4", "e:5"]);
+    }
 }
