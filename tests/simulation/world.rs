@@ -11,6 +11,7 @@ use std::time::Duration;
 use idempotency_coordinator::core::clock::Clock;
 use idempotency_coordinator::core::command::{BeginCommand, CompleteCommand, ExtendCommand, FailCommand};
 use idempotency_coordinator::core::coordinator::{Coordinator, Settings};
+use idempotency_coordinator::core::error::Error;
 use idempotency_coordinator::core::limits::Limits;
 use idempotency_coordinator::core::outcome::{BeginOutcome, PublicState};
 use idempotency_coordinator::core::record::{CallError, CallResult, RecordId, ResultBody};
@@ -360,7 +361,7 @@ impl World {
                 self.log(format!("{line} -> in progress (attempt {})", busy.attempt));
                 Answer::Busy
             }
-            Err(idempotency_coordinator::core::error::Error::KeyReused { .. }) => {
+            Err(Error::KeyReused { .. }) => {
                 self.log(format!("{line} -> key reused"));
                 Answer::KeyReused
             }
@@ -402,14 +403,20 @@ impl World {
             "#{index} r{replica} complete i{intent} k{key} token {token} {result} retention {retention_s}s (ledger took it: {performed}, sent {sent}) -> {}",
             answer.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string())
         ));
+        self.finished(key, token, sent, answer.as_ref().map(|_| ()), Some((result, performed)));
+    }
+
+    /// Tells the oracle how a Complete or Fail ended.
+    fn finished(&self, key: usize, token: u64, sent: u64, answer: Result<(), &Error>, kept: Option<(String, bool)>) {
+        let refused = answer.is_err_and(decided);
         let found = self.oracle.lock().expect("oracle").finished(
             key,
             token,
             sent,
             self.now_ms(),
             answer.is_ok(),
-            Some((result, performed)),
-            answer.as_ref().err().is_some_and(decided),
+            kept,
+            refused,
         );
         self.violation(found);
     }
@@ -435,16 +442,7 @@ impl World {
         ));
         // A released attempt leaves nothing to replay; a final failure does.
         let kept = (!retryable).then_some((message, true));
-        let found = self.oracle.lock().expect("oracle").finished(
-            key,
-            token,
-            sent,
-            self.now_ms(),
-            answer.is_ok(),
-            kept,
-            answer.as_ref().err().is_some_and(decided),
-        );
-        self.violation(found);
+        self.finished(key, token, sent, answer.as_ref().map(|_| ()), kept);
     }
 
     async fn extend(&self, index: usize, intent: usize, replica: usize, ttl_s: u64) {
@@ -484,7 +482,7 @@ impl World {
                 }
                 PublicState::InProgress => Answer::Busy,
             },
-            Err(idempotency_coordinator::core::error::Error::NotFound) => Answer::NotFound,
+            Err(Error::NotFound) => Answer::NotFound,
             Err(_) => Answer::Error,
         };
         self.log(format!("#{index} r{replica} lookup k{key} (sent {sent}) -> {seen:?}"));
@@ -500,7 +498,6 @@ impl World {
             "#{index} r{replica} forget k{key} (sent {sent}) -> {}",
             answer.as_ref().map(|v| format!("forgot token {}", v.fencing_token)).unwrap_or_else(|e| e.to_string())
         ));
-        use idempotency_coordinator::core::error::Error;
         let deleted = match answer {
             Ok(view) => Some(view.fencing_token),
             // Certainly nothing deleted.
@@ -519,7 +516,6 @@ impl World {
 
 /// Whether an error says the call certainly did not happen (as opposed to
 /// an error after which it may have).
-fn decided(error: &idempotency_coordinator::core::error::Error) -> bool {
-    use idempotency_coordinator::core::error::Error;
+fn decided(error: &Error) -> bool {
     matches!(error, Error::LeaseLost { .. } | Error::AlreadyFinished { .. } | Error::NotFound)
 }
