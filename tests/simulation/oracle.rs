@@ -39,6 +39,10 @@ struct Owner {
     attempt: u32,
     ttl_ms: u64,
     sent_ms: u64,
+    /// The soonest its record may have been written: a retry handed back an
+    /// attempt that an earlier call with its request_id, whose answer was
+    /// lost, may have created.
+    created_ms: u64,
     answered_ms: u64,
     /// Until when the owner may act, as it was told, and when it sent the
     /// call that told it.
@@ -71,6 +75,10 @@ struct Begun {
     payload: u8,
     sent_ms: u64,
     answered_ms: Option<u64>,
+    /// The retrying intent whose request_id it carried, if it was a retry.
+    retry_of: Option<usize>,
+    /// Answered with an error: it may have written an attempt all the same.
+    ambiguous: bool,
 }
 
 struct Forget {
@@ -151,9 +159,9 @@ impl Oracle {
         }
     }
 
-    pub fn begin_sent(&mut self, key: usize, payload: u8, sent_ms: u64, index: usize) {
+    pub fn begin_sent(&mut self, key: usize, payload: u8, sent_ms: u64, index: usize, retry_of: Option<usize>) {
         let model = &mut self.keys[key];
-        model.begun.push(Begun { payload, sent_ms, answered_ms: None });
+        model.begun.push(Begun { payload, sent_ms, answered_ms: None, retry_of, ambiguous: false });
         self.begins.insert(index, (key, model.begun.len() - 1));
     }
 
@@ -166,7 +174,9 @@ impl Oracle {
         answer: Answer,
     ) -> Result<(), String> {
         if let Some((key, at)) = self.begins.remove(&index) {
-            self.keys[key].begun[at].answered_ms = Some(now);
+            let begun = &mut self.keys[key].begun[at];
+            begun.answered_ms = Some(now);
+            begun.ambiguous = matches!(answer, Answer::Error);
         }
         let Intent { key, payload, .. } = self.intents[intent];
         let model = &mut self.keys[key];
@@ -223,7 +233,7 @@ impl Oracle {
                         || previous.maybe_finished
                         || previous.finishes_in_flight > 0
                         || model.forget_between(previous.sent_ms, now);
-                    let may_have_expired = now >= previous.sent_ms + previous.ttl_ms + DEFAULT_RETENTION_MS;
+                    let may_have_expired = now >= previous.created_ms + previous.ttl_ms + DEFAULT_RETENTION_MS;
                     let recovered = recovered_from.is_some_and(|p| p >= previous.attempt) && attempt > previous.attempt;
                     if !(finished || may_have_expired || recovered) {
                         return Err(format!(
@@ -232,12 +242,19 @@ impl Oracle {
                         ));
                     }
                 }
+                let created_ms = model
+                    .begun
+                    .iter()
+                    .filter(|b| b.retry_of == Some(intent) && (b.ambiguous || b.answered_ms.is_none()))
+                    .map(|b| b.sent_ms)
+                    .fold(sent, u64::min);
                 model.owners.push(Owner {
                     intent,
                     token,
                     attempt,
                     ttl_ms,
                     sent_ms: sent,
+                    created_ms,
                     answered_ms: now,
                     live_until_ms: sent + ttl_ms,
                     granted_ms: sent,

@@ -320,7 +320,7 @@ impl World {
             request_id: request_id.clone(),
         };
         let sent = self.now_ms();
-        self.oracle.lock().expect("oracle").begin_sent(the.key, the.payload, sent, index);
+        self.oracle.lock().expect("oracle").begin_sent(the.key, the.payload, sent, index, retry.then_some(intent));
         let deadline = Instant::now() + Duration::from_secs(10) + command.wait;
         let answer = self.coordinator(replica).begin(&command, deadline).await;
         let line = format!(
