@@ -182,10 +182,7 @@ impl ReplayCache {
     /// and nothing was heard since that could make it stale.
     pub fn remember(&self, id: &RecordId, record: &Record, ticket: u64, lives: Duration) {
         let Some(cache) = self.by_record.as_ref() else { return };
-        if lives.is_zero() || self.cleared_at.load(Ordering::Acquire) > ticket {
-            return;
-        }
-        if self.forgotten.get(id).is_some_and(|heard| heard > ticket) {
+        if lives.is_zero() || self.stale(id, ticket) {
             return;
         }
         // Every read of a finished record lands here: the same record already
@@ -203,6 +200,16 @@ impl ReplayCache {
             outcome,
         };
         cache.insert(id.clone(), Arc::new(replay));
+        // A forget or restart heard between the checks above and the insert
+        // may have invalidated before it: look again, now that it is in.
+        if self.stale(id, ticket) {
+            cache.invalidate(id);
+        }
+    }
+
+    /// Whether something heard since `ticket` was taken may make a read of `id` stale.
+    fn stale(&self, id: &RecordId, ticket: u64) -> bool {
+        self.cleared_at.load(Ordering::Acquire) > ticket || self.forgotten.get(id).is_some_and(|heard| heard > ticket)
     }
 }
 

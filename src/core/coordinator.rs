@@ -383,19 +383,14 @@ impl<S: RecordStore> Coordinator<S> {
             let (mut events, mut heard) = (feed.events, vec![None::<Instant>; feed.sources]);
             while let Some((source, event)) = events.next().await {
                 let Some(coordinator) = coordinator.upgrade() else { return };
-                let alive = match event {
-                    FeedEvent::Forgotten(id) => {
-                        coordinator.replays.forget(&id);
-                        true
-                    }
-                    FeedEvent::Alive => true,
+                let Some(slot) = heard.get_mut(source) else { continue };
+                match event {
+                    FeedEvent::Forgotten(id) => coordinator.replays.forget(&id),
+                    FeedEvent::Alive(as_of) => *slot = Some(slot.map_or(as_of, |heard| heard.max(as_of))),
                     FeedEvent::Restarted => {
                         coordinator.replays.clear();
-                        false
+                        *slot = None;
                     }
-                };
-                if let Some(slot) = heard.get_mut(source) {
-                    *slot = alive.then(Instant::now);
                 }
                 // Every source must be fresh: one silent shard may hide a forget.
                 let fresh_until = heard.iter().try_fold(None::<Instant>, |soonest, at| {

@@ -113,7 +113,7 @@ pub fn decide_begin(
             BeginDecision::Answer(crate::core::cache::replay_of(record).expect("terminal records have a replay"))
         }
         State::Released => take_over(RecoveryReason::Released, record.error.clone(), record.finished_token),
-        State::InProgress => match snapshot.lock.as_ref().map(|l| l.value.deadline_ms) {
+        State::InProgress => match snapshot.lock.as_ref().map(|l| &l.value) {
             None => take_over(RecoveryReason::Abandoned, None, current.revision as u64),
             // The retry of the Begin that started the attempt gets it back
             // with a fresh lease, renewed in the store under a compare on the
@@ -122,7 +122,11 @@ pub fn decide_begin(
             // with the stored deadline, so a slow clock cannot hand out a
             // lease that has run out; and a caller that times its work from
             // the TTL it asked for is right.
-            Some(_) if record.request_id == request_id => match renew(record, expect, command.lease_ttl, now) {
+            // Renewed for the longest lease the lock promised, if longer than
+            // the retry asks (an Extend, or a first call with a longer TTL):
+            // a late duplicate of a Begin must not cut its owner's lease short.
+            Some(lock) if record.request_id == request_id => match renew(record, expect, lease_for(command, lock), now)
+            {
                 Ok((write, lease_expires_at_ms)) => BeginDecision::HandBack {
                     write: Box::new(write),
                     acquired: Acquired {
@@ -139,6 +143,12 @@ pub fn decide_begin(
             Some(_) => busy(record, snapshot, now),
         },
     })
+}
+
+/// The lease a hand-back renews the lock of `lock` for: the retry's TTL or
+/// the lock's own, whichever is longer.
+fn lease_for(command: &BeginCommand, lock: &Lock) -> Duration {
+    command.lease_ttl.max(Duration::from_millis(lock.lease_ms.max(0) as u64))
 }
 
 /// The answer for a record another attempt holds with a live lock.
@@ -203,7 +213,8 @@ pub fn start_attempt(
 /// from the write: at least as long as the owner was told.
 fn lock_until(deadline_ms: i64, now: i64) -> LockChange {
     let lasts = Duration::from_millis((deadline_ms - now).max(0) as u64);
-    LockChange::Put { lock: Lock { deadline_ms }, lease: LeaseWant { lasts, slack: LOCK_LEASE_SLACK } }
+    let lease_ms = lasts.as_millis() as i64;
+    LockChange::Put { lock: Lock { deadline_ms, lease_ms }, lease: LeaseWant { lasts, slack: LOCK_LEASE_SLACK } }
 }
 
 /// How a Complete or Fail ends an attempt.
@@ -409,7 +420,8 @@ mod tests {
         Snapshot {
             revision: 50,
             record: Some(Versioned { value: record(state), revision: 42 }),
-            lock: lock_deadline.map(|deadline_ms| Versioned { value: Lock { deadline_ms }, revision: 43 }),
+            lock: lock_deadline
+                .map(|deadline_ms| Versioned { value: Lock { deadline_ms, lease_ms: 5_000 }, revision: 43 }),
         }
     }
 
@@ -453,7 +465,7 @@ mod tests {
                 );
                 assert!(write.record.is_none(), "the record, and so the token, stay as they are");
                 assert!(
-                    matches!(write.lock, LockChange::Put { lock: Lock { deadline_ms }, .. } if deadline_ms == NOW + 5_000)
+                    matches!(write.lock, LockChange::Put { lock: Lock { deadline_ms, .. }, .. } if deadline_ms == NOW + 5_000)
                 );
             }
             other => panic!("expected the attempt handed back, got {other:?}"),
@@ -470,6 +482,13 @@ mod tests {
                 BeginDecision::HandBack { acquired, .. } => assert_eq!(acquired.lease_expires_at_ms, NOW + 5_000),
                 other => panic!("deadline {deadline}: got {other:?}"),
             }
+        }
+        // A late duplicate asking less does not cut a longer promise short.
+        let mut extended = snapshot(State::InProgress, Some(NOW + 25_000));
+        extended.lock.as_mut().unwrap().value.lease_ms = 30_000;
+        match decide(&extended, 1, "req-a").unwrap() {
+            BeginDecision::HandBack { acquired, .. } => assert_eq!(acquired.lease_expires_at_ms, NOW + 30_000),
+            other => panic!("got {other:?}"),
         }
         // A fresh lease may not outlive the record: then it is not handed back.
         let mut ending = snapshot(State::InProgress, Some(NOW + 3_000));

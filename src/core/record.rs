@@ -69,6 +69,10 @@ pub struct Lock {
     /// The attempt's deadline. The store's lease may outlive it, so a lock
     /// past its deadline counts as lapsed.
     pub deadline_ms: i64,
+    /// How long its lease ran from the write that put it: what its owner was
+    /// promised, which a hand-back to a retry must not cut short (0: unknown,
+    /// a lock written by an earlier release).
+    pub lease_ms: i64,
 }
 
 /// What a completed side effect produced, to replay.

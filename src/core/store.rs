@@ -143,9 +143,11 @@ pub struct Listing {
 pub enum FeedEvent {
     /// This record was forgotten, on any replica.
     Forgotten(RecordId),
-    /// The source is alive and has delivered everything up to now (etcd: a
-    /// progress notification the feed asked for).
-    Alive,
+    /// The source had delivered everything up to this instant: when the
+    /// feed asked etcd for a progress notification (after a linearizable
+    /// read, so a member without a leader does not count), not when the
+    /// answer came, so a link that delivers late does not look fresh.
+    Alive(Instant),
     /// The source's feed (re)started: records may have been forgotten unheard.
     Restarted,
 }

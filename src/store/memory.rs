@@ -263,7 +263,7 @@ impl RecordStore for MemoryStore {
             Ok((id, _)) => FeedEvent::Forgotten(id),
             Err(_) => FeedEvent::Restarted,
         });
-        let alive = IntervalStream::new(tokio::time::interval(FEED_ALIVE_EVERY)).map(|_| FeedEvent::Alive);
+        let alive = IntervalStream::new(tokio::time::interval(FEED_ALIVE_EVERY)).map(FeedEvent::Alive);
         Forgotten { sources: 1, events: Box::pin(heard.merge(alive).map(|event| (0, event))) }
     }
 }
@@ -309,7 +309,7 @@ mod tests {
         let write = Write {
             expect: Expect::Absent,
             record: Some((record(), RecordLease::Until(lease(60_000)))),
-            lock: LockChange::Put { lock: Lock { deadline_ms: now + 2_000 }, lease: lease(2_000) },
+            lock: LockChange::Put { lock: Lock { deadline_ms: now + 2_000, lease_ms: 2_000 }, lease: lease(2_000) },
         };
         let Written::Committed { revision } = store.write(&id(), &write, Instant::now()).await.unwrap() else {
             panic!("the first write commits")

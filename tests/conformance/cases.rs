@@ -264,6 +264,27 @@ pub async fn a_begin_retried_with_its_request_id_gets_the_same_acquisition<S: Re
     assert!(matches!(h.begin(&command).await, Ok(BeginOutcome::InProgress(_))));
 }
 
+/// Found in review: a duplicate of the first Begin arriving late (a proxy's
+/// retry) renewed the lock for its own short TTL after the owner had
+/// extended it, and a waiter acquired 22 s before the extended deadline.
+pub async fn a_late_duplicate_of_a_begin_does_not_cut_an_extended_lease_short<S: RecordStore>(h: &Harness<S>) {
+    let mut command = begin("duplicated", "cart", 2);
+    command.request_id = "9e4b-duplicated".into();
+    let first = h.acquire(&command).await;
+    let extended = h.extend("duplicated", first.fencing_token, 6).await.expect("extend");
+    let again = acquired(h.replica().begin(&command, deadline()).await);
+    assert_eq!(again.fencing_token, first.fencing_token);
+    assert!(
+        again.lease_expires_at_ms >= extended,
+        "handed back until {} after an extend to {extended}",
+        again.lease_expires_at_ms
+    );
+    // Past the duplicate's 2 s, within the 6 s the owner was promised.
+    sleep(Duration::from_secs(3)).await;
+    command.request_id = "another-call".into();
+    assert!(matches!(h.begin(&command).await, Ok(BeginOutcome::InProgress(_))), "the extended lease was cut short");
+}
+
 pub async fn extend_keeps_an_owner_alive_past_its_original_ttl<S: RecordStore>(h: &Harness<S>) {
     let first = h.acquire(&begin("long-job", "cart", 2)).await;
     let mut expiry = first.lease_expires_at_ms;

@@ -33,6 +33,7 @@ macro_rules! conformance_suite {
             a_late_completion_is_accepted_when_nobody_took_over,
             repeating_complete_or_fail_is_idempotent,
             a_begin_retried_with_its_request_id_gets_the_same_acquisition,
+            a_late_duplicate_of_a_begin_does_not_cut_an_extended_lease_short,
             extend_keeps_an_owner_alive_past_its_original_ttl,
             an_extend_may_not_outlive_the_record,
             retention_expiry_makes_a_key_new_again,

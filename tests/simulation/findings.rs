@@ -88,11 +88,3 @@ fn notices_the_lock_compare_turned_off() {
 fn notices_the_forget_feed_turned_off() {
     assert_found(&found(Knobs::passing(), Some(Mutation::ForgetFeed), 200), &["after the forget", "since the forget"]);
 }
-
-/// Issue 25, 4: a replica left on the settled old map while the others
-/// switch creates records where the settled new map will not look.
-#[test]
-fn finds_a_replica_a_whole_step_behind_writing_where_no_one_looks() {
-    let knobs = Knobs { laggards: true, ..Knobs::passing() };
-    assert_found(&found(knobs, None, 1_500), &["two owners", "unfinished", "acquired (token", "fencing tokens"]);
-}

@@ -18,6 +18,10 @@ pub struct Run {
     pub violation: Option<String>,
 }
 
+/// The longest a call may run: the request timeout plus the longest wait,
+/// and a second more.
+const CALLS_IN_FLIGHT: Duration = Duration::from_secs(5 + 4 + 1);
+
 /// How long the world runs on after the last step, for calls in flight to finish.
 const QUIET_END: Duration = Duration::from_secs(30);
 
@@ -78,7 +82,17 @@ async fn operator(
 ) {
     let (mut settled, mut from_ms) = (settled, from_ms);
     loop {
-        while !world.safe_to_settle(&settled).await {
+        // Safe twice, a call's longest life apart: a call already in flight
+        // when the operator looked may still write at an old home.
+        let mut safe_since = None;
+        loop {
+            if !world.safe_to_settle(&settled).await {
+                safe_since = None;
+            } else if safe_since.is_some_and(|since: Instant| since.elapsed() >= CALLS_IN_FLIGHT) {
+                break;
+            } else {
+                safe_since = safe_since.or(Some(Instant::now()));
+            }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         world.log(format!("operator: every record of the previous map is gone or forwarded; settling on {settled:?}"));

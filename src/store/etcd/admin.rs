@@ -93,9 +93,12 @@ pub async fn forget(
 
 /// Every tombstone put from now on, for as long as the feed is held;
 /// `Restarted` each time the watch (re)starts, since tombstones may have been
-/// missed. The feed asks etcd for a progress notification every
-/// [`FEED_ALIVE_EVERY`] and says `Alive` on each answer, so that a watch
-/// whose connection died silently (no end, no error) is told from a quiet one.
+/// missed. Every [`FEED_ALIVE_EVERY`], one at a time, the feed makes a
+/// linearizable read (which only a member with a leader and a quorum
+/// answers) and then asks for a progress notification on the watch; when
+/// that comes it says `Alive` as of when it asked. So a watch whose
+/// connection died silently, a member cut off from its leader and a link
+/// that delivers seconds late all fall silent instead of looking fresh.
 pub fn forgotten(client: impl Fn() -> Option<Client> + Send + 'static, prefix: String) -> Forgotten {
     let (sender, receiver) = mpsc::channel(256);
     let send = move |event| {
@@ -116,13 +119,34 @@ pub fn forgotten(client: impl Fn() -> Option<Client> + Send + 'static, prefix: S
                     }
                     let (mut requests, mut responses) = stream.split();
                     let mut ask = tokio::time::interval(FEED_ALIVE_EVERY);
+                    // When the progress request in flight was made, if one is.
+                    let mut asked: Option<Instant> = None;
                     loop {
                         tokio::select! {
-                            _ = ask.tick() => if requests.request_progress().await.is_err() { break },
+                            // One request at a time; one never answered is asked again.
+                            _ = ask.tick(), if asked.is_none_or(|at| at.elapsed() > 5 * FEED_ALIVE_EVERY) => {
+                                let at = Instant::now();
+                                let mut kv = client.kv_client();
+                                let read = tokio::time::timeout(FEED_ALIVE_EVERY, kv.get(scope.as_str(), None));
+                                if !matches!(read.await, Ok(Ok(_))) {
+                                    continue;
+                                }
+                                if requests.request_progress().await.is_err() {
+                                    break;
+                                }
+                                asked = Some(at);
+                            }
                             response = responses.message() => {
                                 let Ok(Some(response)) = response else { break };
                                 if response.canceled() {
                                     break;
+                                }
+                                // A progress notification: no events, not the creation.
+                                let progress = response.events().is_empty() && !response.created();
+                                if let Some(at) = asked.take_if(|_| progress)
+                                    && !send(FeedEvent::Alive(at)).await
+                                {
+                                    return;
                                 }
                                 for event in response.events().iter().filter(|e| e.event_type() == EventType::Put) {
                                     let Some(id) = event.kv().and_then(|kv| keys::forgotten_id(&prefix, kv.key())) else {
@@ -131,11 +155,6 @@ pub fn forgotten(client: impl Fn() -> Option<Client> + Send + 'static, prefix: S
                                     if !send(FeedEvent::Forgotten(id)).await {
                                         return;
                                     }
-                                }
-                                // Events and progress notifications alike: etcd sends
-                                // them in order, so all before now were delivered.
-                                if !send(FeedEvent::Alive).await {
-                                    return;
                                 }
                             }
                         }

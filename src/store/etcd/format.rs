@@ -44,7 +44,7 @@ pub fn encode_record(record: &Record) -> Vec<u8> {
 }
 
 pub fn encode_lock(lock: &Lock) -> Vec<u8> {
-    StoredLock { format: FORMAT, deadline_ms: lock.deadline_ms }.encode_to_vec()
+    StoredLock { format: FORMAT, deadline_ms: lock.deadline_ms, lease_ms: lock.lease_ms }.encode_to_vec()
 }
 
 /// Decodes the record stored at `key` (named in errors) by `revision`.
@@ -88,7 +88,7 @@ pub fn decode_record(key: &[u8], value: &[u8], revision: i64) -> Result<Versione
 pub fn decode_lock(key: &[u8], value: &[u8], revision: i64) -> Result<Versioned<Lock>, Error> {
     let stored = StoredLock::decode(value).map_err(|e| undecodable(key, e))?;
     check_format(key, stored.format)?;
-    Ok(Versioned { value: Lock { deadline_ms: stored.deadline_ms }, revision })
+    Ok(Versioned { value: Lock { deadline_ms: stored.deadline_ms, lease_ms: stored.lease_ms }, revision })
 }
 
 fn check_format(key: &[u8], format: u32) -> Result<(), Error> {
@@ -154,7 +154,7 @@ mod tests {
         with_members.member_digests = vec![("amount".into(), vec![7; 16]), ("cart".into(), vec![8; 16])];
         let decoded = decode_record(b"k", &encode_record(&with_members), 7).unwrap();
         assert_eq!(decoded.value, with_members);
-        let lock = Lock { deadline_ms: 99 };
+        let lock = Lock { deadline_ms: 99, lease_ms: 4_000 };
         assert_eq!(decode_lock(b"k", &encode_lock(&lock), 8).unwrap(), Versioned { value: lock, revision: 8 });
     }
 
@@ -176,7 +176,7 @@ mod tests {
 
     #[test]
     fn other_layout_versions_are_refused() {
-        let future = StoredLock { format: 2, deadline_ms: 1 }.encode_to_vec();
+        let future = StoredLock { format: 2, deadline_ms: 1, lease_ms: 0 }.encode_to_vec();
         assert!(decode_lock(b"k", &future, 1).unwrap_err().to_string().contains("layout version 2"));
     }
 }
