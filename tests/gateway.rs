@@ -251,6 +251,30 @@ async fn a_double_submit_charges_once_and_replays_the_created_answer_byte_for_by
     assert!(tokens[0].is_some_and(|t| t > 0), "the service got the fencing token: {tokens:?}");
 }
 
+/// Issue 27, 2: unmatched paths and optional routes without a key passed the
+/// client's own fencing token upstream (18446744073709551615 seen), pushing a
+/// ledger's highest token beyond every real one.
+#[tokio::test]
+async fn a_client_never_sets_the_fencing_token_the_service_sees() {
+    let setup = Setup::start().await;
+    let spoofed = "18446744073709551615";
+    let unrouted = setup.pay("/unrouted/payments", "spoof-1", "{}").header("idempotency-fencing-token", spoofed);
+    assert_eq!(send(unrouted).await.status, StatusCode::CREATED);
+    let unkeyed = setup
+        .http
+        .post(setup.gateway.url("/optional/payments"))
+        .header("content-type", "application/json")
+        .header("idempotency-fencing-token", spoofed)
+        .body("{}");
+    assert_eq!(send(unkeyed).await.status, StatusCode::CREATED);
+    let protected = setup.pay("/payments", "spoof-2", "{}").header("idempotency-fencing-token", spoofed);
+    assert_eq!(send(protected).await.status, StatusCode::CREATED);
+    assert_eq!(setup.service.ledger.tokens("\"spoof-1\""), vec![None], "an unmatched path passed the client's token");
+    assert_eq!(setup.service.ledger.tokens(""), vec![None], "an unkeyed request passed the client's token");
+    let tokens = setup.service.ledger.tokens("\"spoof-2\"");
+    assert!(tokens.len() == 1 && tokens[0].is_some_and(|t| t.to_string() != spoofed), "{tokens:?}");
+}
+
 #[tokio::test]
 async fn http2_clients_get_the_same_protection() {
     let setup = Setup::start().await;

@@ -178,7 +178,7 @@ fn stored_response_default() -> usize {
     192 * 1024
 }
 fn fencing_token_header() -> String {
-    "Idempotency-Fencing-Token".into()
+    crate::gateway::routes::DEFAULT_FENCING_TOKEN_HEADER.into()
 }
 
 /// Parses and checks a routes file.

@@ -51,7 +51,9 @@ pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request<Body>)
 }
 
 impl Gateway {
-    async fn answer(self: Arc<Self>, request: Request<Body>) -> (Response, Outcome) {
+    async fn answer(self: Arc<Self>, mut request: Request<Body>) -> (Response, Outcome) {
+        // Set only on an acquired attempt, never passed on from a client.
+        self.routes.strip_fencing_tokens(request.headers_mut());
         let Some(route) = self.routes.find(request.method(), request.uri().path()) else {
             return (self.forward(request, None).await, Outcome::Passthrough);
         };

@@ -45,6 +45,9 @@ pub struct Route {
     pub fencing_token_header: HeaderName,
 }
 
+/// The header the fencing token goes upstream in unless a route names another.
+pub const DEFAULT_FENCING_TOKEN_HEADER: &str = "idempotency-fencing-token";
+
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     by_method: HashMap<Method, matchit::Router<Arc<Route>>>,
@@ -77,6 +80,17 @@ impl RouteTable {
             serde_json::json!({ "name": route.name, "methods": methods, "path": path, "namespace": route.namespace })
         };
         self.listed.iter().map(describe).collect()
+    }
+
+    /// Removes every header any route carries the fencing token in, and the
+    /// default one: a client must never choose the token the service sees
+    /// (issue 27: a spoofed 18446744073709551615 pushes a ledger's highest
+    /// token beyond every real one), whether or not its request is protected.
+    pub fn strip_fencing_tokens(&self, headers: &mut http::HeaderMap) {
+        headers.remove(DEFAULT_FENCING_TOKEN_HEADER);
+        for (_, _, route) in &self.listed {
+            headers.remove(&route.fencing_token_header);
+        }
     }
 
     /// The route `method` and `path` fall under.
