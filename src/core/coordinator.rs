@@ -123,9 +123,9 @@ impl<S: RecordStore> Coordinator<S> {
     }
 
     /// Caches the replay of a terminal record read by a call that took
-    /// `ticket` before it started reading, for as
-    /// long as it surely lives: until its expiry on this replica's clock,
-    /// less the margin for clocks that disagree with the writer's.
+    /// `ticket` before it started reading, for as long as it surely lives:
+    /// until its expiry on this replica's clock, less the margin for clocks
+    /// that disagree with the writer's.
     fn remember_read(&self, id: &RecordId, record: &Record, ticket: u64) {
         let margin = self.settings.replay_clock_margin.as_millis() as i64;
         let left = record.expires_at_ms - self.clock.now_ms() - margin;
