@@ -129,8 +129,8 @@ impl ReplayCache {
         self.fresh_until_ms.store(ms, Ordering::Release);
     }
 
-    fn fresh(&self) -> bool {
-        (self.since.elapsed().as_millis() as u64) < self.fresh_until_ms.load(Ordering::Acquire)
+    fn fresh(&self, now: Instant) -> bool {
+        (now.saturating_duration_since(self.since).as_millis() as u64) < self.fresh_until_ms.load(Ordering::Acquire)
     }
 
     /// The replay for `id` if cached and still to be served; KeyReused if it
@@ -142,11 +142,13 @@ impl ReplayCache {
         members: &[MemberDigest],
     ) -> Option<Result<BeginOutcome, Error>> {
         let cache = self.by_record.as_ref()?;
-        if !self.fresh() {
+        // One clock read per replay, for both checks.
+        let now = Instant::now();
+        if !self.fresh(now) {
             return None;
         }
         let replay = cache.get(id)?;
-        if replay.served_until <= Instant::now() {
+        if replay.served_until <= now {
             cache.invalidate(id);
             return None;
         }

@@ -31,7 +31,7 @@ pub struct MemoryStore {
     clock: Arc<dyn Clock>,
     // A std Mutex, not a tokio one: nothing awaits while it is held.
     state: Arc<Mutex<State>>,
-    forgotten: broadcast::Sender<(RecordId, i64)>,
+    forgotten: broadcast::Sender<RecordId>,
 }
 
 /// Forgotten ids a slow follower may fall behind by before it must drop every replay.
@@ -252,7 +252,7 @@ impl RecordStore for MemoryStore {
             }
         }
         // Nobody following is no error: there is no replica to tell.
-        let _ = self.forgotten.send((id.clone(), revision));
+        let _ = self.forgotten.send(id.clone());
         Ok(Some(revision))
     }
 
@@ -260,7 +260,7 @@ impl RecordStore for MemoryStore {
     /// behind the backlog hears a restart.
     fn forgotten(&self) -> Forgotten {
         let heard = BroadcastStream::new(self.forgotten.subscribe()).map(|forgotten| match forgotten {
-            Ok((id, _)) => FeedEvent::Forgotten(id),
+            Ok(id) => FeedEvent::Forgotten(id),
             Err(_) => FeedEvent::Restarted,
         });
         let alive = IntervalStream::new(tokio::time::interval(FEED_ALIVE_EVERY)).map(FeedEvent::Alive);
