@@ -289,6 +289,7 @@ mod tests {
             }),
             error: None,
             recovered: None,
+            token_generation: 0,
         }
     }
 

@@ -19,7 +19,7 @@ use crate::core::error::Error;
 use crate::core::limits::Limits;
 use crate::core::outcome::{Acquired, BeginOutcome, RecordView};
 use crate::core::record::{Record, RecordId, Snapshot, State, Versioned};
-use crate::core::store::{FEED_SILENCE_LIMIT, FeedEvent, Page, RecordLease, RecordStore, Written};
+use crate::core::store::{FEED_SILENCE_LIMIT, FeedEvent, MapStatus, Page, RecordLease, RecordStore, Written};
 use crate::core::wait_shares::WaitShares;
 
 /// Memory for the attempts handed out by this replica, remembered for a
@@ -349,6 +349,13 @@ impl<S: RecordStore> Coordinator<S> {
             .map(|(key, record, lock)| (key.clone(), decide::record_view(record, lock.as_ref())))
             .collect();
         Ok((records, listing.next))
+    }
+
+    /// Where a sharded store's map change stands (None: not sharded). At
+    /// the switch step this scans every shard, and marks them ready to
+    /// settle when no record is left where the settled map won't look.
+    pub async fn map_status(&self, deadline: Instant) -> Result<Option<MapStatus>, Error> {
+        self.store.map_status(self.operation_deadline(deadline, Duration::ZERO)).await
     }
 
     /// Deletes a finished record, so that its key is new again, and drops

@@ -200,6 +200,7 @@ pub fn start_attempt(
         result: None,
         error: None,
         recovered: attempt.recovered,
+        token_generation: 0,
     };
     // An abandoned attempt's record is kept as long as a finished one,
     // spread the same way.
@@ -413,6 +414,7 @@ mod tests {
             result: None,
             error: Some(CallError { code: "timeout".into(), ..Default::default() }),
             recovered: None,
+            token_generation: 0,
         }
     }
 

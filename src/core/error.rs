@@ -53,6 +53,12 @@ pub enum Error {
     #[error("overloaded: too many calls in flight; retry after a short delay")]
     Overloaded,
 
+    /// A sharded store's write found the shard's map state changed since
+    /// it was read: the store reads it again and retries, so callers see it
+    /// only if that keeps happening.
+    #[error("store unavailable: the shard map changed while the write was made; retry")]
+    ShardStateMoved,
+
     #[error("internal error: {0}")]
     Internal(String),
 

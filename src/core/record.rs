@@ -60,6 +60,10 @@ pub struct Record {
     pub error: Option<CallError>,
     /// Set on the attempt that took over from an unfinished one.
     pub recovered: Option<Recovery>,
+    /// Set by a sharded store: the high bits of this record's fencing
+    /// tokens, above the store revision (`store::sharded`). 0 elsewhere,
+    /// and the core only carries it along.
+    pub token_generation: u64,
 }
 
 /// The ownership lock of an attempt in progress. Extend rewrites it (never

@@ -164,6 +164,55 @@ pub struct Forgotten {
     pub events: Pin<Box<dyn Stream<Item = (usize, FeedEvent)> + Send>>,
 }
 
+/// Where a shard is in the changes of its shard map, kept in the shard
+/// itself so that every replica sees the same (see `store::sharded`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardState {
+    /// The rollout step replicas have reached on this shard: 3 x epoch for
+    /// a settled map, one more once the next map is announced, one less
+    /// (3 x the new epoch - 1) once it is switched to.
+    pub step: u64,
+    /// The high bits of the fencing tokens of records written here
+    /// ([`crate::core::record::Record::token_generation`]): raised past
+    /// every other shard's when this shard receives records in a map change.
+    pub generation: u64,
+    /// A replica of the switch step found no record left where the new map
+    /// will not look: the map may settle.
+    pub settle_checked: bool,
+}
+
+/// Where a sharded store's map change stands (`shards status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MapStatus {
+    /// The step the replica that answers acts at.
+    pub replica_step: String,
+    pub shards: Vec<ShardStatus>,
+    /// At the switch step: records (or lone locks) on a shard other than
+    /// their home under the new map, forwarding records aside.
+    pub left_behind: u64,
+    /// The latest `expires_at` among them, when known.
+    pub last_expires_at_ms: Option<i64>,
+    /// Nothing is left behind: replicas may move to the settled map.
+    pub settle_safe: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardStatus {
+    pub name: String,
+    pub step: String,
+    pub generation: u64,
+    pub settle_checked: bool,
+}
+
+/// One page of every record of a store, whatever its tenant and namespace.
+#[derive(Debug, Clone, Default)]
+pub struct Scan {
+    /// Each id with its record (None: only a lock is there).
+    pub entries: Vec<(RecordId, Option<Versioned<Record>>)>,
+    /// Where the next page starts; None after the last.
+    pub next: Option<String>,
+}
+
 /// How often a working feed says it is alive.
 pub const FEED_ALIVE_EVERY: Duration = Duration::from_secs(1);
 
@@ -212,4 +261,47 @@ pub trait RecordStore: Send + Sync + 'static {
 
     /// The feed of forgotten records, from now on, for as long as it is held.
     fn forgotten(&self) -> Forgotten;
+
+    /// The shard state and the revision that wrote it. Only stores a
+    /// sharded store is built on keep one.
+    fn shard_state(
+        &self,
+        _deadline: Instant,
+    ) -> impl Future<Output = Result<Option<Versioned<ShardState>>, Error>> + Send {
+        async { Err(Error::Internal("this store keeps no shard state".into())) }
+    }
+
+    /// Puts `state` if the stored one is still the one at `expected`
+    /// (0: none); whether it did.
+    fn put_shard_state(
+        &self,
+        _expected: i64,
+        _state: ShardState,
+        _deadline: Instant,
+    ) -> impl Future<Output = Result<bool, Error>> + Send {
+        async { Err(Error::Internal("this store keeps no shard state".into())) }
+    }
+
+    /// [`Self::write`], only while the shard state is still the one at
+    /// `fence` (0: none); else [`Error::ShardStateMoved`] and nothing written.
+    fn write_fenced(
+        &self,
+        _id: &RecordId,
+        _write: &Write,
+        _fence: i64,
+        _deadline: Instant,
+    ) -> impl Future<Output = Result<Written, Error>> + Send {
+        async { Err(Error::Internal("this store keeps no shard state".into())) }
+    }
+
+    /// Where the map change stands, for a sharded store; None for others.
+    fn map_status(&self, _deadline: Instant) -> impl Future<Output = Result<Option<MapStatus>, Error>> + Send {
+        async { Ok(None) }
+    }
+
+    /// Up to `limit` records (or lone locks) of every tenant and namespace,
+    /// after `after` (empty, or a [`Scan::next`] this store gave).
+    fn scan(&self, _after: &str, _limit: usize, _deadline: Instant) -> impl Future<Output = Result<Scan, Error>> + Send {
+        async { Err(Error::Internal("this store cannot scan".into())) }
+    }
 }

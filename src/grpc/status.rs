@@ -77,7 +77,7 @@ impl From<Error> for Status {
             Error::RecordInProgress { attempt } => {
                 (Code::FailedPrecondition, info(reason::RECORD_IN_PROGRESS, vec![("attempt", attempt.to_string())]))
             }
-            Error::StoreUnavailable(_) => {
+            Error::StoreUnavailable(_) | Error::ShardStateMoved => {
                 let mut details = info(reason::STORE_UNAVAILABLE, vec![]);
                 details.set_retry_info(Some(STORE_RETRY_DELAY));
                 (Code::Unavailable, details)

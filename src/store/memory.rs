@@ -24,7 +24,7 @@ use crate::core::error::Error;
 use crate::core::record::{Lock, Record, RecordId, Snapshot, Versioned};
 use crate::core::store::{
     Capacity, Changes, FEED_ALIVE_EVERY, FeedEvent, Forgotten, LeaseWant, Listing, LockChange, Page, RecordLease,
-    RecordStore, Write, Written,
+    RecordStore, Scan, ShardState, Write, Written,
 };
 
 pub struct MemoryStore {
@@ -44,6 +44,7 @@ struct State {
     entries: HashMap<RecordId, Entry>,
     /// When each stored value runs out, soonest first.
     expiries: BTreeSet<(i64, Part, RecordId)>,
+    shard_state: Option<Versioned<ShardState>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -77,6 +78,22 @@ impl MemoryStore {
         Self { clock, state: Arc::new(Mutex::new(state)), forgotten: broadcast::Sender::new(FORGOTTEN_BACKLOG) }
     }
 
+    fn write_unless_moved(&self, id: &RecordId, write: &Write, fence: Option<i64>) -> Result<Written, Error> {
+        let mut state = self.state();
+        if fence.is_some_and(|fence| state.shard_state.as_ref().map_or(0, |s| s.revision) != fence) {
+            return Err(Error::ShardStateMoved);
+        }
+        let snapshot = state.snapshot(id);
+        if !write.expect.holds(&snapshot) {
+            return Ok(Written::Conflict(Box::new(snapshot)));
+        }
+        let revision = state.apply(id, write, self.clock.now_ms())?;
+        if let LockChange::Put { lease, .. } = &write.lock {
+            self.expire_after(lease.lasts);
+        }
+        Ok(Written::Committed { revision })
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         lock_and_expire(&self.state, self.clock.as_ref())
     }
@@ -92,6 +109,16 @@ impl MemoryStore {
             }
         });
     }
+}
+
+fn scan_token(id: &RecordId) -> String {
+    serde_json::json!([id.tenant, id.namespace, id.key]).to_string()
+}
+
+fn parse_scan_token(token: &str) -> Result<RecordId, Error> {
+    let [tenant, namespace, key]: [String; 3] = serde_json::from_str(token)
+        .map_err(|_| Error::invalid("page_token", format!("{token:?} is not a token this server gave")))?;
+    Ok(RecordId { tenant, namespace, key })
 }
 
 fn lock_and_expire<'a>(state: &'a Mutex<State>, clock: &dyn Clock) -> std::sync::MutexGuard<'a, State> {
@@ -192,16 +219,44 @@ impl RecordStore for MemoryStore {
     }
 
     async fn write(&self, id: &RecordId, write: &Write, _deadline: Instant) -> Result<Written, Error> {
+        self.write_unless_moved(id, write, None)
+    }
+
+    async fn write_fenced(&self, id: &RecordId, write: &Write, fence: i64, _deadline: Instant) -> Result<Written, Error> {
+        self.write_unless_moved(id, write, Some(fence))
+    }
+
+    async fn shard_state(&self, _deadline: Instant) -> Result<Option<Versioned<ShardState>>, Error> {
+        Ok(self.state().shard_state.clone())
+    }
+
+    async fn put_shard_state(&self, expected: i64, shard_state: ShardState, _deadline: Instant) -> Result<bool, Error> {
         let mut state = self.state();
-        let snapshot = state.snapshot(id);
-        if !write.expect.holds(&snapshot) {
-            return Ok(Written::Conflict(Box::new(snapshot)));
+        if state.shard_state.as_ref().map_or(0, |s| s.revision) != expected {
+            return Ok(false);
         }
-        let revision = state.apply(id, write, self.clock.now_ms())?;
-        if let LockChange::Put { lease, .. } = &write.lock {
-            self.expire_after(lease.lasts);
-        }
-        Ok(Written::Committed { revision })
+        state.revision += 1;
+        state.shard_state = Some(Versioned { value: shard_state, revision: state.revision });
+        Ok(true)
+    }
+
+    /// In id order; the token is the last id listed, as JSON.
+    async fn scan(&self, after: &str, limit: usize, _deadline: Instant) -> Result<Scan, Error> {
+        let after: Option<RecordId> = match after {
+            "" => None,
+            token => Some(parse_scan_token(token)?),
+        };
+        let state = self.state();
+        let mut ids: Vec<&RecordId> = state.entries.keys().filter(|id| after.as_ref().is_none_or(|a| *id > a)).collect();
+        ids.sort();
+        let more = ids.len() > limit;
+        ids.truncate(limit);
+        let entries: Vec<_> = ids
+            .into_iter()
+            .map(|id| (id.clone(), state.entries[id].record.as_ref().map(|r| r.value.clone())))
+            .collect();
+        let next = more.then(|| entries.last().map(|(id, _)| scan_token(id))).flatten();
+        Ok(Scan { entries, next })
     }
 
     async fn watch(&self, id: &RecordId, after_revision: i64, _deadline: Instant) -> Result<Changes, Error> {
@@ -294,6 +349,7 @@ mod tests {
             result: None,
             error: None,
             recovered: None,
+            token_generation: 0,
         }
     }
 

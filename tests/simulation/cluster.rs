@@ -16,9 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use idempotency_coordinator::core::error::Error;
-use idempotency_coordinator::core::record::{RecordId, Snapshot};
+use idempotency_coordinator::core::record::{RecordId, Snapshot, Versioned};
 use idempotency_coordinator::core::store::{
-    Capacity, Changes, Expect, FeedEvent, Forgotten, Listing, Page, RecordStore, Write, Written,
+    Capacity, Changes, Expect, FeedEvent, Forgotten, Listing, Page, Scan, ShardState, RecordStore, Write, Written,
 };
 use idempotency_coordinator::store::memory::MemoryStore;
 use rand::rngs::StdRng;
@@ -169,6 +169,29 @@ impl Link {
     }
 }
 
+impl Link {
+    async fn write_unless_moved(
+        &self,
+        id: &RecordId,
+        write: &Write,
+        fence: Option<i64>,
+        deadline: Instant,
+    ) -> Result<Written, Error> {
+        self.latency().await;
+        self.cluster.check_up()?;
+        let write = self.cluster.mutated(id, write).await;
+        let written = match fence {
+            Some(fence) => self.cluster.store.write_fenced(id, &write, fence, deadline).await?,
+            None => self.cluster.store.write(id, &write, deadline).await?,
+        };
+        if self.reply_lost() {
+            return Err(Error::StoreUnavailable("the reply was lost".into()));
+        }
+        self.latency().await;
+        Ok(written)
+    }
+}
+
 impl RecordStore for Link {
     async fn read(&self, id: &RecordId, deadline: Instant) -> Result<Snapshot, Error> {
         self.latency().await;
@@ -179,15 +202,36 @@ impl RecordStore for Link {
     }
 
     async fn write(&self, id: &RecordId, write: &Write, deadline: Instant) -> Result<Written, Error> {
+        self.write_unless_moved(id, write, None, deadline).await
+    }
+
+    async fn write_fenced(&self, id: &RecordId, write: &Write, fence: i64, deadline: Instant) -> Result<Written, Error> {
+        self.write_unless_moved(id, write, Some(fence), deadline).await
+    }
+
+    async fn shard_state(&self, deadline: Instant) -> Result<Option<Versioned<ShardState>>, Error> {
         self.latency().await;
         self.cluster.check_up()?;
-        let write = self.cluster.mutated(id, write).await;
-        let written = self.cluster.store.write(id, &write, deadline).await?;
+        let state = self.cluster.store.shard_state(deadline).await;
+        self.latency().await;
+        state
+    }
+
+    async fn put_shard_state(&self, expected: i64, state: ShardState, deadline: Instant) -> Result<bool, Error> {
+        self.latency().await;
+        self.cluster.check_up()?;
+        let put = self.cluster.store.put_shard_state(expected, state, deadline).await?;
         if self.reply_lost() {
             return Err(Error::StoreUnavailable("the reply was lost".into()));
         }
         self.latency().await;
-        Ok(written)
+        Ok(put)
+    }
+
+    async fn scan(&self, after: &str, limit: usize, deadline: Instant) -> Result<Scan, Error> {
+        self.latency().await;
+        self.cluster.check_up()?;
+        self.cluster.store.scan(after, limit, deadline).await
     }
 
     async fn watch(&self, id: &RecordId, after_revision: i64, deadline: Instant) -> Result<Changes, Error> {

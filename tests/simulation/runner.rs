@@ -18,10 +18,6 @@ pub struct Run {
     pub violation: Option<String>,
 }
 
-/// The longest a call may run: the request timeout plus the longest wait,
-/// and a second more.
-const CALLS_IN_FLIGHT: Duration = Duration::from_secs(5 + 4 + 1);
-
 /// How long the world runs on after the last step, for calls in flight to finish.
 const QUIET_END: Duration = Duration::from_secs(30);
 
@@ -71,9 +67,11 @@ pub fn run(seed: u64, plan: &Plan, keep: Option<&[bool]>, mutation: Option<Mutat
     })
 }
 
-/// The operator's part of a map change: wait until settling is safe, then
-/// go on with the rest of the change (and the changes after it) on the
-/// plan's spacing from that moment, waiting again at each settle.
+/// The operator's part of a map change: ask a replica of the switch step
+/// (`shards status`) until it says settling is safe, then go on with the
+/// rest of the change (and the changes after it) on the plan's spacing
+/// from that moment, waiting again at each settle. The simulation checks
+/// the answer against what the clusters hold.
 async fn operator(
     world: std::sync::Arc<World>,
     settled: Vec<&'static str>,
@@ -82,20 +80,11 @@ async fn operator(
 ) {
     let (mut settled, mut from_ms) = (settled, from_ms);
     loop {
-        // Safe twice, a call's longest life apart: a call already in flight
-        // when the operator looked may still write at an old home.
-        let mut safe_since = None;
-        loop {
-            if !world.safe_to_settle(&settled).await {
-                safe_since = None;
-            } else if safe_since.is_some_and(|since: Instant| since.elapsed() >= CALLS_IN_FLIGHT) {
-                break;
-            } else {
-                safe_since = safe_since.or(Some(Instant::now()));
-            }
+        while !world.settle_checked().await {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        world.log(format!("operator: every record of the previous map is gone or forwarded; settling on {settled:?}"));
+        world.log(format!("operator: shards status says nothing is left behind; settling on {settled:?}"));
+        world.check_nothing_left_behind(&settled).await;
         let safe_at = Instant::now();
         let mut next = None;
         for (index, step) in &rest {

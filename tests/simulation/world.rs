@@ -220,22 +220,46 @@ impl World {
         drop(old);
     }
 
+    /// Asks a replica of the switch step whether the map may settle, as an
+    /// operator runs `shards status`.
+    pub async fn settle_checked(&self) -> bool {
+        let switching = self.processes.iter().position(|p| matches!(p.lock().expect("process").step, MapStep::Switch { .. }));
+        let Some(replica) = switching else { return false };
+        let status = self.coordinator(replica).map_status(Instant::now() + Duration::from_secs(10)).await;
+        self.log(format!("operator: r{replica} shards status: {status:?}"));
+        matches!(status, Ok(Some(status)) if status.settle_safe)
+    }
+
+    /// Once `shards status` said settling is safe, nothing may be left
+    /// where the settled map won't look, then or later in this change.
+    pub async fn check_nothing_left_behind(&self, settled: &[&'static str]) {
+        if !self.nothing_left_behind(settled).await {
+            self.violation(Err(format!(
+                "shards status said settling on {settled:?} is safe, but a record is left where that map won't look"
+            )));
+        }
+    }
+
     /// Whether settling on `settled` now loses no record: every record and
     /// lock of every key is at its settled home, or behind a forwarding
-    /// record there (the operator's check, by reading the clusters).
-    pub async fn safe_to_settle(&self, settled: &[&'static str]) -> bool {
+    /// record there (read from the clusters themselves).
+    async fn nothing_left_behind(&self, settled: &[&'static str]) -> bool {
         let placement = Placement { epoch: 0, shards: settled.iter().map(|s| s.to_string()).collect() };
         for key in 0..KEYS {
             let id = record_id(key);
             let home = placement.home(&id).to_owned();
             let at_home = self.cluster(&home).peek(&id).await;
-            let reachable = forwarding::forwarded_to(&at_home).map(str::to_owned);
+            let reachable = at_home
+                .record
+                .as_ref()
+                .filter(|r| forwarding::is_forwarding(&r.value))
+                .map(|r| r.value.request_id.clone());
             for cluster in &self.clusters {
                 if cluster.name == home || Some(&cluster.name) == reachable.as_ref() {
                     continue;
                 }
                 let held = cluster.peek(&id).await;
-                let real = held.record.as_ref().is_some_and(|r| forwarding::target(&r.value).is_none());
+                let real = held.record.as_ref().is_some_and(|r| !forwarding::is_forwarding(&r.value));
                 if real || (held.lock.is_some() && held.record.is_none()) {
                     return false;
                 }

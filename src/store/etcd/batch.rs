@@ -30,11 +30,12 @@ use tracing::warn;
 use crate::store::etcd::config::Batching;
 use crate::store::etcd::failure::{Failure, classify};
 
-/// The most operations one call's own transaction has in a branch (two
-/// compares, two puts, or the two reads of its else-branch). etcd counts a
+/// The most operations one call's own transaction has in a branch (three
+/// compares with a sharded store's fence on the shard state, two puts, or
+/// the three reads of its else-branch). etcd counts a
 /// nested transaction against what its parent leaves: N calls at the top,
 /// each with up to this many, need `N + OPS_PER_CALL <= --max-txn-ops`.
-pub const OPS_PER_CALL: usize = 2;
+pub const OPS_PER_CALL: usize = 3;
 
 /// The calls one transaction may carry under etcd's `--max-txn-ops`.
 pub fn calls_within(max_txn_ops: usize) -> usize {

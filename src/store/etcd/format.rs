@@ -39,6 +39,7 @@ pub fn encode_record(record: &Record) -> Vec<u8> {
             .iter()
             .map(|(name, digest)| MemberDigest { name: name.clone(), digest: digest.clone() })
             .collect(),
+        token_generation: record.token_generation,
     }
     .encode_to_vec()
 }
@@ -81,6 +82,7 @@ pub fn decode_record(key: &[u8], value: &[u8], revision: i64) -> Result<Versione
         recovered: stored
             .recovered
             .map(|r| Recovery { previous_token: stored.recovered_token, ..convert::recovery(r) }),
+        token_generation: stored.token_generation,
     };
     Ok(Versioned { value: record, revision })
 }
@@ -139,6 +141,7 @@ mod tests {
                 last_error: Some(CallError::default()),
                 previous_token: 0,
             }),
+            token_generation: 0,
         }
     }
 
@@ -154,6 +157,8 @@ mod tests {
         with_members.member_digests = vec![("amount".into(), vec![7; 16]), ("cart".into(), vec![8; 16])];
         let decoded = decode_record(b"k", &encode_record(&with_members), 7).unwrap();
         assert_eq!(decoded.value, with_members);
+        let sharded = Record { token_generation: 5, ..record() };
+        assert_eq!(decode_record(b"k", &encode_record(&sharded), 7).unwrap().value, sharded);
         let lock = Lock { deadline_ms: 99, lease_ms: 4_000 };
         assert_eq!(decode_lock(b"k", &encode_lock(&lock), 8).unwrap(), Versioned { value: lock, revision: 8 });
     }

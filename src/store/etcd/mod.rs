@@ -19,6 +19,7 @@ pub mod failure;
 pub mod format;
 pub mod keys;
 pub mod leases;
+pub mod shard_state;
 pub mod space;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,10 +36,10 @@ use tokio_stream::StreamExt;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::core::error::Error;
-use crate::core::record::{RecordId, Snapshot};
+use crate::core::record::{RecordId, Snapshot, Versioned};
 use crate::core::store::{
-    Capacity, Changes, Expect, Forgotten, LeaseWant, Listing, LockChange, Page, RecordLease, RecordStore, Write,
-    Written,
+    Capacity, Changes, Expect, Forgotten, LeaseWant, Listing, LockChange, Page, RecordLease, RecordStore, Scan,
+    ShardState, Write, Written,
 };
 use config::EtcdConfig;
 use failure::{Backoff, Failure, classify, timed_out};
@@ -173,8 +174,8 @@ impl EtcdStore {
 
     /// The transaction of `write`, and the bytes it counts against a batch's
     /// size limit.
-    async fn build_txn(&self, keys: &RecordKeys, write: &Write) -> Result<(Txn, usize), Failure> {
-        let compares = match write.expect {
+    async fn build_txn(&self, keys: &RecordKeys, write: &Write, fence: Option<i64>) -> Result<(Txn, usize), Failure> {
+        let mut compares = match write.expect {
             Expect::Absent => vec![
                 Compare::version(keys.record.as_str(), CompareOp::Equal, 0),
                 Compare::version(keys.lock.as_str(), CompareOp::Equal, 0),
@@ -190,9 +191,15 @@ impl EtcdStore {
                 vec![Compare::mod_revision(keys.record.as_str(), CompareOp::Equal, token as i64)]
             }
         };
+        let mut reads = read_ops(keys);
+        if let Some(fence) = fence {
+            let state = shard_state::state_key(&self.prefix);
+            compares.push(Compare::mod_revision(state.as_str(), CompareOp::Equal, fence));
+            reads.push(TxnOp::get(state, None));
+        }
         // Every key the transaction names: its compares, puts and deletes,
         // and the reads of its else-branch.
-        let mut bytes = compares.len() * op_bytes(&keys.record) + read_bytes(keys);
+        let mut bytes = compares.len() * op_bytes(&keys.record) + reads.len() * op_bytes(&keys.record);
         let mut then = Vec::new();
         if let Some((record, lease)) = &write.record {
             let options = match lease {
@@ -216,7 +223,54 @@ impl EtcdStore {
                 then.push(TxnOp::delete(keys.lock.as_str(), None::<DeleteOptions>));
             }
         }
-        Ok((Txn::new().when(compares).and_then(then).or_else(read_ops(keys)), bytes))
+        Ok((Txn::new().when(compares).and_then(then).or_else(reads), bytes))
+    }
+
+    async fn write_unless_moved(
+        &self,
+        id: &RecordId,
+        write: &Write,
+        fence: Option<i64>,
+        deadline: Instant,
+    ) -> Result<Written, Error> {
+        let keys = RecordKeys::new(&self.prefix, id);
+        let deadline = self.bound(deadline);
+        let mut backoff = Backoff::default();
+        let mut solo = false;
+        loop {
+            if self.full.load(Ordering::Relaxed) {
+                return self.refused_for_space(id, write, NOSPACE_ALARM.into(), deadline).await;
+            }
+            let (txn, bytes) = match timeout_at(deadline, self.build_txn(&keys, write, fence)).await {
+                Err(_) => return Err(timed_out()),
+                Ok(Err(Failure::Full(message))) => return self.refused_for_space(id, write, message, deadline).await,
+                Ok(Err(failure)) => {
+                    backoff.after(failure, deadline, &self.leases).await?;
+                    continue;
+                }
+                Ok(Ok(built)) => built,
+            };
+            match self.submit(&keys, txn, bytes, solo, deadline).await {
+                Ok(answer) if answer.succeeded => return Ok(Written::Committed { revision: answer.revision }),
+                Ok(answer) => {
+                    if fence.is_some_and(|fence| fenced_off(&answer.responses, fence)) {
+                        return Err(Error::ShardStateMoved);
+                    }
+                    return Ok(Written::Conflict(Box::new(snapshot_of(&answer.responses, answer.revision)?)));
+                }
+                Err(Failure::Full(message)) => return self.refused_for_space(id, write, message, deadline).await,
+                // Sent again alone: safe even if the batch committed, since
+                // the compare then fails and answers with what we wrote.
+                Err(Failure::TooLarge(_)) if !solo => solo = true,
+                // Whether it committed, only etcd knows: ask it, and let the
+                // coordinator recognise its own write (or not) in the answer.
+                Err(Failure::Unknown(why)) => {
+                    debug!(%why, "a write's outcome is unknown; reading what etcd holds");
+                    return Ok(Written::Conflict(Box::new(Box::pin(self.read(id, deadline)).await?)));
+                }
+                Err(failure) => backoff.after(failure, deadline, &self.leases).await?,
+            }
+        }
     }
 
     /// A lease ending inside `want`'s window: pooled, or granted now. The
@@ -282,41 +336,26 @@ impl RecordStore for EtcdStore {
     }
 
     async fn write(&self, id: &RecordId, write: &Write, deadline: Instant) -> Result<Written, Error> {
-        let keys = RecordKeys::new(&self.prefix, id);
-        let deadline = self.bound(deadline);
-        let mut backoff = Backoff::default();
-        let mut solo = false;
-        loop {
-            if self.full.load(Ordering::Relaxed) {
-                return self.refused_for_space(id, write, NOSPACE_ALARM.into(), deadline).await;
-            }
-            let (txn, bytes) = match timeout_at(deadline, self.build_txn(&keys, write)).await {
-                Err(_) => return Err(timed_out()),
-                Ok(Err(Failure::Full(message))) => return self.refused_for_space(id, write, message, deadline).await,
-                Ok(Err(failure)) => {
-                    backoff.after(failure, deadline, &self.leases).await?;
-                    continue;
-                }
-                Ok(Ok(built)) => built,
-            };
-            match self.submit(&keys, txn, bytes, solo, deadline).await {
-                Ok(answer) if answer.succeeded => return Ok(Written::Committed { revision: answer.revision }),
-                Ok(answer) => {
-                    return Ok(Written::Conflict(Box::new(snapshot_of(&answer.responses, answer.revision)?)));
-                }
-                Err(Failure::Full(message)) => return self.refused_for_space(id, write, message, deadline).await,
-                // Sent again alone: safe even if the batch committed, since
-                // the compare then fails and answers with what we wrote.
-                Err(Failure::TooLarge(_)) if !solo => solo = true,
-                // Whether it committed, only etcd knows: ask it, and let the
-                // coordinator recognise its own write (or not) in the answer.
-                Err(Failure::Unknown(why)) => {
-                    debug!(%why, "a write's outcome is unknown; reading what etcd holds");
-                    return Ok(Written::Conflict(Box::new(Box::pin(self.read(id, deadline)).await?)));
-                }
-                Err(failure) => backoff.after(failure, deadline, &self.leases).await?,
-            }
-        }
+        self.write_unless_moved(id, write, None, deadline).await
+    }
+
+    async fn write_fenced(&self, id: &RecordId, write: &Write, fence: i64, deadline: Instant) -> Result<Written, Error> {
+        self.write_unless_moved(id, write, Some(fence), deadline).await
+    }
+
+    async fn shard_state(&self, deadline: Instant) -> Result<Option<Versioned<ShardState>>, Error> {
+        let client = self.connected().map_err(|_| Error::StoreUnavailable(NOT_CONNECTED.into()))?;
+        shard_state::read(client, &self.prefix, self.bound(deadline)).await
+    }
+
+    async fn put_shard_state(&self, expected: i64, state: ShardState, deadline: Instant) -> Result<bool, Error> {
+        let client = self.connected().map_err(|_| Error::StoreUnavailable(NOT_CONNECTED.into()))?;
+        shard_state::put(client, &self.prefix, expected, state, self.bound(deadline)).await
+    }
+
+    async fn scan(&self, after: &str, limit: usize, deadline: Instant) -> Result<Scan, Error> {
+        let client = self.connected().map_err(|_| Error::StoreUnavailable(NOT_CONNECTED.into()))?;
+        shard_state::scan(client, &self.prefix, after, limit, self.bound(deadline)).await
     }
 
     /// A watch on every key of one record.
@@ -449,6 +488,16 @@ async fn connect_in_background(
 
 fn read_ops(keys: &RecordKeys) -> Vec<TxnOp> {
     vec![TxnOp::get(keys.record.as_str(), None), TxnOp::get(keys.lock.as_str(), None)]
+}
+
+/// Whether the shard state read third in a refused fenced write's answer
+/// is no longer the one at `fence`.
+fn fenced_off(responses: &[TxnOpResponse], fence: i64) -> bool {
+    let state = match responses.get(2) {
+        Some(TxnOpResponse::Get(get)) => get.kvs().first().map_or(0, |kv| kv.mod_revision()),
+        _ => return true,
+    };
+    state != fence
 }
 
 /// Parses the two gets of `read_ops` out of a transaction response.

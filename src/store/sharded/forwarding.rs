@@ -3,8 +3,12 @@
 //! record at its new home. It holds the record's key there, so a replica
 //! still placing by the previous map finds the key taken (a create expects
 //! no record) and follows it instead of creating a second record: a record
-//! never lives on two shards. Every replica follows forwarding records,
-//! whatever its map.
+//! never lives on two shards.
+//!
+//! A forwarding record counts only for the map change it was written for
+//! (its epoch, the new map's): one left over from an earlier change would
+//! send a record to a shard that the map no longer places it on, so it is
+//! treated as absent and replaced under a compare.
 
 use crate::core::record::{CallError, Record, Snapshot, State};
 
@@ -25,7 +29,9 @@ pub fn record(shard: &str, epoch: u64) -> Record {
         created_at_ms: 0,
         updated_at_ms: 0,
         expires_at_ms: 0,
-        finished_token: 0,
+        // A forwarding record finishes no attempt: the field carries the
+        // epoch of the map change it belongs to.
+        finished_token: epoch,
         result: None,
         error: Some(CallError {
             code: "RECORD_ON_ANOTHER_SHARD".into(),
@@ -33,18 +39,50 @@ pub fn record(shard: &str, epoch: u64) -> Record {
             details: Vec::new(),
         }),
         recovered: None,
+        token_generation: 0,
     }
 }
 
-/// The shard a forwarding record points to, if `record` is one.
-pub fn target(record: &Record) -> Option<&str> {
-    (record.attempt == 0 && record.owner == OWNER && record.fingerprint.is_empty())
-        .then_some(record.request_id.as_str())
+/// Whether `record` is a forwarding record, of any change.
+pub fn is_forwarding(record: &Record) -> bool {
+    record.attempt == 0 && record.owner == OWNER && record.fingerprint.is_empty()
 }
 
-/// The shard `snapshot`'s record forwards to, if it is a forwarding record.
-pub fn forwarded_to(snapshot: &Snapshot) -> Option<&str> {
-    target(&snapshot.record.as_ref()?.value)
+/// The epoch of the map change a forwarding record was written for.
+/// Releases before the epoch was kept in `finished_token` wrote it only in
+/// the message; those are read from there.
+fn epoch(record: &Record) -> Option<u64> {
+    if record.finished_token != 0 {
+        return Some(record.finished_token);
+    }
+    let message = &record.error.as_ref()?.message;
+    message.rsplit_once("epoch ")?.1.trim_end_matches(')').parse().ok()
+}
+
+/// The shard a forwarding record of the change to `epoch` points to.
+pub fn target(record: &Record, epoch_now: Option<u64>) -> Option<&str> {
+    (is_forwarding(record) && epoch_now.is_some() && epoch(record) == epoch_now).then_some(record.request_id.as_str())
+}
+
+/// What `snapshot` holds, as a map change to `epoch_now` sees it.
+pub enum Found<'a> {
+    /// A forwarding record of this change, to this shard.
+    Forwarding(&'a str),
+    /// A forwarding record of an earlier change (at this revision), which
+    /// counts as absent.
+    LeftOver(i64),
+    /// A record, a lock, or nothing.
+    Other,
+}
+
+pub fn found(snapshot: &Snapshot, epoch_now: Option<u64>) -> Found<'_> {
+    match &snapshot.record {
+        Some(record) if is_forwarding(&record.value) => match target(&record.value, epoch_now) {
+            Some(shard) => Found::Forwarding(shard),
+            None => Found::LeftOver(record.revision),
+        },
+        _ => Found::Other,
+    }
 }
 
 #[cfg(test)]
@@ -53,14 +91,20 @@ mod tests {
     use crate::core::record::Versioned;
 
     #[test]
-    fn a_forwarding_record_is_recognised_and_names_its_shard() {
+    fn a_forwarding_record_counts_only_for_its_own_change() {
         let snapshot =
             Snapshot { revision: 9, record: Some(Versioned { value: record("c", 2), revision: 9 }), lock: None };
-        assert_eq!(forwarded_to(&snapshot), Some("c"));
+        assert!(matches!(found(&snapshot, Some(2)), Found::Forwarding("c")));
+        assert!(matches!(found(&snapshot, Some(3)), Found::LeftOver(9)));
+        assert!(matches!(found(&snapshot, None), Found::LeftOver(9)));
         let mut real = record("c", 2);
         real.attempt = 1;
         real.fingerprint = vec![0; 32];
-        assert_eq!(target(&real), None);
-        assert_eq!(forwarded_to(&Snapshot::default()), None);
+        assert_eq!(target(&real, Some(2)), None);
+        assert!(matches!(found(&Snapshot::default(), Some(2)), Found::Other));
+        // Written by a release that kept the epoch only in the message.
+        let mut older = record("c", 4);
+        older.finished_token = 0;
+        assert_eq!(target(&older, Some(4)), Some("c"));
     }
 }

@@ -6,22 +6,26 @@
 
 pub mod forwarding;
 pub mod shard_map;
+mod steps;
+mod tokens;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_stream::StreamExt;
 
 use crate::core::error::{Error, Violation};
-use crate::core::record::{RecordId, Snapshot};
+use crate::core::record::{RecordId, Snapshot, Versioned};
 use crate::core::store::{
-    Capacity, Changes, Expect, Forgotten, LeaseWant, Listing, LockChange, Page, RecordLease, RecordStore, Write,
-    Written,
+    Capacity, Changes, Expect, Forgotten, LeaseWant, Listing, LockChange, Page, RecordLease, RecordStore, ShardState,
+    Write, Written,
 };
+use forwarding::Found;
 use shard_map::{Homes, ShardMap};
 
 /// 1 while a shard answers its health check, else 0 (a Prometheus gauge, by `shard`).
@@ -33,7 +37,18 @@ pub const SHARD_MAP_EPOCH: &str = "idempotency_store_shard_map_epoch";
 pub struct ShardedStore<S> {
     /// Every shard the map names, by name.
     stores: BTreeMap<String, Shard<S>>,
+    /// The map this replica runs with.
     map: ShardMap,
+    /// At the announce step, the switch step's map. The replica acts by it
+    /// once a shard says the switch began ([`Self::switch_began`]), so that
+    /// it never creates a record at a home the switch step has left.
+    switched: Option<ShardMap>,
+    switch_began: AtomicBool,
+    /// The switch step whose shards have all been seen at it or later. At
+    /// the switch step nothing is written before: a record created on a
+    /// receiving shard before its token generation is raised would get
+    /// tokens below those of its previous home.
+    reached: AtomicU64,
     /// How long a forwarding record lasts: as long as a record it stands
     /// for may live, so that it outlasts the switch to its map.
     forwarding_lasts: Duration,
@@ -46,6 +61,9 @@ struct Shard<S> {
     /// waiting out the request timeout would hold a slot of
     /// `--max-in-flight` that the other shards' calls need.
     answering: AtomicBool,
+    /// The shard's map state as last read or written; None: read it again.
+    /// A std Mutex: nothing awaits while it is held.
+    state: Mutex<Option<Versioned<ShardState>>>,
 }
 
 /// Where a record was found, following forwarding records.
@@ -57,6 +75,9 @@ struct Located<'a> {
     unclaimed: Option<&'a str>,
 }
 
+/// How many times a call starts again because a shard's map state moved.
+const STATE_MOVES: usize = 4;
+
 impl<S: RecordStore> ShardedStore<S> {
     /// `stores` must hold every shard `map` names, under the same names.
     pub fn new(stores: BTreeMap<String, Arc<S>>, map: ShardMap, forwarding_lasts: Duration) -> Result<Self, String> {
@@ -64,53 +85,90 @@ impl<S: RecordStore> ShardedStore<S> {
         if let Some(missing) = map.shard_names().into_iter().find(|name| !stores.contains_key(*name)) {
             return Err(format!("the shard map names shard {missing:?}, which has no store"));
         }
-        let stores = stores.into_iter().map(|(name, store)| (name, Shard { store, answering: AtomicBool::new(true) }));
-        Ok(Self { stores: stores.collect(), map, forwarding_lasts })
+        let stores = stores
+            .into_iter()
+            .map(|(name, store)| (name, Shard { store, answering: AtomicBool::new(true), state: Mutex::new(None) }));
+        let switched = map.switched();
+        Ok(Self {
+            stores: stores.collect(),
+            map,
+            switched,
+            switch_began: AtomicBool::new(false),
+            reached: AtomicU64::new(0),
+            forwarding_lasts,
+        })
+    }
+
+    /// The map this replica places and looks for records by now.
+    fn acting(&self) -> &ShardMap {
+        match &self.switched {
+            Some(switched) if self.switch_began.load(Ordering::Relaxed) => switched,
+            _ => &self.map,
+        }
     }
 
     fn store(&self, shard: &str) -> Result<&S, Error> {
+        Ok(&self.shard(shard)?.store)
+    }
+
+    fn shard(&self, shard: &str) -> Result<&Shard<S>, Error> {
         let shard_of = self.stores.get(shard).ok_or_else(|| unknown_shard(shard))?;
         if !shard_of.answering.load(Ordering::Relaxed) {
             return Err(Error::StoreUnavailable(format!("shard {shard} did not answer its last health check")));
         }
-        Ok(&shard_of.store)
+        Ok(shard_of)
     }
 
-    /// Reads `id` on `shard`, or where a forwarding record there points.
+    /// Reads `id` on `shard`, or where a forwarding record of the change
+    /// under way points; a forwarding record left over from an earlier
+    /// change reads as nothing.
     async fn read_following<'a>(
         &'a self,
+        map: &ShardMap,
         shard: &'a str,
         id: &RecordId,
         deadline: Instant,
     ) -> Result<(&'a str, Snapshot), Error> {
+        let epoch = map.forwarding_epoch();
         let snapshot = self.store(shard)?.read(id, deadline).await?;
-        let Some(target) = forwarding::forwarded_to(&snapshot) else { return Ok((shard, snapshot)) };
+        let target = match forwarding::found(&snapshot, epoch) {
+            Found::Other => return Ok((shard, snapshot)),
+            Found::LeftOver(_) => return Ok((shard, Snapshot { record: None, ..snapshot })),
+            Found::Forwarding(target) => target,
+        };
         let Some((target, _)) = self.stores.get_key_value(target) else { return Err(unknown_shard(target)) };
         let forwarded = self.store(target)?.read(id, deadline).await?;
-        if forwarding::forwarded_to(&forwarded).is_some() {
-            return Err(Error::Internal(format!(
+        match forwarding::found(&forwarded, epoch) {
+            Found::Other => Ok((target.as_str(), forwarded)),
+            Found::LeftOver(_) => Ok((target.as_str(), Snapshot { record: None, ..forwarded })),
+            Found::Forwarding(_) => Err(Error::Internal(format!(
                 "{id:?}: the forwarding record on {shard} points to another on {target}"
-            )));
+            ))),
         }
-        Ok((target.as_str(), forwarded))
     }
 
     /// Where `id` lives: under the previous (or next) map first, then the
     /// current one; when it is nowhere, its home under the current map.
-    async fn locate<'a>(&'a self, homes: Homes<'a>, id: &RecordId, deadline: Instant) -> Result<Located<'a>, Error> {
+    async fn locate<'a>(
+        &'a self,
+        map: &'a ShardMap,
+        homes: Homes<'a>,
+        id: &RecordId,
+        deadline: Instant,
+    ) -> Result<Located<'a>, Error> {
         let holds = |snapshot: &Snapshot| snapshot.record.is_some() || snapshot.lock.is_some();
         let Some(other) = homes.other else {
-            let (shard, snapshot) = self.read_following(homes.place, id, deadline).await?;
+            let (shard, snapshot) = self.read_following(map, homes.place, id, deadline).await?;
             return Ok(Located { shard, snapshot, unclaimed: None });
         };
         let order = if homes.forward_from_other { [other, homes.place] } else { [homes.place, other] };
-        let (first, snapshot) = self.read_following(order[0], id, deadline).await?;
+        let (first, snapshot) = self.read_following(map, order[0], id, deadline).await?;
         // A forwarding record at the previous home claims the record for
         // wherever it points, even when nothing lives there (yet or any more).
         if holds(&snapshot) || first != order[0] {
             return Ok(Located { shard: first, snapshot, unclaimed: None });
         }
-        let (second, second_snapshot) = self.read_following(order[1], id, deadline).await?;
+        let (second, second_snapshot) = self.read_following(map, order[1], id, deadline).await?;
         if holds(&second_snapshot) || second != order[1] {
             return Ok(Located { shard: second, snapshot: second_snapshot, unclaimed: None });
         }
@@ -119,84 +177,168 @@ impl<S: RecordStore> ShardedStore<S> {
         Ok(Located { shard: homes.place, snapshot, unclaimed: homes.forward_from_other.then_some(other) })
     }
 
-    /// Writes on `shard`; a create refused there because a forwarding
-    /// record holds the key goes where it points.
-    async fn write_following(
+    /// Writes on `shard` while its map state is the one this replica knows,
+    /// with the shard's token generation; the revision committed comes back
+    /// as the record's token. A create that finds a forwarding record left
+    /// over from an earlier change replaces it; one that finds a forwarding
+    /// record of this change goes where it points.
+    async fn write_on(
         &self,
+        map: &ShardMap,
         shard: &str,
         id: &RecordId,
         write: &Write,
         deadline: Instant,
     ) -> Result<Written, Error> {
-        let written = self.store(shard)?.write(id, write, deadline).await?;
-        match &written {
-            Written::Conflict(snapshot) => match forwarding::forwarded_to(snapshot) {
-                Some(target) => self.store(target)?.write(id, write, deadline).await,
-                None => Ok(written),
-            },
-            Written::Committed { .. } => Ok(written),
+        let mut write = Cow::Borrowed(write);
+        let mut shard = shard;
+        for _ in 0..3 {
+            let state = self.state_of(shard, deadline).await?;
+            let mut stamped = write.clone().into_owned();
+            if let Some((record, _)) = &mut stamped.record {
+                record.token_generation = state.value.generation;
+            }
+            let written = match self.store(shard)?.write_fenced(id, &stamped, state.revision, deadline).await {
+                Err(Error::ShardStateMoved) => {
+                    self.forget_state(shard);
+                    return Err(Error::ShardStateMoved);
+                }
+                written => written?,
+            };
+            let snapshot = match written {
+                Written::Committed { revision } => {
+                    let generation = stamped.record.map_or(0, |(record, _)| record.token_generation);
+                    return Ok(Written::Committed { revision: tokens::token(generation, revision)? });
+                }
+                Written::Conflict(snapshot) => snapshot,
+            };
+            if write.expect != Expect::Absent || snapshot.lock.is_some() {
+                return Ok(Written::Conflict(Box::new(tokens::snapshot(*snapshot)?)));
+            }
+            match forwarding::found(&snapshot, map.forwarding_epoch()) {
+                Found::LeftOver(revision) => {
+                    let expect = Expect::Unchanged { record_revision: revision, lock_revision: None };
+                    write = Cow::Owned(Write { expect, ..write.into_owned() });
+                }
+                Found::Forwarding(target) => {
+                    shard = self.stores.get_key_value(target).ok_or_else(|| unknown_shard(target))?.0;
+                }
+                Found::Other => return Ok(Written::Conflict(Box::new(tokens::snapshot(*snapshot)?))),
+            }
         }
+        Err(Error::Internal(format!("{id:?}: forwarding records kept a create from {shard}")))
     }
 
     /// Leaves a forwarding record to `to` at `at`, unless a record is there:
     /// then that record is the one to use, and its snapshot is the answer.
-    async fn claim(&self, at: &str, to: &str, id: &RecordId, deadline: Instant) -> Result<Option<Snapshot>, Error> {
+    async fn claim(
+        &self,
+        map: &ShardMap,
+        at: &str,
+        to: &str,
+        id: &RecordId,
+        deadline: Instant,
+    ) -> Result<Option<Snapshot>, Error> {
         let lease = LeaseWant { lasts: self.forwarding_lasts, slack: self.forwarding_lasts / 16 };
         let write = Write {
             expect: Expect::Absent,
-            record: Some((forwarding::record(to, self.map.place.epoch), RecordLease::Until(lease))),
+            record: Some((forwarding::record(to, map.place.epoch), RecordLease::Until(lease))),
             lock: LockChange::Keep,
         };
-        match self.store(at)?.write(id, &write, deadline).await? {
+        match self.write_on(map, at, id, &write, deadline).await? {
             Written::Committed { .. } => Ok(None),
             // Another replica of this map claimed it first.
-            Written::Conflict(snapshot) if forwarding::forwarded_to(&snapshot).is_some() => Ok(None),
+            Written::Conflict(snapshot) if matches!(forwarding::found(&snapshot, map.forwarding_epoch()), Found::Forwarding(_)) => {
+                Ok(None)
+            }
             Written::Conflict(snapshot) => Ok(Some(*snapshot)),
         }
     }
 
+    /// One try of [`RecordStore::write`] under the map acted by now.
+    async fn try_write(&self, id: &RecordId, write: &Write, deadline: Instant) -> Result<Written, Error> {
+        let map = self.acting();
+        self.reach(map, deadline).await?;
+        let homes = map.homes(id);
+        if homes.other.is_none() {
+            return self.write_on(map, homes.place, id, &self.unwrapped(write), deadline).await;
+        }
+        let located = self.locate(map, homes, id, deadline).await?;
+        // The call was decided on a read of this record: a record elsewhere
+        // whose revision happens to match is not it.
+        let seen = tokens::snapshot(located.snapshot.clone())?;
+        let expected = match write.expect {
+            Expect::Absent => None,
+            Expect::Unchanged { record_revision, .. } => Some(record_revision),
+            Expect::Token(token) => Some(token as i64),
+        };
+        if expected.is_some_and(|expected| seen.record.as_ref().map_or(0, |r| r.revision) != expected) {
+            return Ok(Written::Conflict(Box::new(seen)));
+        }
+        if let Some(previous_home) = located.unclaimed
+            && let Some(found) = self.claim(map, previous_home, located.shard, id, deadline).await?
+        {
+            // Created there meanwhile by a replica of the previous map.
+            return Ok(Written::Conflict(Box::new(found)));
+        }
+        self.write_on(map, located.shard, id, &self.unwrapped(write), deadline).await
+    }
+
+    /// `write` with the store revisions inside the tokens it expects.
+    fn unwrapped<'w>(&self, write: &'w Write) -> Cow<'w, Write> {
+        let expect = match write.expect {
+            Expect::Absent => return Cow::Borrowed(write),
+            Expect::Unchanged { record_revision, lock_revision } => {
+                Expect::Unchanged { record_revision: tokens::revision(record_revision), lock_revision }
+            }
+            Expect::Token(token) => Expect::Token(tokens::revision(token as i64) as u64),
+        };
+        Cow::Owned(Write { expect, ..write.clone() })
+    }
+
     /// The shard `id` lives on, for calls that follow a read of it.
-    async fn shard_for<'a>(&'a self, id: &RecordId, deadline: Instant) -> Result<&'a str, Error> {
-        let homes = self.map.homes(id);
+    async fn shard_for<'a>(&'a self, map: &'a ShardMap, id: &RecordId, deadline: Instant) -> Result<&'a str, Error> {
+        let homes = map.homes(id);
         if homes.other.is_none() {
             return Ok(homes.place);
         }
-        Ok(self.locate(homes, id, deadline).await?.shard)
+        Ok(self.locate(map, homes, id, deadline).await?.shard)
     }
 }
 
 impl<S: RecordStore> RecordStore for ShardedStore<S> {
     async fn read(&self, id: &RecordId, deadline: Instant) -> Result<Snapshot, Error> {
-        Ok(self.locate(self.map.homes(id), id, deadline).await?.snapshot)
+        let map = self.acting();
+        self.check_in_step()?;
+        tokens::snapshot(self.locate(map, map.homes(id), id, deadline).await?.snapshot)
     }
 
     /// Outside a map change, or for a record that stays where it is, a
     /// write goes straight to its home. Otherwise the record is found
     /// first; one created at its new home first leaves a forwarding record
-    /// at its previous home.
+    /// at its previous home. Every write is fenced by the shard's map state:
+    /// when that moved, the write starts again under what it says now.
     async fn write(&self, id: &RecordId, write: &Write, deadline: Instant) -> Result<Written, Error> {
-        let homes = self.map.homes(id);
-        if homes.other.is_none() {
-            return self.write_following(homes.place, id, write, deadline).await;
+        for _ in 0..STATE_MOVES {
+            match self.try_write(id, write, deadline).await {
+                Err(Error::ShardStateMoved) => continue,
+                written => return written,
+            }
         }
-        let located = self.locate(homes, id, deadline).await?;
-        if let Some(previous_home) = located.unclaimed
-            && let Some(found) = self.claim(previous_home, located.shard, id, deadline).await?
-        {
-            // Created there meanwhile by a replica of the previous map.
-            return Ok(Written::Conflict(Box::new(found)));
-        }
-        self.write_following(located.shard, id, write, deadline).await
+        Err(Error::ShardStateMoved)
     }
 
     async fn watch(&self, id: &RecordId, after_revision: i64, deadline: Instant) -> Result<Changes, Error> {
-        let shard = self.shard_for(id, deadline).await?;
-        self.store(shard)?.watch(id, after_revision, deadline).await
+        let map = self.acting();
+        let shard = self.shard_for(map, id, deadline).await?;
+        self.store(shard)?.watch(id, tokens::revision(after_revision), deadline).await
     }
 
     /// Ready while any shard answers: a shard that does not only makes its
     /// own records UNAVAILABLE. `idempotency_store_shard_ready{shard}` says
-    /// which; a full shard makes the store report itself full.
+    /// which; a full shard makes the store report itself full. Each check
+    /// also reads every shard's map state again, so that a replica left out
+    /// of step hears of it without a write.
     async fn ping(&self, within: Duration) -> Result<Capacity, Error> {
         // Set here, not at startup: the metrics recorder may not be installed yet then.
         metrics::gauge!(SHARD_MAP_EPOCH, "step" => self.map.step()).set(self.map.place.epoch as f64);
@@ -217,6 +359,13 @@ impl<S: RecordStore> RecordStore for ShardedStore<S> {
         }
         if !down.is_empty() {
             tracing::warn!(down = %down.join("; "), "some shards are unavailable; their records are too");
+        }
+        let deadline = Instant::now() + within;
+        for name in self.acting().shard_names() {
+            self.forget_state(name);
+            if let Err(error) = self.state_of(name, deadline).await {
+                tracing::warn!(shard = name, %error, "cannot bring the shard's map state to this replica's step");
+            }
         }
         Ok(capacity)
     }
@@ -243,9 +392,11 @@ impl<S: RecordStore> RecordStore for ShardedStore<S> {
         let mut records = Vec::new();
         while let Some(name) = shards.next() {
             let listed = self.store(name)?.list(&on_shard(&inner, limit - records.len()), deadline).await?;
-            records.extend(
-                listed.records.into_iter().filter(|(_, record, _)| forwarding::target(&record.value).is_none()),
-            );
+            for (key, record, lock) in listed.records {
+                if !forwarding::is_forwarding(&record.value) {
+                    records.push((key, tokens::tokened(record)?, lock));
+                }
+            }
             if let Some(next) = listed.next {
                 return Ok(Listing { records, next: Some(token(name, &next)) });
             }
@@ -263,8 +414,17 @@ impl<S: RecordStore> RecordStore for ShardedStore<S> {
     }
 
     async fn forget(&self, id: &RecordId, record_revision: i64, deadline: Instant) -> Result<Option<i64>, Error> {
-        let shard = self.shard_for(id, deadline).await?;
-        self.store(shard)?.forget(id, record_revision, deadline).await
+        let map = self.acting();
+        let located = self.locate(map, map.homes(id), id, deadline).await?;
+        let seen = tokens::snapshot(located.snapshot)?;
+        if seen.record.as_ref().map(|r| r.revision) != Some(record_revision) {
+            return Ok(None);
+        }
+        self.store(located.shard)?.forget(id, tokens::revision(record_revision), deadline).await
+    }
+
+    async fn map_status(&self, deadline: Instant) -> Result<Option<crate::core::store::MapStatus>, Error> {
+        Ok(Some(ShardedStore::map_status(self, deadline).await?))
     }
 
     /// One source per shard: a shard whose feed is silent stops every
@@ -323,6 +483,7 @@ mod tests {
             result: None,
             error: None,
             recovered: None,
+            token_generation: 0,
         }
     }
 

@@ -106,6 +106,16 @@ impl ShardMap {
                 placements.push(("previous.shards", previous));
             }
         }
+        if let [(_, first), (field, second)] = placements[..] {
+            let (a, b): (BTreeSet<&String>, BTreeSet<&String>) =
+                (first.shards.iter().collect(), second.shards.iter().collect());
+            if !a.is_subset(&b) && !b.is_subset(&a) {
+                return Err(format!(
+                    "{field}: a map change either adds shards or removes them, not both (its fencing tokens \
+                     must grow along every move); make two changes"
+                ));
+            }
+        }
         for (field, placement) in placements {
             if placement.shards.is_empty() {
                 return Err(format!("{field} names no shard"));
@@ -116,6 +126,55 @@ impl ShardMap {
             }
         }
         Ok(())
+    }
+
+    /// The step as the shards keep it ([`crate::core::store::ShardState::step`]),
+    /// so that a replica can tell how far it is from a shard.
+    pub fn step_number(&self) -> u64 {
+        let epoch = self.place.epoch;
+        match self.neighbour {
+            None => 3 * epoch,
+            Some(Neighbour::Next(_)) => 3 * epoch + 1,
+            Some(Neighbour::Previous(_)) => 3 * epoch - 1,
+        }
+    }
+
+    /// The switch step's map, for a replica at the announce step: it acts
+    /// by it once a shard says the switch began.
+    pub fn switched(&self) -> Option<ShardMap> {
+        match &self.neighbour {
+            Some(Neighbour::Next(next)) => {
+                Some(ShardMap { place: next.clone(), neighbour: Some(Neighbour::Previous(self.place.clone())) })
+            }
+            _ => None,
+        }
+    }
+
+    /// The epoch whose forwarding records count: those written for the map
+    /// change under way. Any other is left over from an earlier change.
+    pub fn forwarding_epoch(&self) -> Option<u64> {
+        match &self.neighbour {
+            None => None,
+            Some(Neighbour::Next(next)) => Some(next.epoch),
+            Some(Neighbour::Previous(_)) => Some(self.place.epoch),
+        }
+    }
+
+    /// At the switch step, the shards that records move onto and the shards
+    /// they move from: the added shards and every previous one, or, when
+    /// shards are removed, the remaining ones and the removed ones.
+    pub fn movement(&self) -> Option<(Vec<&str>, Vec<&str>)> {
+        let Some(Neighbour::Previous(previous)) = &self.neighbour else { return None };
+        let (old, new): (BTreeSet<&str>, BTreeSet<&str>) = (
+            previous.shards.iter().map(String::as_str).collect(),
+            self.place.shards.iter().map(String::as_str).collect(),
+        );
+        let removed: Vec<&str> = old.difference(&new).copied().collect();
+        if removed.is_empty() {
+            Some((new.difference(&old).copied().collect(), old.into_iter().collect()))
+        } else {
+            Some((new.into_iter().collect(), removed))
+        }
     }
 
     /// Every shard a record may live on under this map.

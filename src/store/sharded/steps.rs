@@ -1,0 +1,244 @@
+//! The map state every shard keeps, and what a replica does with it. Each
+//! shard holds the rollout step replicas have brought it to and its token
+//! generation ([`ShardState`]). A replica brings each shard to its own step
+//! when it first needs it (and at every health check), fences every write
+//! by the state it read, and refuses to act on a shard more than one step
+//! from its own: a replica left behind by two steps, or a step started
+//! before the one before it reached every shard, is refused with an error
+//! that names both steps, instead of writing where the map no longer looks.
+//!
+//! Two steps do more than count:
+//! - **Switch.** The shards records move onto get a token generation above
+//!   every shard they move from, so that a key's tokens keep growing on its
+//!   new home. A replica of the switch step writes nothing until every
+//!   shard is at that step, and a replica of the announce step that finds a
+//!   shard there acts as one of the switch step from then on.
+//! - **Settle.** A shard moves to the settled step only once a replica of
+//!   the switch step has checked that no record is left where the settled
+//!   map won't look ([`MapStatus`], `idempotency-coordinator shards status`).
+//!   No new record can appear there after that check, since no replica of
+//!   the switch step creates one at a previous home.
+
+use std::sync::atomic::Ordering;
+
+use tokio::time::Instant;
+
+use super::forwarding;
+use super::shard_map::{Neighbour, ShardMap};
+use super::{ShardedStore, unknown_shard};
+use crate::core::error::Error;
+use crate::core::record::Versioned;
+use crate::core::store::{MapStatus, RecordStore, ShardState, ShardStatus};
+
+/// Records read per page while looking for records left behind.
+const SCAN_PAGE: usize = 512;
+
+/// "epoch 2, switch" for a step number.
+pub fn step_name(step: u64) -> String {
+    match step % 3 {
+        0 => format!("epoch {}, settled", step / 3),
+        1 => format!("epoch {} announcing epoch {}", step / 3, step / 3 + 1),
+        _ => format!("epoch {}, switch", step / 3 + 1),
+    }
+}
+
+impl<S: RecordStore> ShardedStore<S> {
+    /// The shard's map state, brought to this replica's step if it is one
+    /// behind; an error if it is further from it.
+    pub(super) async fn state_of(&self, shard: &str, deadline: Instant) -> Result<Versioned<ShardState>, Error> {
+        let entry = self.stores.get(shard).ok_or_else(|| unknown_shard(shard))?;
+        if let Some(state) = entry.state.lock().expect("shard state lock poisoned").clone() {
+            return Ok(state);
+        }
+        for _ in 0..4 {
+            let stored = self.store(shard)?.shard_state(deadline).await?;
+            let target = self.acting().step_number();
+            if let Some(state) = &stored
+                && state.value.step >= target
+            {
+                self.check_step(shard, state.value.step)?;
+                if self.switched.as_ref().is_some_and(|switched| state.value.step >= switched.step_number()) {
+                    self.switch_began.store(true, Ordering::Relaxed);
+                }
+                *entry.state.lock().expect("shard state lock poisoned") = Some(state.clone());
+                return Ok(state.clone());
+            }
+            let raised = self.raised(shard, stored.as_ref(), target, deadline).await?;
+            let expected = stored.as_ref().map_or(0, |state| state.revision);
+            if self.store(shard)?.put_shard_state(expected, raised, deadline).await? {
+                tracing::info!(shard, step = %step_name(raised.step), generation = raised.generation, "brought the shard to this replica's step");
+            }
+        }
+        Err(Error::ShardStateMoved)
+    }
+
+    /// Drops what is known of `shard`'s state, so that it is read again.
+    pub(super) fn forget_state(&self, shard: &str) {
+        if let Some(entry) = self.stores.get(shard) {
+            *entry.state.lock().expect("shard state lock poisoned") = None;
+        }
+    }
+
+    /// An error unless a shard at `step` is within one step of this replica.
+    fn check_step(&self, shard: &str, step: u64) -> Result<(), Error> {
+        let own = self.map.step_number();
+        if step <= own + 1 && step + 1 >= own {
+            return Ok(());
+        }
+        let (ours, theirs) = (step_name(own), step_name(step));
+        tracing::error!(shard, replica = %ours, shard_step = %theirs, "shard map out of step: refusing to act on the shard");
+        Err(Error::StoreUnavailable(format!(
+            "this replica's shard map is at {ours} but shard {shard} is at {theirs}: more than one step apart. \
+             Roll a map change out one step at a time, every replica finishing a step before the next \
+             (README, \"Resharding\")"
+        )))
+    }
+
+    /// Refuses reads while a shard's last known state is out of step.
+    pub(super) fn check_in_step(&self) -> Result<(), Error> {
+        for (name, shard) in &self.stores {
+            if let Some(state) = shard.state.lock().expect("shard state lock poisoned").as_ref() {
+                self.check_step(name, state.value.step)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The state `shard` gets when it is brought from `stored` to `target`.
+    async fn raised(
+        &self,
+        shard: &str,
+        stored: Option<&Versioned<ShardState>>,
+        target: u64,
+        deadline: Instant,
+    ) -> Result<ShardState, Error> {
+        let map = self.acting();
+        let current = stored.map(|s| s.value);
+        if let Some(current) = current
+            && current.step + 1 != target
+        {
+            self.check_step(shard, current.step)?;
+            return Err(self.too_far(shard, current.step, target));
+        }
+        let generation = current.map_or(0, |c| c.generation);
+        let generation = match &map.neighbour {
+            Some(Neighbour::Previous(_)) => {
+                let (receivers, senders) = map.movement().expect("a switch map has a previous one");
+                if receivers.contains(&shard) {
+                    let mut highest = generation;
+                    for sender in senders {
+                        let state = self.store(sender)?.shard_state(deadline).await?;
+                        match state {
+                            Some(state) if state.value.step + 1 >= target => {
+                                highest = highest.max(state.value.generation)
+                            }
+                            other => {
+                                return Err(self.too_far(sender, other.map_or(0, |s| s.value.step), target));
+                            }
+                        }
+                    }
+                    highest + 1
+                } else {
+                    generation
+                }
+            }
+            None if current.is_some_and(|c| !c.settle_checked) => {
+                return Err(Error::StoreUnavailable(format!(
+                    "not settling shard {shard} yet: no replica of the switch step has checked that no record is \
+                     left at a previous home. Run `idempotency-coordinator shards status` against a replica of \
+                     the switch step; it says what is left and marks the shards once nothing is"
+                )));
+            }
+            _ => generation,
+        };
+        Ok(ShardState { step: target, generation, settle_checked: false })
+    }
+
+    fn too_far(&self, shard: &str, step: u64, target: u64) -> Error {
+        let (theirs, ours) = (step_name(step), step_name(target));
+        tracing::error!(shard, shard_step = %theirs, replica = %ours, "a step started before the one before it reached every shard");
+        Error::StoreUnavailable(format!(
+            "shard {shard} is at {theirs}, so this replica cannot bring it to {ours}: the step before has not \
+             reached it. Finish rolling out the step before (README, \"Resharding\")"
+        ))
+    }
+
+    /// At the switch step, waits for nothing but makes sure every shard of
+    /// both maps has reached it before the first write.
+    pub(super) async fn reach(&self, map: &ShardMap, deadline: Instant) -> Result<(), Error> {
+        let step = map.step_number();
+        if !matches!(map.neighbour, Some(Neighbour::Previous(_))) || self.reached.load(Ordering::Relaxed) == step {
+            return Ok(());
+        }
+        for shard in map.shard_names() {
+            self.state_of(shard, deadline).await?;
+        }
+        self.reached.store(step, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Where every shard is, and at the switch step whether the map may
+    /// settle: the records left where the settled map won't look. When
+    /// none are, every shard of the new map is marked so.
+    pub async fn map_status(&self, deadline: Instant) -> Result<MapStatus, Error> {
+        let map = self.acting();
+        let mut status = MapStatus { replica_step: step_name(map.step_number()), ..MapStatus::default() };
+        let switching = matches!(map.neighbour, Some(Neighbour::Previous(_)));
+        if switching {
+            self.reach(map, deadline).await?;
+            for shard in map.shard_names() {
+                let mut after = String::new();
+                loop {
+                    let page = self.store(shard)?.scan(&after, SCAN_PAGE, deadline).await?;
+                    for (id, record) in &page.entries {
+                        if record.as_ref().is_some_and(|r| forwarding::is_forwarding(&r.value))
+                            || map.place.home(id) == shard
+                        {
+                            continue;
+                        }
+                        status.left_behind += 1;
+                        let expires = record.as_ref().map(|r| r.value.expires_at_ms).filter(|ms| *ms > 0);
+                        status.last_expires_at_ms = status.last_expires_at_ms.max(expires);
+                    }
+                    match page.next {
+                        Some(next) => after = next,
+                        None => break,
+                    }
+                }
+            }
+            if status.left_behind == 0 {
+                for shard in &map.place.shards {
+                    self.mark_settle_checked(shard, deadline).await?;
+                }
+            }
+        }
+        for shard in map.shard_names() {
+            self.forget_state(shard);
+            let state = self.state_of(shard, deadline).await?;
+            status.shards.push(ShardStatus {
+                name: shard.to_owned(),
+                step: step_name(state.value.step),
+                generation: state.value.generation,
+                settle_checked: state.value.settle_checked,
+            });
+        }
+        status.settle_safe = switching && status.left_behind == 0;
+        Ok(status)
+    }
+
+    async fn mark_settle_checked(&self, shard: &str, deadline: Instant) -> Result<(), Error> {
+        for _ in 0..4 {
+            self.forget_state(shard);
+            let state = self.state_of(shard, deadline).await?;
+            if state.value.settle_checked {
+                return Ok(());
+            }
+            let checked = ShardState { settle_checked: true, ..state.value };
+            if self.store(shard)?.put_shard_state(state.revision, checked, deadline).await? {
+                self.forget_state(shard);
+                return Ok(());
+            }
+        }
+        Err(Error::ShardStateMoved)
+    }
+}
