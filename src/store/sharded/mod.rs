@@ -130,6 +130,9 @@ impl<S: RecordStore> ShardedStore<S> {
         deadline: Instant,
     ) -> Result<(&'a str, Snapshot), Error> {
         let epoch = map.forwarding_epoch();
+        // A shard this replica is out of step with may hold what its map
+        // does not say: read nothing there.
+        self.state_of(shard, deadline).await?;
         let snapshot = self.store(shard)?.read(id, deadline).await?;
         let target = match forwarding::found(&snapshot, epoch) {
             Found::Other => return Ok((shard, snapshot)),
@@ -137,6 +140,7 @@ impl<S: RecordStore> ShardedStore<S> {
             Found::Forwarding(target) => target,
         };
         let Some((target, _)) = self.stores.get_key_value(target) else { return Err(unknown_shard(target)) };
+        self.state_of(target, deadline).await?;
         let forwarded = self.store(target)?.read(id, deadline).await?;
         match forwarding::found(&forwarded, epoch) {
             Found::Other => Ok((target.as_str(), forwarded)),
@@ -264,15 +268,12 @@ impl<S: RecordStore> ShardedStore<S> {
             return self.write_on(map, homes.place, id, &self.unwrapped(write), deadline).await;
         }
         let located = self.locate(map, homes, id, deadline).await?;
-        // The call was decided on a read of this record: a record elsewhere
-        // whose revision happens to match is not it.
+        // Written only where the record was found as the call expects it:
+        // a record elsewhere whose revision happens to match is not the one
+        // the call was decided on, and a create where something was found
+        // would land at a previous home if that something lapsed meanwhile.
         let seen = tokens::snapshot(located.snapshot.clone())?;
-        let expected = match write.expect {
-            Expect::Absent => None,
-            Expect::Unchanged { record_revision, .. } => Some(record_revision),
-            Expect::Token(token) => Some(token as i64),
-        };
-        if expected.is_some_and(|expected| seen.record.as_ref().map_or(0, |r| r.revision) != expected) {
+        if !write.expect.holds(&seen) {
             return Ok(Written::Conflict(Box::new(seen)));
         }
         if let Some(previous_home) = located.unclaimed
@@ -309,7 +310,6 @@ impl<S: RecordStore> ShardedStore<S> {
 impl<S: RecordStore> RecordStore for ShardedStore<S> {
     async fn read(&self, id: &RecordId, deadline: Instant) -> Result<Snapshot, Error> {
         let map = self.acting();
-        self.check_in_step()?;
         tokens::snapshot(self.locate(map, map.homes(id), id, deadline).await?.snapshot)
     }
 

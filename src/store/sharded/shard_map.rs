@@ -177,6 +177,17 @@ impl ShardMap {
         }
     }
 
+    /// Whether this change adds `shard`: it may hold the state of an
+    /// earlier life, from before it was removed.
+    pub fn adds(&self, shard: &str) -> bool {
+        let (old, new) = match &self.neighbour {
+            None => return false,
+            Some(Neighbour::Next(next)) => (&self.place, next),
+            Some(Neighbour::Previous(previous)) => (previous, &self.place),
+        };
+        new.shards.iter().any(|s| s == shard) && !old.shards.iter().any(|s| s == shard)
+    }
+
     /// Every shard a record may live on under this map.
     pub fn shard_names(&self) -> BTreeSet<&str> {
         let neighbour = match &self.neighbour {

@@ -94,16 +94,6 @@ impl<S: RecordStore> ShardedStore<S> {
         )))
     }
 
-    /// Refuses reads while a shard's last known state is out of step.
-    pub(super) fn check_in_step(&self) -> Result<(), Error> {
-        for (name, shard) in &self.stores {
-            if let Some(state) = shard.state.lock().expect("shard state lock poisoned").as_ref() {
-                self.check_step(name, state.value.step)?;
-            }
-        }
-        Ok(())
-    }
-
     /// The state `shard` gets when it is brought from `stored` to `target`.
     async fn raised(
         &self,
@@ -114,8 +104,11 @@ impl<S: RecordStore> ShardedStore<S> {
     ) -> Result<ShardState, Error> {
         let map = self.acting();
         let current = stored.map(|s| s.value);
+        // A shard this change adds may still be at the step its removal
+        // left it at; its generation still counts.
         if let Some(current) = current
             && current.step + 1 != target
+            && !(map.adds(shard) && current.step < target)
         {
             self.check_step(shard, current.step)?;
             return Err(self.too_far(shard, current.step, target));
