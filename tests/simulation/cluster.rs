@@ -37,6 +37,12 @@ pub enum Mutation {
     /// Replicas never hear that a record was forgotten (the feed is alive
     /// otherwise).
     ForgetFeed,
+    /// Writes go ahead whatever the shard's map state now says.
+    ShardFence,
+    /// Records keep token generation 0: tokens are bare revisions again.
+    TokenGenerations,
+    /// A shard counts as checked for settling without any check.
+    SettleCheck,
 }
 
 impl Mutation {
@@ -45,6 +51,9 @@ impl Mutation {
             Mutation::TokenCompare => "token-compare",
             Mutation::LockCompare => "lock-compare",
             Mutation::ForgetFeed => "forget-feed",
+            Mutation::ShardFence => "shard-fence",
+            Mutation::TokenGenerations => "token-generations",
+            Mutation::SettleCheck => "settle-check",
         }
     }
 
@@ -53,6 +62,9 @@ impl Mutation {
             "token-compare" => Some(Mutation::TokenCompare),
             "lock-compare" => Some(Mutation::LockCompare),
             "forget-feed" => Some(Mutation::ForgetFeed),
+            "shard-fence" => Some(Mutation::ShardFence),
+            "token-generations" => Some(Mutation::TokenGenerations),
+            "settle-check" => Some(Mutation::SettleCheck),
             _ => None,
         }
     }
@@ -109,6 +121,11 @@ impl Cluster {
             (Some(Mutation::LockCompare), Expect::Unchanged { record_revision, .. }) => {
                 let snapshot = current().await;
                 write.expect = Expect::Unchanged { record_revision, lock_revision: snapshot.lock.map(|l| l.revision) };
+            }
+            (Some(Mutation::TokenGenerations), _) => {
+                if let Some((record, _)) = &mut write.record {
+                    record.token_generation = 0;
+                }
             }
             _ => {}
         }
@@ -180,7 +197,7 @@ impl Link {
         self.latency().await;
         self.cluster.check_up()?;
         let write = self.cluster.mutated(id, write).await;
-        let written = match fence {
+        let written = match fence.filter(|_| self.cluster.mutation != Some(Mutation::ShardFence)) {
             Some(fence) => self.cluster.store.write_fenced(id, &write, fence, deadline).await?,
             None => self.cluster.store.write(id, &write, deadline).await?,
         };
@@ -217,7 +234,10 @@ impl RecordStore for Link {
         state
     }
 
-    async fn put_shard_state(&self, expected: i64, state: ShardState, deadline: Instant) -> Result<bool, Error> {
+    async fn put_shard_state(&self, expected: i64, mut state: ShardState, deadline: Instant) -> Result<bool, Error> {
+        if self.cluster.mutation == Some(Mutation::SettleCheck) {
+            state.settle_checked = true;
+        }
         self.latency().await;
         self.cluster.check_up()?;
         let put = self.cluster.store.put_shard_state(expected, state, deadline).await?;
