@@ -44,7 +44,7 @@ pub struct ClientArgs {
     /// The coordinator's address (`--coordinator` is the same flag, as the gateway names it).
     #[arg(
         long,
-        alias = "coordinator",
+        visible_alias = "coordinator",
         global = true,
         env = "IDEMPOTENCY_ADDR",
         default_value = "http://127.0.0.1:50051"

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::charging_service::ChargingService;
+use common::gateway_harness::{Answer, CALLER, Gateway, Setup, plaintext, send};
 use common::pki::Pki;
 use common::{Etcd, Server, free_port};
 use idempotency_coordinator::cli::ClientArgs;
-use idempotency_coordinator::gateway::config::{GatewayConfig, parse_routes};
+use idempotency_coordinator::gateway::identity::IdentitySource;
 use idempotency_coordinator::proto::v1::{
     self,
     coordinator_service_client::CoordinatorServiceClient,
@@ -22,13 +23,13 @@ use idempotency_coordinator::proto::v1::{
 };
 use idempotency_coordinator::shell::auth::tokens::hash_token;
 use reqwest::StatusCode;
-use tokio::sync::oneshot;
 
 const ROUTES: &str = r#"
 [[route]]
 name = "payments"
 methods = ["POST"]
 path = "/payments"
+identity = "authorization"
 namespace = "payments.create"
 lease_ttl = "2s"
 upstream_timeout = "10s"
@@ -41,6 +42,7 @@ max_stored_response_bytes = 8192
 name = "payments-waiting"
 methods = ["POST"]
 path = "/waiting/payments"
+identity = "authorization"
 namespace = "payments.waiting"
 lease_ttl = "2s"
 wait = "10s"
@@ -49,6 +51,7 @@ wait = "10s"
 name = "payments-fail-open"
 methods = ["POST"]
 path = "/open/payments"
+identity = "authorization"
 namespace = "payments.open"
 fail_open = true
 
@@ -56,6 +59,7 @@ fail_open = true
 name = "payments-key-optional"
 methods = ["POST"]
 path = "/optional/payments"
+identity = "authorization"
 namespace = "payments.optional"
 key = "optional"
 
@@ -63,6 +67,7 @@ key = "optional"
 name = "payments-handed-back"
 methods = ["POST"]
 path = "/handed-back/payments"
+identity = "authorization"
 namespace = "payments.handback"
 lease_ttl = "4s"
 wait = "10s"
@@ -71,163 +76,15 @@ wait = "10s"
 name = "payments-impatient"
 methods = ["POST"]
 path = "/impatient/payments"
+identity = "authorization"
 namespace = "payments.impatient"
+lease_ttl = "2s"
 upstream_timeout = "1s"
 "#;
 
-/// The gateway, served in-process from `gateway::server::run`.
-struct Gateway {
-    addr: SocketAddr,
-    admin: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Gateway {
-    async fn start(upstream: &str, coordinator: &str) -> Gateway {
-        Gateway::start_with(upstream, plaintext(coordinator)).await
-    }
-
-    /// A gateway calling the coordinator as `client` says (TLS, bearer token).
-    async fn start_with(upstream: &str, client: ClientArgs) -> Gateway {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
-        let addr = listener.local_addr().expect("local addr");
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("an address");
-        let config = GatewayConfig {
-            listen: addr,
-            admin_listen: admin,
-            upstream: upstream.parse().expect("upstream URI"),
-            routes: parse_routes(ROUTES).expect("valid routes"),
-            tenant: String::new(),
-            owner: "gateway-test".into(),
-            shutdown_grace: Duration::from_secs(5),
-        };
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let shutdown = async {
-                let _ = stopped.await;
-            };
-            idempotency_coordinator::gateway::server::run(config, &client, listener, shutdown)
-                .await
-                .expect("the gateway runs");
-        });
-        // Ready once its admin port answers: both ports are bound by then.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while reqwest::get(format!("http://{admin}/livez")).await.is_err() {
-            assert!(Instant::now() < deadline, "the gateway did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Gateway { addr, admin, stop: Some(stop), task }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// What SIGTERM does to the binary: the drain starts.
-    fn begin_shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-fn plaintext(coordinator: &str) -> ClientArgs {
-    ClientArgs {
-        addr: coordinator.to_owned(),
-        timeout: Duration::from_secs(2),
-        ca_cert: None,
-        client_cert: None,
-        client_key: None,
-        bearer_token: None,
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.task.abort();
-    }
-}
-
-/// Everything a test needs, stopped when dropped.
-struct Setup {
-    service: ChargingService,
-    gateway: Gateway,
-    http: reqwest::Client,
-    coordinator: Option<Server>,
-    _etcd: Option<Etcd>,
-}
-
-impl Setup {
-    async fn start() -> Setup {
-        let etcd = Etcd::start().await;
-        let coordinator = Server::start(&etcd, &[]).await;
-        let service = ChargingService::start().await;
-        let gateway = Gateway::start(&service.url(), &coordinator.url()).await;
-        Setup { service, gateway, http: reqwest::Client::new(), coordinator: Some(coordinator), _etcd: Some(etcd) }
-    }
-
-    /// A POST of `body` (JSON) with `key` as a Structured Field string.
-    fn pay(&self, path: &str, key: &str, body: &str) -> reqwest::RequestBuilder {
-        self.http
-            .post(self.gateway.url(path))
-            .header("idempotency-key", format!("\"{key}\""))
-            .header("content-type", "application/json")
-            .body(body.to_owned())
-    }
-
-    /// The key as the service sees it in the header.
-    fn charges(&self, key: &str) -> usize {
-        self.service.ledger.charges(&format!("\"{key}\""))
-    }
-
-    fn assert_no_key_charged_twice(&self) {
-        assert_eq!(self.service.ledger.charged_twice(), vec![], "a key caused more than one charge");
-    }
-}
-
-/// An answer read whole.
-struct Answer {
-    status: StatusCode,
-    headers: reqwest::header::HeaderMap,
-    body: bytes::Bytes,
-}
-
-impl Answer {
-    async fn of(response: reqwest::Response) -> Answer {
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.bytes().await.expect("the whole body");
-        Answer { status, headers, body }
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    fn replayed(&self) -> bool {
-        self.header("idempotent-replayed") == Some("true")
-    }
-
-    /// The problem document's `type`, checking it is one.
-    fn problem_type(&self) -> String {
-        assert_eq!(self.header("content-type"), Some("application/problem+json"), "{:?}", self.body);
-        let document: serde_json::Value = serde_json::from_slice(&self.body).expect("problem+json");
-        assert_eq!(document["status"], self.status.as_u16(), "{document}");
-        document["type"].as_str().expect("a type").to_owned()
-    }
-}
-
-async fn send(request: reqwest::RequestBuilder) -> Answer {
-    Answer::of(request.send().await.expect("an answer")).await
-}
-
 #[tokio::test]
 async fn a_double_submit_charges_once_and_replays_the_created_answer_byte_for_byte() {
-    let setup = Setup::start().await;
+    let setup = Setup::start(ROUTES).await;
     let first = send(setup.pay("/payments", "double-1", r#"{"amount":1000,"sent_at":"09:00"}"#)).await;
     assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
     assert!(!first.replayed());
@@ -256,7 +113,7 @@ async fn a_double_submit_charges_once_and_replays_the_created_answer_byte_for_by
 /// ledger's highest token beyond every real one.
 #[tokio::test]
 async fn a_client_never_sets_the_fencing_token_the_service_sees() {
-    let setup = Setup::start().await;
+    let setup = Setup::start(ROUTES).await;
     let spoofed = "18446744073709551615";
     let unrouted = setup.pay("/unrouted/payments", "spoof-1", "{}").header("idempotency-fencing-token", spoofed);
     assert_eq!(send(unrouted).await.status, StatusCode::CREATED);
@@ -267,8 +124,13 @@ async fn a_client_never_sets_the_fencing_token_the_service_sees() {
         .header("idempotency-fencing-token", spoofed)
         .body("{}");
     assert_eq!(send(unkeyed).await.status, StatusCode::CREATED);
-    let protected = setup.pay("/payments", "spoof-2", "{}").header("idempotency-fencing-token", spoofed);
+    let protected = setup
+        .pay("/payments", "spoof-2", "{}")
+        .header("idempotency-fencing-token", spoofed)
+        .header("idempotency-recovered", "true");
     assert_eq!(send(protected).await.status, StatusCode::CREATED);
+    let recovered = setup.service.ledger.seen().iter().filter(|(_, h)| h.contains_key("idempotency-recovered")).count();
+    assert_eq!(recovered, 0, "a client never says an attempt is recovered");
     assert_eq!(setup.service.ledger.tokens("\"spoof-1\""), vec![None], "an unmatched path passed the client's token");
     assert_eq!(setup.service.ledger.tokens(""), vec![None], "an unkeyed request passed the client's token");
     let tokens = setup.service.ledger.tokens("\"spoof-2\"");
@@ -277,11 +139,12 @@ async fn a_client_never_sets_the_fencing_token_the_service_sees() {
 
 #[tokio::test]
 async fn http2_clients_get_the_same_protection() {
-    let setup = Setup::start().await;
+    let setup = Setup::start(ROUTES).await;
     let h2 = reqwest::Client::builder().http2_prior_knowledge().build().expect("an h2c client");
     let pay = || {
         h2.post(setup.gateway.url("/payments"))
             .header("idempotency-key", "\"h2-1\"")
+            .header("authorization", CALLER)
             .header("content-type", "application/json")
             .body(r#"{"amount":5}"#)
     };
@@ -295,7 +158,7 @@ async fn http2_clients_get_the_same_protection() {
 
 #[tokio::test]
 async fn a_retry_after_a_client_timeout_waits_for_the_first_attempt_instead_of_charging_again() {
-    let setup = Setup::start().await;
+    let setup = Setup::start(ROUTES).await;
     let slow = setup
         .pay("/payments", "timeout-1", r#"{"amount":700}"#)
         .header("x-test-delay-ms", "1500")
@@ -324,7 +187,7 @@ async fn a_retry_after_a_client_timeout_waits_for_the_first_attempt_instead_of_c
 
 #[tokio::test]
 async fn a_route_that_waits_holds_the_retry_until_the_first_request_finishes() {
-    let setup = Setup::start().await;
+    let setup = Setup::start(ROUTES).await;
     let first = tokio::spawn(
         setup.pay("/waiting/payments", "wait-1", r#"{"amount":1}"#).header("x-test-delay-ms", "1000").send(),
     );
@@ -339,7 +202,7 @@ async fn a_route_that_waits_holds_the_retry_until_the_first_request_finishes() {
 
 #[tokio::test]
 async fn concurrent_retries_charge_once() {
-    let setup = Setup::start().await;
+    let setup = Setup::start(ROUTES).await;
     let attempts: Vec<_> = (0..8)
         .map(|_| {
             tokio::spawn(setup.pay("/payments", "burst-1", r#"{"amount":42}"#).header("x-test-delay-ms", "500").send())
@@ -364,7 +227,7 @@ async fn concurrent_retries_charge_once() {
 
 #[tokio::test]
 async fn a_key_reused_with_another_body_is_refused_and_never_forwarded() {
-    let setup = Setup::start().await;
+    let setup = Setup::start(ROUTES).await;
     let first = send(setup.pay("/payments", "cart-1", r#"{"cart":["book"]}"#)).await;
     assert_eq!(first.status, StatusCode::CREATED);
     let reused = send(setup.pay("/payments", "cart-1", r#"{"cart":["book","lamp"]}"#)).await;
@@ -382,7 +245,7 @@ async fn a_key_reused_with_another_body_is_refused_and_never_forwarded() {
 /// alike, so the second request was answered with the first one's charge.
 #[tokio::test]
 async fn a_json_number_a_double_cannot_hold_is_400_naming_it_and_never_forwarded() {
-    let setup = Setup::start().await;
+    let setup = Setup::start(ROUTES).await;
     for body in [r#"{"account_id":1234567890123456789}"#, r#"{"account_id":1234567890123456788}"#] {
         let refused = send(setup.pay("/payments", "account-1", body)).await;
         assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{body}: {:?}", refused.body);
@@ -399,7 +262,7 @@ async fn a_json_number_a_double_cannot_hold_is_400_naming_it_and_never_forwarded
 
 #[tokio::test]
 async fn an_upstream_500_releases_the_key_so_the_retry_runs() {
-    let setup = Setup::start().await;
+    let setup = Setup::start(ROUTES).await;
     let failed = send(setup.pay("/payments", "flaky-1", r#"{"amount":3}"#).header("x-test-status", "500")).await;
     assert_eq!(failed.status, StatusCode::INTERNAL_SERVER_ERROR, "the service's own answer is passed on");
     assert_eq!(failed.header("content-type"), Some("application/json"));
@@ -412,7 +275,7 @@ async fn an_upstream_500_releases_the_key_so_the_retry_runs() {
 
 #[tokio::test]
 async fn a_final_4xx_is_stored_and_a_retryable_one_is_not() {
-    let setup = Setup::start().await;
+    let setup = Setup::start(ROUTES).await;
     let declined = send(setup.pay("/payments", "declined-1", "{}").header("x-test-status", "402")).await;
     assert_eq!(declined.status, StatusCode::PAYMENT_REQUIRED);
     let again = send(setup.pay("/payments", "declined-1", "{}")).await;
@@ -427,9 +290,25 @@ async fn a_final_4xx_is_stored_and_a_retryable_one_is_not() {
     assert_eq!(setup.charges("limited-1"), 1);
 }
 
+/// Retries `request` while it is answered 409 in-progress, for up to `within`.
+async fn retry_while_in_progress(request: impl Fn() -> reqwest::RequestBuilder, within: Duration) -> Answer {
+    let deadline = Instant::now() + within;
+    loop {
+        let answer = send(request()).await;
+        if answer.status != StatusCode::CONFLICT || Instant::now() > deadline {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Issue 27, items 2 and 4: a request that may have reached the service
+/// (it was sent, and the connection broke before a status line) does not
+/// release its key at once, so a retry cannot run beside it; once the lease
+/// lapses, the retry runs as a recovered attempt and the service is told so.
 #[tokio::test]
-async fn a_service_killed_mid_request_leaves_the_key_free_for_a_retry_that_charges_once() {
-    let mut setup = Setup::start().await;
+async fn a_service_killed_mid_request_holds_the_key_until_its_lease_lapses_then_the_retry_is_marked_recovered() {
+    let mut setup = Setup::start(ROUTES).await;
     let doomed =
         tokio::spawn(setup.pay("/payments", "crash-1", r#"{"amount":9}"#).header("x-test-delay-ms", "2000").send());
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -437,23 +316,114 @@ async fn a_service_killed_mid_request_leaves_the_key_free_for_a_retry_that_charg
     let doomed = Answer::of(doomed.await.expect("joined").expect("an answer")).await;
     assert_eq!(doomed.status, StatusCode::BAD_GATEWAY);
     assert_eq!(doomed.problem_type(), "urn:idempotency-gateway:upstream-unreachable");
+    assert_eq!(doomed.header("retry-after"), Some("2"), "the lease's time");
 
     setup.service.restart().await;
-    let retried = send(setup.pay("/payments", "crash-1", r#"{"amount":9}"#)).await;
+    let pay = || setup.pay("/payments", "crash-1", r#"{"amount":9}"#);
+    let held = send(pay()).await;
+    assert_eq!(held.status, StatusCode::CONFLICT, "released at once: {:?}", held.body);
+    let retried = retry_while_in_progress(pay, Duration::from_secs(10)).await;
     assert_eq!((retried.status, retried.replayed()), (StatusCode::CREATED, false), "{:?}", retried.body);
     let tokens = setup.service.ledger.tokens("\"crash-1\"");
     assert_eq!(tokens.len(), 1, "the killed attempt charged nothing, the retry once");
-    let again = send(setup.pay("/payments", "crash-1", r#"{"amount":9}"#)).await;
+    let (_, headers) = setup.service.ledger.seen().pop().expect("the retry reached the service");
+    assert_eq!(headers.get("idempotency-recovered").map(|v| v.as_bytes()), Some(&b"true"[..]));
+    let again = send(pay()).await;
     assert!(again.replayed());
 }
 
+/// Issue 27, item 4: the service answered 201, sent 10 of 100 body bytes
+/// and broke off (or stalled); the gateway released the key, and the
+/// retry charged again with a new token.
 #[tokio::test]
-async fn an_upstream_that_does_not_answer_in_time_gets_a_504_and_the_key_is_released() {
-    let setup = Setup::start().await;
+async fn an_answer_that_breaks_off_after_its_status_line_is_never_run_again() {
+    let setup = Setup::start(ROUTES).await;
+    for (path, key, how) in [
+        ("/payments", "broken-1", "x-test-break-after-status"),
+        ("/impatient/payments", "stalled-1", "x-test-stall-after-status"),
+    ] {
+        let broken = send(setup.pay(path, key, "{}").header(how, "1")).await;
+        assert_eq!(broken.status, StatusCode::BAD_GATEWAY, "{how}");
+        assert_eq!(broken.problem_type(), "urn:idempotency-gateway:upstream-response-incomplete");
+        assert!(broken.text().contains("201"), "{}", broken.text());
+        let retry = send(setup.pay(path, key, "{}")).await;
+        assert_eq!(retry.status, StatusCode::CONFLICT, "{how}: {:?}", retry.body);
+        assert_eq!(retry.problem_type(), "urn:idempotency-gateway:response-not-replayable");
+        assert!(retry.text().contains("201"), "the original status is named: {}", retry.text());
+        assert_eq!(setup.charges(key), 1, "{how}");
+    }
+    setup.assert_no_key_charged_twice();
+}
+
+/// Issue 27, item 6: these statuses say the request was not processed; a
+/// 401 used to be replayed to the retry that came with fresh credentials.
+#[tokio::test]
+async fn statuses_that_say_not_processed_release_the_key_by_default() {
+    let setup = Setup::start(ROUTES).await;
+    for status in [401, 403, 407, 408, 425, 429, 503] {
+        let key = format!("refused-{status}");
+        let refused =
+            send(setup.pay("/waiting/payments", &key, "{}").header("x-test-status", status.to_string())).await;
+        assert_eq!(refused.status.as_u16(), status);
+        let retried = send(setup.pay("/waiting/payments", &key, "{}")).await;
+        assert_eq!((retried.status, retried.replayed()), (StatusCode::CREATED, false), "after {status}");
+        assert_eq!(setup.charges(&key), 1);
+    }
+}
+
+/// Issue 27, item 6: two non-JSON bodies with the same bytes and different
+/// Content-Types fingerprinted alike, so the second was a replay.
+#[tokio::test]
+async fn the_same_bytes_under_another_content_type_are_another_request() {
+    let setup = Setup::start(ROUTES).await;
+    let csv = send(setup.pay("/payments", "typed-1", "amount,1").header("content-type", "text/csv")).await;
+    assert_eq!(csv.status, StatusCode::CREATED);
+    let plain = send(setup.pay("/payments", "typed-1", "amount,1").header("content-type", "text/plain")).await;
+    assert_eq!(plain.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", plain.body);
+    assert_eq!(setup.charges("typed-1"), 1);
+}
+
+/// Issue 27, item 6: over HTTP/2 the service saw the gateway's upstream
+/// address as Host and several `cookie` fields; no message said it passed a proxy.
+#[tokio::test]
+async fn the_service_sees_the_clients_host_one_cookie_field_and_a_via_for_each_version() {
+    let setup = Setup::start(ROUTES).await;
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().expect("an h2c client");
+    let over_h2 = h2
+        .get(setup.gateway.url("/reads/1"))
+        .header("cookie", "session=abc")
+        .header("cookie", "theme=dark")
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(over_h2.status(), StatusCode::OK);
+    assert_eq!(over_h2.headers().get("via").map(|v| v.as_bytes()), Some(&b"1.1 idempotency-gateway"[..]));
+    let over_h1 = send(setup.http.get(setup.gateway.url("/reads/2")).header("via", "1.1 edge-proxy")).await;
+    assert_eq!(over_h1.status, StatusCode::OK);
+    let seen = setup.service.ledger.seen();
+    let header = |i: usize, name: &str| -> Vec<String> {
+        seen[i].1.get_all(name).iter().map(|v| v.to_str().expect("text").to_owned()).collect()
+    };
+    assert_eq!(header(0, "host"), [setup.gateway.addr.to_string()], "HTTP/2 :authority is the Host");
+    assert_eq!(header(0, "cookie"), ["session=abc; theme=dark"]);
+    assert_eq!(header(0, "via"), ["2 idempotency-gateway"]);
+    assert_eq!(header(1, "host"), [setup.gateway.addr.to_string()]);
+    assert_eq!(header(1, "via"), ["1.1 edge-proxy, 1.1 idempotency-gateway"]);
+}
+
+/// Issue 27, item 4: no status line in time means the request may be
+/// running: the key is held until the lease lapses, not released at once.
+#[tokio::test]
+async fn an_upstream_that_does_not_answer_in_time_gets_a_504_and_the_key_is_held_until_its_lease_lapses() {
+    let setup = Setup::start(ROUTES).await;
     let late = send(setup.pay("/impatient/payments", "late-1", "{}").header("x-test-delay-ms", "3000")).await;
     assert_eq!(late.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(late.problem_type(), "urn:idempotency-gateway:upstream-timeout");
-    let retried = send(setup.pay("/impatient/payments", "late-1", "{}")).await;
+    assert_eq!(late.header("retry-after"), Some("2"));
+    let pay = || setup.pay("/impatient/payments", "late-1", "{}");
+    let held = send(pay()).await;
+    assert_eq!(held.status, StatusCode::CONFLICT, "released at once: {:?}", held.body);
+    let retried = retry_while_in_progress(pay, Duration::from_secs(10)).await;
     assert_eq!((retried.status, retried.replayed()), (StatusCode::CREATED, false));
     // The first call's service work was cut off by the gateway dropping the connection.
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -462,7 +432,7 @@ async fn an_upstream_that_does_not_answer_in_time_gets_a_504_and_the_key_is_rele
 
 #[tokio::test]
 async fn heartbeats_keep_a_slow_request_owned_past_its_lease() {
-    let setup = Setup::start().await;
+    let setup = Setup::start(ROUTES).await;
     // The route's lease is 2 s; the service takes 5 s.
     let slow =
         tokio::spawn(setup.pay("/payments", "slow-1", r#"{"amount":8}"#).header("x-test-delay-ms", "5000").send());
@@ -486,11 +456,12 @@ async fn a_handed_back_attempt_is_extended_before_its_lease_runs_out() {
     let coordinator = Server::start(&etcd, &[]).await;
     let service = ChargingService::start().await;
     let hop = LosesFirstBeginAnswer::start(&coordinator).await;
-    let gateway = Gateway::start(&service.url(), &hop.url()).await;
+    let gateway = Gateway::start(&service.url(), &hop.url(), ROUTES).await;
     let http = reqwest::Client::new();
     let pay = || {
         http.post(gateway.url("/handed-back/payments"))
             .header("idempotency-key", "\"handed-back-1\"")
+            .header("authorization", CALLER)
             .header("content-type", "application/json")
             .body(r#"{"amount":7}"#)
     };
@@ -499,8 +470,10 @@ async fn a_handed_back_attempt_is_extended_before_its_lease_runs_out() {
     let first = tokio::spawn(pay().header("x-test-delay-ms", "4500").send());
     let deadline = hop.deadline().await;
     tokio::time::sleep_until(at_wall(deadline - Duration::from_millis(150))).await;
-    let lookup =
-        v1::LookupRequest { namespace: "payments.handback".into(), key: "handed-back-1".into(), ..Default::default() };
+    let mut caller = http::HeaderMap::new();
+    caller.insert("authorization", CALLER.parse().expect("a header value"));
+    let namespace = IdentitySource::Authorization.scoped_namespace("payments.handback", &caller).expect("scoped");
+    let lookup = v1::LookupRequest { namespace, key: "handed-back-1".into(), ..Default::default() };
     let record =
         coordinator.client().await.lookup(lookup).await.expect("a lookup").into_inner().record.expect("a record");
     let seen = SystemTime::try_from(record.lease_expires_at.expect("in progress")).expect("a time");
@@ -616,16 +589,24 @@ impl CoordinatorService for LossyHop {
 
 #[tokio::test]
 async fn missing_or_malformed_keys_are_400_naming_the_header() {
-    let setup = Setup::start().await;
+    let setup = Setup::start(ROUTES).await;
     let missing = send(setup.http.post(setup.gateway.url("/payments")).body("{}")).await;
     assert_eq!(missing.status, StatusCode::BAD_REQUEST);
     assert_eq!(missing.problem_type(), "urn:idempotency-gateway:idempotency-key-missing");
     let document: serde_json::Value = serde_json::from_slice(&missing.body).expect("json");
     assert_eq!(document["header"], "Idempotency-Key");
 
-    for bad in ["unquoted-uuid", "\"\"", "42"] {
-        let malformed =
-            send(setup.http.post(setup.gateway.url("/payments")).header("idempotency-key", bad).body("{}")).await;
+    // Issue 27, item 6: a blank key reached the coordinator, which refused it: 500 and an ERROR line.
+    for bad in ["unquoted-uuid", "\"\"", "42", "\" \"", "\"   \""] {
+        let malformed = send(
+            setup
+                .http
+                .post(setup.gateway.url("/payments"))
+                .header("idempotency-key", bad)
+                .header("authorization", CALLER)
+                .body("{}"),
+        )
+        .await;
         assert_eq!(malformed.status, StatusCode::BAD_REQUEST, "{bad}");
         assert_eq!(malformed.problem_type(), "urn:idempotency-gateway:idempotency-key-malformed");
         assert!(String::from_utf8_lossy(&malformed.body).contains("Idempotency-Key"));
@@ -643,7 +624,7 @@ async fn missing_or_malformed_keys_are_400_naming_the_header() {
 
 #[tokio::test]
 async fn oversized_requests_are_413_before_anything_begins() {
-    let setup = Setup::start().await;
+    let setup = Setup::start(ROUTES).await;
     let big = format!("{{\"note\":\"{}\"}}", "x".repeat(5000));
     let declared = send(setup.pay("/payments", "big-1", &big)).await;
     assert_eq!(declared.status, StatusCode::PAYLOAD_TOO_LARGE);
@@ -657,6 +638,7 @@ async fn oversized_requests_are_413_before_anything_begins() {
             .http
             .post(setup.gateway.url("/payments"))
             .header("idempotency-key", "\"big-2\"")
+            .header("authorization", CALLER)
             .body(reqwest::Body::wrap_stream(chunks)),
     )
     .await;
@@ -675,7 +657,7 @@ fn futures_chunks(data: Vec<u8>) -> impl tokio_stream::Stream<Item = Result<Vec<
 
 #[tokio::test]
 async fn an_answer_too_large_to_store_still_reaches_the_client_and_a_retry_is_told_why() {
-    let setup = Setup::start().await;
+    let setup = Setup::start(ROUTES).await;
     let large = send(setup.pay("/payments", "report-1", "{}").header("x-test-response-bytes", "20000")).await;
     assert_eq!((large.status, large.replayed()), (StatusCode::CREATED, false));
     assert!(large.body.len() > 20000, "the whole answer, {} bytes", large.body.len());
@@ -695,17 +677,27 @@ async fn an_answer_too_large_to_store_still_reaches_the_client_and_a_retry_is_to
 async fn with_the_coordinator_down_nothing_is_forwarded_unless_the_route_fails_open() {
     let service = ChargingService::start().await;
     // Nothing listens on this port.
-    let gateway = Gateway::start(&service.url(), &format!("http://127.0.0.1:{}", free_port())).await;
+    let gateway = Gateway::start(&service.url(), &format!("http://127.0.0.1:{}", free_port()), ROUTES).await;
     let http = reqwest::Client::new();
-    let refused =
-        send(http.post(gateway.url("/payments")).header("idempotency-key", "\"down-1\"").body(r#"{"amount":1}"#)).await;
+    let refused = send(
+        http.post(gateway.url("/payments"))
+            .header("idempotency-key", "\"down-1\"")
+            .header("authorization", CALLER)
+            .body(r#"{"amount":1}"#),
+    )
+    .await;
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(refused.problem_type(), "urn:idempotency-gateway:coordinator-unavailable");
     assert!(refused.header("retry-after").is_some());
     assert_eq!(service.ledger.requests(), 0, "fail closed: nothing forwarded");
 
-    let forwarded =
-        send(http.post(gateway.url("/open/payments")).header("idempotency-key", "\"down-2\"").body("{}")).await;
+    let forwarded = send(
+        http.post(gateway.url("/open/payments"))
+            .header("idempotency-key", "\"down-2\"")
+            .header("authorization", CALLER)
+            .body("{}"),
+    )
+    .await;
     assert_eq!(forwarded.status, StatusCode::CREATED, "this route fails open");
     assert_eq!(service.ledger.requests(), 1);
 
@@ -727,7 +719,7 @@ async fn with_the_coordinator_down_nothing_is_forwarded_unless_the_route_fails_o
 
 #[tokio::test]
 async fn health_endpoints_and_metrics_answer_for_the_kubelet() {
-    let setup = Setup::start().await;
+    let setup = Setup::start(ROUTES).await;
     let admin = setup.gateway.admin;
     for path in ["/livez", "/readyz"] {
         let answer = send(setup.http.get(format!("http://{admin}{path}"))).await;
@@ -786,10 +778,11 @@ async fn the_gateway_calls_an_authenticating_coordinator_over_tls_with_its_beare
         http.post(gateway.url("/payments"))
             .header("idempotency-key", format!("\"{key}\""))
             .header("content-type", "application/json")
+            .header("authorization", CALLER)
             .body(r#"{"amount":10}"#)
     };
 
-    let gateway = Gateway::start_with(&service.url(), over_tls(TOKEN)).await;
+    let gateway = Gateway::start_with(&service.url(), over_tls(TOKEN), ROUTES).await;
     let first = send(pay(&gateway, "tls-1")).await;
     let second = send(pay(&gateway, "tls-1")).await;
     assert_eq!((first.status, first.replayed()), (StatusCode::CREATED, false), "{:?}", first.body);
@@ -797,7 +790,7 @@ async fn the_gateway_calls_an_authenticating_coordinator_over_tls_with_its_beare
     assert_eq!(service.ledger.charges("\"tls-1\""), 1);
 
     // A gateway with a token the coordinator does not know forwards nothing.
-    let misconfigured = Gateway::start_with(&service.url(), over_tls("a-token-nobody-was-ever-given")).await;
+    let misconfigured = Gateway::start_with(&service.url(), over_tls("a-token-nobody-was-ever-given"), ROUTES).await;
     let refused = send(pay(&misconfigured, "tls-2")).await;
     assert_eq!(refused.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(refused.problem_type(), "urn:idempotency-gateway:gateway-misconfigured");
@@ -806,7 +799,7 @@ async fn the_gateway_calls_an_authenticating_coordinator_over_tls_with_its_beare
 
 #[tokio::test]
 async fn on_shutdown_readiness_fails_first_and_in_flight_requests_finish_and_are_stored() {
-    let mut setup = Setup::start().await;
+    let mut setup = Setup::start(ROUTES).await;
     let in_flight =
         tokio::spawn(setup.pay("/payments", "drain-1", r#"{"amount":4}"#).header("x-test-delay-ms", "1500").send());
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -830,12 +823,13 @@ async fn on_shutdown_readiness_fails_first_and_in_flight_requests_finish_and_are
     // Its answer was stored before the gateway stopped: a new gateway replays it.
     let service_url = setup.service.url();
     let coordinator_url = setup.coordinator.as_ref().expect("a coordinator").url();
-    let next = Gateway::start(&service_url, &coordinator_url).await;
+    let next = Gateway::start(&service_url, &coordinator_url, ROUTES).await;
     let retry = send(
         setup
             .http
             .post(next.url("/payments"))
             .header("idempotency-key", "\"drain-1\"")
+            .header("authorization", CALLER)
             .header("content-type", "application/json")
             .body(r#"{"amount":4}"#),
     )

@@ -57,6 +57,7 @@ impl HttpPayments {
             .client
             .post(&self.url)
             .header("Idempotency-Key", format!("\"{key}\""))
+            .header("Authorization", "Bearer bench")
             .header(header::CONTENT_TYPE, "application/json")
             .body(REQUEST_BODY)
             .send()

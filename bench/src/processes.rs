@@ -158,7 +158,7 @@ pub async fn gateway(upstream: SocketAddr, coordinator: SocketAddr) -> Result<(P
     let routes = dir.path().join("routes.toml");
     std::fs::write(
         &routes,
-        "[[route]]\nname = \"create-payment\"\nmethods = [\"POST\"]\npath = \"/payments\"\nnamespace = \"payments.create\"\n",
+        "[[route]]\nname = \"create-payment\"\nmethods = [\"POST\"]\npath = \"/payments\"\nnamespace = \"payments.create\"\nidentity = \"authorization\"\n",
     )?;
     let port = free_port();
     let child = Command::new(coordinator_bin()?)

@@ -26,7 +26,13 @@ def post(base, key, body, timeout=10.0, latency=0.0):
         f"{base}/payments",
         data=json.dumps(body).encode(),
         # A Structured Field string, as the Idempotency-Key draft (and the gateway) require.
-        headers={"Idempotency-Key": f'"{key}"', "Content-Type": "application/json", "X-Simulate-Latency": str(latency)},
+        headers={
+            "Idempotency-Key": f'"{key}"',
+            "Content-Type": "application/json",
+            "X-Simulate-Latency": str(latency),
+            # The gateway scopes keys by caller (routes.toml: identity = "authorization").
+            "Authorization": "Bearer demo-client",
+        },
         method="POST",
     )
     try:

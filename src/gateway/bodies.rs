@@ -9,23 +9,34 @@ use http_body_util::{BodyExt, BodyStream, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use tokio_stream::StreamExt;
 
+use crate::gateway::body_timeouts;
+
 /// Why a request body was not read.
 #[derive(Debug)]
 pub enum RequestBodyError {
     TooLarge,
+    /// The client was too slow (`body_timeouts`).
+    TimedOut(String),
     Unreadable(String),
+}
+
+/// The body length a request declares in Content-Length, if it does.
+pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
 }
 
 /// The whole request body, refused early when Content-Length is over the limit.
 pub async fn read_request(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, RequestBodyError> {
-    let declared = headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
+    if declared_length(headers).is_some_and(|length| length > limit as u64) {
         return Err(RequestBodyError::TooLarge);
     }
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(RequestBodyError::TooLarge),
-        Err(error) => Err(RequestBodyError::Unreadable(error.to_string())),
+        Err(error) => match body_timeouts::timed_out(error.as_ref()) {
+            Some(slow) => Err(RequestBodyError::TimedOut(slow.to_string())),
+            None => Err(RequestBodyError::Unreadable(error.to_string())),
+        },
     }
 }
 

@@ -12,7 +12,8 @@ use http::{HeaderName, Method, StatusCode, Uri};
 use serde::Deserialize;
 
 use crate::core::canonical_json;
-use crate::core::limits::{MIN_LEASE_TTL, check_scope_name};
+use crate::core::limits::{MAX_SCOPE_BYTES, MIN_LEASE_TTL, check_scope_name};
+use crate::gateway::identity::{self, IdentitySource};
 use crate::gateway::routes::{KeyRule, Route, RouteTable};
 use crate::shell::config::LogFormat;
 
@@ -55,10 +56,69 @@ pub struct GatewayArgs {
     #[arg(long, env = "IDEMPOTENCY_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
+    /// Most client connections open at once; more wait in the listen backlog.
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_MAX_CONNECTIONS", default_value = "512")]
+    pub max_connections: usize,
+
+    /// Most request and response bytes buffered at once for protected routes; over it, 503 with Retry-After.
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_MAX_BUFFERED_BYTES", default_value = "33554432")]
+    pub max_buffered_bytes: usize,
+
+    /// Time a connection gets for a request's headers, counted from when it opened or its last answer went out.
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub header_read_timeout: Duration,
+
+    /// Longest pause between two reads of a request body, or two writes of an answer the client does not take.
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_BODY_IDLE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub body_idle_timeout: Duration,
+
+    /// Time a request body gets to arrive whole.
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_BODY_READ_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
+    pub body_read_timeout: Duration,
+
+    /// Largest request head (request line and headers; HTTP/2: the header list).
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_MAX_HEADER_BYTES", default_value = "32768")]
+    pub max_header_bytes: usize,
+
+    /// Most concurrent HTTP/2 streams on one connection.
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_HTTP2_MAX_STREAMS", default_value = "64")]
+    pub http2_max_streams: u32,
+
     /// Check the flags and the routes file, print the ports and routes as JSON, and exit (binds nothing).
     #[arg(long)]
     pub check: bool,
 }
+
+/// What one client may hold of the gateway: connections, time, buffered
+/// bytes (issue 27, item 3). See README, "Slow and hostile clients".
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientLimits {
+    pub max_connections: usize,
+    pub max_buffered_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub body_idle_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub http2_max_streams: u32,
+}
+
+impl Default for ClientLimits {
+    /// The flags' defaults.
+    fn default() -> ClientLimits {
+        ClientLimits {
+            max_connections: 512,
+            max_buffered_bytes: 32 * 1024 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            body_idle_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(60),
+            max_header_bytes: 32 * 1024,
+            http2_max_streams: 64,
+        }
+    }
+}
+
+/// hyper's HTTP/1 read buffer cannot be smaller.
+const MIN_HEADER_BYTES: usize = 8192;
 
 /// Everything the gateway runs with, checked.
 #[derive(Debug, Clone)]
@@ -71,6 +131,7 @@ pub struct GatewayConfig {
     pub tenant: String,
     pub owner: String,
     pub shutdown_grace: Duration,
+    pub limits: ClientLimits,
 }
 
 impl GatewayArgs {
@@ -78,6 +139,27 @@ impl GatewayArgs {
         let text = std::fs::read_to_string(&self.routes)
             .map_err(|e| format!("--routes: cannot read {}: {e}", self.routes.display()))?;
         let routes = parse_routes(&text).map_err(|e| format!("--routes {}: {e}", self.routes.display()))?;
+        let positive = |flag: &str, value: usize| {
+            if value == 0 { Err(format!("--{flag} must be above 0")) } else { Ok(value) }
+        };
+        let timeout = |flag: &str, value: Duration| {
+            if value.is_zero() { Err(format!("--{flag} must be above 0")) } else { Ok(value) }
+        };
+        if self.max_header_bytes < MIN_HEADER_BYTES {
+            return Err(format!(
+                "--max-header-bytes must be at least {MIN_HEADER_BYTES} (got {})",
+                self.max_header_bytes
+            ));
+        }
+        let limits = ClientLimits {
+            max_connections: positive("max-connections", self.max_connections)?,
+            max_buffered_bytes: positive("max-buffered-bytes", self.max_buffered_bytes)?,
+            header_read_timeout: timeout("header-read-timeout", self.header_read_timeout)?,
+            body_idle_timeout: timeout("body-idle-timeout", self.body_idle_timeout)?,
+            body_read_timeout: timeout("body-read-timeout", self.body_read_timeout)?,
+            max_header_bytes: self.max_header_bytes,
+            http2_max_streams: positive("http2-max-streams", self.http2_max_streams as usize)? as u32,
+        };
         Ok(GatewayConfig {
             listen: self.listen,
             admin_listen: self.admin_listen,
@@ -86,6 +168,7 @@ impl GatewayArgs {
             tenant: self.tenant.clone(),
             owner: self.owner.clone(),
             shutdown_grace: self.shutdown_grace,
+            limits,
         })
     }
 }
@@ -125,7 +208,7 @@ struct RoutesFile {
     routes: Vec<RouteEntry>,
 }
 
-/// One `[[route]]` table; every field but the first four has a default.
+/// One `[[route]]` table; every field but the first five has a default.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RouteEntry {
@@ -133,6 +216,8 @@ struct RouteEntry {
     methods: Vec<String>,
     path: String,
     namespace: String,
+    /// Required, with no default: checked by [`check_route`] to name the route.
+    identity: Option<String>,
     #[serde(default = "required")]
     key: KeyRule,
     #[serde(default = "thirty_seconds", with = "humantime_serde")]
@@ -159,6 +244,8 @@ struct RouteEntry {
     max_stored_response_bytes: usize,
     #[serde(default = "fencing_token_header")]
     fencing_token_header: String,
+    #[serde(default = "recovered_header")]
+    recovered_header: String,
 }
 
 fn required() -> KeyRule {
@@ -179,6 +266,9 @@ fn stored_response_default() -> usize {
 }
 fn fencing_token_header() -> String {
     crate::gateway::routes::DEFAULT_FENCING_TOKEN_HEADER.into()
+}
+fn recovered_header() -> String {
+    crate::gateway::routes::DEFAULT_RECOVERED_HEADER.into()
 }
 
 /// Parses and checks a routes file.
@@ -209,6 +299,22 @@ pub fn parse_routes(text: &str) -> Result<RouteTable, String> {
 
 fn check_route(entry: RouteEntry) -> Result<Route, String> {
     check_scope_name(&entry.namespace).map_err(|e| format!("namespace {}", e))?;
+    let Some(identity) = &entry.identity else {
+        return Err(
+            "identity is required: \"authorization\", \"header:<Name>\" (e.g. a header a trusted auth proxy sets), \
+                    or \"none\" to let every caller share this route's keys (see README, \"Caller identity\")"
+                .into(),
+        );
+    };
+    let identity = IdentitySource::parse(identity).map_err(|e| format!("identity: {e}"))?;
+    if identity != IdentitySource::None && entry.namespace.len() + identity::SUFFIX_BYTES > MAX_SCOPE_BYTES {
+        return Err(format!(
+            "namespace is {} bytes; with the caller's {}-byte suffix it must fit the coordinator's {MAX_SCOPE_BYTES}-byte namespace limit, so at most {}",
+            entry.namespace.len(),
+            identity::SUFFIX_BYTES,
+            MAX_SCOPE_BYTES - identity::SUFFIX_BYTES
+        ));
+    }
     if entry.lease_ttl < MIN_LEASE_TTL || entry.lease_ttl.subsec_nanos() != 0 {
         return Err(format!("lease_ttl must be whole seconds, at least {MIN_LEASE_TTL:?} (got {:?})", entry.lease_ttl));
     }
@@ -243,6 +349,7 @@ fn check_route(entry: RouteEntry) -> Result<Route, String> {
     Ok(Route {
         name: entry.name,
         namespace: entry.namespace,
+        identity,
         key: entry.key,
         lease_ttl: entry.lease_ttl,
         wait: entry.wait,
@@ -256,6 +363,7 @@ fn check_route(entry: RouteEntry) -> Result<Route, String> {
         max_request_bytes: entry.max_request_bytes,
         max_stored_response_bytes: entry.max_stored_response_bytes,
         fencing_token_header: header("fencing_token_header", &entry.fencing_token_header)?,
+        recovered_header: header("recovered_header", &entry.recovered_header)?,
     })
 }
 
@@ -269,6 +377,7 @@ mod tests {
         methods = ["POST"]
         path = "/payments"
         namespace = "payments.create"
+        identity = "authorization"
     "#;
 
     #[test]
@@ -280,6 +389,8 @@ mod tests {
         assert!(!route.fail_open);
         assert!(route.retryable_4xx.is_empty(), "every 4xx is final unless configured");
         assert_eq!(route.fencing_token_header, "idempotency-fencing-token");
+        assert_eq!(route.recovered_header, "idempotency-recovered");
+        assert_eq!(route.identity, IdentitySource::Authorization);
         let replayed: Vec<_> = route.replay_headers.iter().map(|h| h.as_str()).collect();
         assert_eq!(replayed, ALWAYS_REPLAYED);
     }
@@ -294,12 +405,39 @@ mod tests {
             (format!("{MINIMAL}colour = \"red\""), "unknown field `colour`"),
             (MINIMAL.replace("[\"POST\"]", "[\"P O\"]"), "is not an HTTP method"),
             (format!("{MINIMAL}{MINIMAL}"), "conflict"),
+            (MINIMAL.replace("identity = \"authorization\"", ""), "route \"create-payment\": identity is required"),
+            (MINIMAL.replace("\"authorization\"", "\"cookie\""), "route \"create-payment\": identity: \"cookie\""),
+            (MINIMAL.replace("payments.create", &"n".repeat(96)), "namespace is 96 bytes"),
+            (MINIMAL.replace("\"/payments\"", "\"/a//b\""), "an empty segment"),
             (String::new(), "no [[route]]"),
         ];
         for (text, expected) in cases {
             let error = parse_routes(&text).expect_err(expected);
             assert!(error.contains(expected), "{error:?} should contain {expected:?}");
         }
+    }
+
+    /// Issue 27, item 6: the README said overlapping routes were refused;
+    /// matchit took `/payments/refunds` under `/payments/{id}` silently.
+    #[test]
+    fn routes_that_could_match_one_request_are_refused_naming_both() {
+        let route = |name: &str, path: &str| {
+            format!(
+                "[[route]]\nname = \"{name}\"\nmethods = [\"POST\"]\npath = \"{path}\"\nnamespace = \"n\"\nidentity = \"none\"\n"
+            )
+        };
+        for (a, b) in
+            [("/payments/{id}", "/payments/refunds"), ("/payments", "/Payments/"), ("/files/{*rest}", "/files/a/b")]
+        {
+            let error = parse_routes(&(route("first", a) + &route("second", b))).expect_err(b);
+            assert!(error.contains("route \"second\"") && error.contains("\"first\""), "{error}");
+        }
+        let apart = route("first", "/payments/{id}/refunds") + &route("second", "/payments/{id}/captures");
+        assert!(parse_routes(&apart).is_ok());
+        // Another method is another request.
+        let other_method =
+            route("first", "/payments/{id}") + &route("second", "/payments/refunds").replace("POST", "PUT");
+        assert!(parse_routes(&other_method).is_ok());
     }
 
     #[test]

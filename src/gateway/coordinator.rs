@@ -73,6 +73,8 @@ pub struct Coordinator {
 /// The record a request's key names.
 pub struct RecordName<'a> {
     pub route: &'a Route,
+    /// The route's namespace scoped by the caller (`identity`).
+    pub namespace: &'a str,
     pub key: &'a str,
 }
 
@@ -97,7 +99,7 @@ impl Coordinator {
         let route = name.route;
         let message = v1::BeginRequest {
             tenant: self.tenant.clone(),
-            namespace: route.namespace.clone(),
+            namespace: name.namespace.to_owned(),
             key: name.key.to_owned(),
             request: Some(v1::begin_request::Request::Fingerprint(fingerprint.to_vec())),
             lease_ttl: Some(convert::duration(route.lease_ttl)),
@@ -113,7 +115,7 @@ impl Coordinator {
     pub async fn complete(&self, name: &RecordName<'_>, token: u64, result: v1::Result) -> Result<(), CallError> {
         let message = v1::CompleteRequest {
             tenant: self.tenant.clone(),
-            namespace: name.route.namespace.clone(),
+            namespace: name.namespace.to_owned(),
             key: name.key.to_owned(),
             fencing_token: token,
             result: Some(result),
@@ -133,7 +135,7 @@ impl Coordinator {
     ) -> Result<(), CallError> {
         let request = v1::FailRequest {
             tenant: self.tenant.clone(),
-            namespace: name.route.namespace.clone(),
+            namespace: name.namespace.to_owned(),
             key: name.key.to_owned(),
             fencing_token: token,
             error: Some(v1::Error { code: code.to_owned(), message, details: vec![] }),
@@ -153,7 +155,7 @@ impl Coordinator {
     ) -> Result<Option<prost_types::Timestamp>, CallError> {
         let message = v1::ExtendRequest {
             tenant: self.tenant.clone(),
-            namespace: name.route.namespace.clone(),
+            namespace: name.namespace.to_owned(),
             key: name.key.to_owned(),
             fencing_token: token,
             lease_ttl: Some(convert::duration(name.route.lease_ttl)),

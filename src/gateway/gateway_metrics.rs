@@ -32,6 +32,10 @@ pub enum Outcome {
     BadRequest,
     /// 413: the request body is over the route's limit.
     BodyTooLarge,
+    /// 401: the route scopes keys by caller and the request names none.
+    IdentityMissing,
+    /// 503: the gateway's buffer budget is spent; nothing was begun.
+    Overloaded,
     /// 409: the key's request finished but its answer cannot be replayed.
     NotReplayable,
     /// 503: the coordinator is unavailable; nothing was forwarded.
@@ -48,7 +52,7 @@ pub enum Outcome {
     InternalError,
 }
 
-pub const OUTCOMES: [Outcome; 15] = [
+pub const OUTCOMES: [Outcome; 17] = [
     Outcome::Passthrough,
     Outcome::Unkeyed,
     Outcome::Executed,
@@ -57,6 +61,8 @@ pub const OUTCOMES: [Outcome; 15] = [
     Outcome::KeyReused,
     Outcome::BadRequest,
     Outcome::BodyTooLarge,
+    Outcome::IdentityMissing,
+    Outcome::Overloaded,
     Outcome::NotReplayable,
     Outcome::CoordinatorUnavailable,
     Outcome::CoordinatorRefused,
@@ -77,6 +83,8 @@ impl Outcome {
             Outcome::KeyReused => "key_reused",
             Outcome::BadRequest => "bad_request",
             Outcome::BodyTooLarge => "body_too_large",
+            Outcome::IdentityMissing => "identity_missing",
+            Outcome::Overloaded => "overloaded",
             Outcome::NotReplayable => "not_replayable",
             Outcome::CoordinatorUnavailable => "coordinator_unavailable",
             Outcome::CoordinatorRefused => "coordinator_refused",

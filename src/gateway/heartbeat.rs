@@ -21,7 +21,8 @@
 //! - **Heartbeat** a third of the time left after the send.
 //! - **Each Extend's deadline** is half the time left when it is sent (at
 //!   most [`CALL_TIMEOUT`]), so that a lost answer leaves time for another
-//!   try; at least [`MIN_EXTEND_TIMEOUT`], for a last try.
+//!   try; at least [`MIN_EXTEND_TIMEOUT`], for a last try, but never more
+//!   than the time left: a short lease's Extend must not outlive it.
 //! - **Failures** other than LEASE_LOST are retried every [`RETRY_PAUSE`]
 //!   while time is left. Once it has run out without an Extend answering OK,
 //!   the gateway stops heartbeating, as on LEASE_LOST; the Complete then
@@ -86,9 +87,10 @@ impl Lease {
     }
 
     /// The deadline of an Extend sent at `now`: half the time left, within
-    /// [`MIN_EXTEND_TIMEOUT`] and `configured`.
+    /// [`MIN_EXTEND_TIMEOUT`] and `configured`, and never past the time left.
     pub fn extend_timeout(&self, now: Instant, configured: Duration) -> Duration {
-        (self.ends_at.saturating_duration_since(now) / 2).max(MIN_EXTEND_TIMEOUT).min(configured)
+        let left = self.ends_at.saturating_duration_since(now);
+        (left / 2).max(MIN_EXTEND_TIMEOUT).min(configured).min(left)
     }
 
     /// Whether the time left has run out: without an Extend answered OK,
@@ -121,12 +123,13 @@ pub fn first_heartbeat(
 pub fn heartbeat(
     coordinator: Coordinator,
     route: Arc<Route>,
+    namespace: String,
     key: String,
     token: u64,
     lease: Lease,
 ) -> AbortOnDropHandle<()> {
     AbortOnDropHandle::new(tokio::spawn(async move {
-        let name = RecordName { route: &route, key: &key };
+        let name = RecordName { route: &route, namespace: &namespace, key: &key };
         let mut lease = lease;
         loop {
             tokio::time::sleep_until(lease.heartbeat_at()).await;
@@ -222,9 +225,32 @@ mod tests {
         assert_eq!(lease.extend_timeout(sent + secs(10), secs(10)), secs(10));
         assert_eq!(lease.extend_timeout(sent + secs(10), secs(5)), secs(5));
         assert_eq!(lease.extend_timeout(sent + secs(24), secs(10)), secs(3));
-        // A last try, when little or nothing is left, still gets a round trip.
-        assert_eq!(lease.extend_timeout(sent + Duration::from_millis(29_900), secs(10)), MIN_EXTEND_TIMEOUT);
-        assert_eq!(lease.extend_timeout(sent + secs(31), secs(10)), MIN_EXTEND_TIMEOUT);
+        // A last try, when little is left, gets a round trip, but not past the lease.
+        assert_eq!(lease.extend_timeout(sent + Duration::from_millis(29_600), secs(10)), MIN_EXTEND_TIMEOUT);
+        assert_eq!(lease.extend_timeout(sent + Duration::from_millis(29_900), secs(10)), Duration::from_millis(100));
+        assert_eq!(lease.extend_timeout(sent + secs(31), secs(10)), Duration::ZERO);
+    }
+
+    /// Issue 27, item 6: on the shortest lease (2 s), every Extend the
+    /// heartbeat sends, first and retries, has a deadline within the time
+    /// left, so a hung call cannot outlast the lease it is meant to keep.
+    #[test]
+    fn on_short_leases_every_extend_deadline_is_within_the_time_left() {
+        for ttl in [secs(2), secs(3), secs(5)] {
+            let sent = Instant::now();
+            // Full, handed back with a quarter, and the coordinator's clock behind.
+            for said in [ttl.as_millis() as i64, ttl.as_millis() as i64 / 4, -1_000] {
+                let lease = Lease::answered(sent, Some(&at(said)), answered(), ttl);
+                let mut now = lease.heartbeat_at();
+                while !lease.over(now) {
+                    let left = lease.ends_at - now;
+                    let deadline = lease.extend_timeout(now, CALL_TIMEOUT);
+                    assert!(deadline <= left, "{ttl:?}, {said} ms: {deadline:?} > {left:?} left");
+                    assert!(deadline < left || left <= MIN_EXTEND_TIMEOUT, "{ttl:?}: {deadline:?} of {left:?}");
+                    now += RETRY_PAUSE;
+                }
+            }
+        }
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, String> {
     if key.is_empty() || key.len() > MAX_KEY_BYTES {
         return Err(format!("{HEADER} must be 1..{MAX_KEY_BYTES} characters (got {})", key.len()));
     }
+    // The coordinator refuses a key of spaces only; it used to reach it, and a 500 came back.
+    if key.trim().is_empty() {
+        return Err(format!("{HEADER} must not be blank"));
+    }
     Ok(Some(key.to_owned()))
 }
 
@@ -51,7 +55,7 @@ mod tests {
 
     #[test]
     fn anything_else_is_refused_with_the_header_named() {
-        for value in ["8e03978e-40d5", "abc", "42", "\"unterminated", "\"\"", "?1", ":YWJj:"] {
+        for value in ["8e03978e-40d5", "abc", "42", "\"unterminated", "\"\"", "\"   \"", "?1", ":YWJj:"] {
             let error = key_of(value).expect_err(value);
             assert!(error.starts_with(HEADER), "{value}: {error}");
         }

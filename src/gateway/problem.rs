@@ -10,12 +10,20 @@ use http::{HeaderValue, StatusCode, header};
 
 use crate::gateway::key::HEADER;
 
+/// What a client is told when the request may have reached the service
+/// before the gateway lost it: the key is not released at once.
+const HELD: &str = "This Idempotency-Key stays taken until the attempt's lease lapses; a retry after Retry-After runs it again, marked as recovered so the service can check what the first attempt did.";
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Problem {
     /// The route requires a key and the request has none.
     KeyMissing,
     /// The key header does not parse; the text says why.
     KeyMalformed(String),
+    /// The path is one the service may read as another path; the text says why.
+    PathAmbiguous(String),
+    /// The route scopes keys by caller and the request names none in `header`.
+    IdentityMissing { header: String },
     /// The key was used for a different request.
     KeyReused,
     /// The first request with this key is still running.
@@ -24,6 +32,10 @@ pub enum Problem {
     BodyTooLarge { limit: usize },
     /// The request body could not be read.
     BodyUnreadable(String),
+    /// The request body did not arrive in time; nothing was begun.
+    BodyTimedOut(String),
+    /// The gateway's buffer budget is spent; nothing was begun.
+    Overloaded { retry_after: Duration },
     /// A JSON body has a number that canonical JSON would change, at `pointer`.
     JsonNumberInexact { pointer: String },
     /// The request with this key finished, but its response could not be stored.
@@ -34,10 +46,16 @@ pub enum Problem {
     CoordinatorUnavailable { retry_after: Duration },
     /// The coordinator refused the gateway's call: a configuration error.
     CoordinatorRefused,
-    /// The upstream could not be reached or broke off; the key is free for a retry.
-    UpstreamUnreachable,
-    /// The upstream did not answer in time; the key is free for a retry.
-    UpstreamTimeout { after: Duration },
+    /// The upstream could not be reached or broke off before its status line.
+    /// `held`: the request may have reached it, so the key is held until its
+    /// lease lapses (then a retry runs as a recovered attempt); `None`: the
+    /// key was released, or there is none.
+    UpstreamUnreachable { held: Option<Duration> },
+    /// The upstream sent no status line in time; `held` as above.
+    UpstreamTimeout { after: Duration, held: Option<Duration> },
+    /// The upstream answered `status`, then its body broke off or stalled:
+    /// the request was processed, and will not run again for this key.
+    ResponseIncomplete { status: StatusCode },
     /// The gateway's own handling of the request failed (a bug); the log says where.
     GatewayFailed,
 }
@@ -47,16 +65,19 @@ impl Problem {
         match self {
             Problem::KeyMissing
             | Problem::KeyMalformed(_)
+            | Problem::PathAmbiguous(_)
             | Problem::BodyUnreadable(_)
             | Problem::JsonNumberInexact { .. } => StatusCode::BAD_REQUEST,
+            Problem::IdentityMissing { .. } => StatusCode::UNAUTHORIZED,
+            Problem::BodyTimedOut(_) => StatusCode::REQUEST_TIMEOUT,
             Problem::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Problem::InProgress { .. } | Problem::NotReplayable { .. } | Problem::StoredFailure { .. } => {
                 StatusCode::CONFLICT
             }
             Problem::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Problem::CoordinatorUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Problem::CoordinatorUnavailable { .. } | Problem::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Problem::CoordinatorRefused | Problem::GatewayFailed => StatusCode::INTERNAL_SERVER_ERROR,
-            Problem::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
+            Problem::UpstreamUnreachable { .. } | Problem::ResponseIncomplete { .. } => StatusCode::BAD_GATEWAY,
             Problem::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -66,6 +87,11 @@ impl Problem {
         match self {
             Problem::KeyMissing => "idempotency-key-missing",
             Problem::KeyMalformed(_) => "idempotency-key-malformed",
+            Problem::PathAmbiguous(_) => "path-ambiguous",
+            Problem::IdentityMissing { .. } => "identity-missing",
+            Problem::BodyTimedOut(_) => "request-body-timeout",
+            Problem::Overloaded { .. } => "gateway-overloaded",
+            Problem::ResponseIncomplete { .. } => "upstream-response-incomplete",
             Problem::KeyReused => "idempotency-key-reused",
             Problem::InProgress { .. } => "request-in-progress",
             Problem::BodyTooLarge { .. } => "request-body-too-large",
@@ -75,7 +101,7 @@ impl Problem {
             Problem::StoredFailure { .. } => "request-failed",
             Problem::CoordinatorUnavailable { .. } => "coordinator-unavailable",
             Problem::CoordinatorRefused => "gateway-misconfigured",
-            Problem::UpstreamUnreachable => "upstream-unreachable",
+            Problem::UpstreamUnreachable { .. } => "upstream-unreachable",
             Problem::UpstreamTimeout { .. } => "upstream-timeout",
             Problem::GatewayFailed => "gateway-failed",
         }
@@ -88,6 +114,31 @@ impl Problem {
                 format!("This request needs an {HEADER} header, e.g. {HEADER}: \"<uuid>\"."),
             ),
             Problem::KeyMalformed(why) => ("Idempotency-Key is malformed", why.clone()),
+            Problem::PathAmbiguous(why) => (
+                "The request path is ambiguous",
+                format!(
+                    "The path has {why}, which services read in different ways; send the path in its plain form (no //, dot segments, ';' parameters or percent-encoded unreserved characters)."
+                ),
+            ),
+            Problem::IdentityMissing { header } => (
+                "The caller is not identified",
+                format!(
+                    "This route keeps each caller's Idempotency-Keys apart by the {header} header, and the request has none; nothing was forwarded."
+                ),
+            ),
+            Problem::BodyTimedOut(why) => {
+                ("The request body did not arrive in time", format!("{why}; nothing was forwarded."))
+            }
+            Problem::Overloaded { .. } => (
+                "The idempotency gateway is busy",
+                "The gateway holds as many request bodies as it may; nothing was forwarded. Retry after the time in Retry-After.".into(),
+            ),
+            Problem::ResponseIncomplete { status } => (
+                "The service's answer broke off",
+                format!(
+                    "The service answered {status} and then its response broke off, so the request was processed; it will not run again for this Idempotency-Key, and a retry gets 409 response-not-replayable."
+                ),
+            ),
             Problem::KeyReused => (
                 "Idempotency-Key was used for a different request",
                 format!(
@@ -120,13 +171,21 @@ impl Problem {
                 "The idempotency gateway is misconfigured",
                 "The request was not forwarded, so it has not run; the gateway's log says why.".into(),
             ),
-            Problem::UpstreamUnreachable => (
+            Problem::UpstreamUnreachable { held: None } => (
                 "The service could not be reached",
                 "The request may not have completed; retry with the same Idempotency-Key.".into(),
             ),
-            Problem::UpstreamTimeout { after } => (
+            Problem::UpstreamUnreachable { held: Some(_) } => (
+                "The service broke off before answering",
+                format!("The request may have reached the service. {HELD}"),
+            ),
+            Problem::UpstreamTimeout { after, held: None } => (
                 "The service did not answer in time",
                 format!("No answer within {after:?}; retry with the same Idempotency-Key."),
+            ),
+            Problem::UpstreamTimeout { after, held: Some(_) } => (
+                "The service did not answer in time",
+                format!("No answer within {after:?}, so the request may have reached the service. {HELD}"),
             ),
             // The failure may have come after the service was called: only the
             // key makes a retry safe, so say to keep it.
@@ -139,7 +198,11 @@ impl Problem {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            Problem::InProgress { retry_after } | Problem::CoordinatorUnavailable { retry_after } => Some(*retry_after),
+            Problem::InProgress { retry_after }
+            | Problem::CoordinatorUnavailable { retry_after }
+            | Problem::Overloaded { retry_after }
+            | Problem::UpstreamUnreachable { held: Some(retry_after) }
+            | Problem::UpstreamTimeout { held: Some(retry_after), .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -155,6 +218,9 @@ impl Problem {
         });
         if matches!(self, Problem::KeyMissing | Problem::KeyMalformed(_)) {
             document["header"] = HEADER.into();
+        }
+        if let Problem::IdentityMissing { header } = &self {
+            document["header"] = header.as_str().into();
         }
         if let Problem::JsonNumberInexact { pointer } = &self {
             document["pointer"] = pointer.as_str().into();

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
-use axum::extract::State;
 use axum::response::Response;
 use bytes::Bytes;
 use http::request::Parts;
@@ -14,12 +13,14 @@ use http::{HeaderValue, Request, StatusCode, header};
 use tracing::{error, info, warn};
 
 use crate::gateway::bodies::{self, RequestBodyError, ResponseBody};
+use crate::gateway::buffer_budget::BufferBudget;
 use crate::gateway::coordinator::{CallError, Coordinator, RecordName};
 use crate::gateway::gateway_metrics::{self as gm, Outcome};
 use crate::gateway::heartbeat::{Lease, heartbeat};
 use crate::gateway::key;
 use crate::gateway::problem::Problem;
 use crate::gateway::request_fingerprint;
+use crate::gateway::request_path;
 use crate::gateway::routes::RouteTable;
 use crate::gateway::routes::{KeyRule, Route};
 use crate::gateway::stored_response::{self, StoredResponse};
@@ -34,27 +35,65 @@ const REPLAYED: &str = "idempotent-replayed";
 /// to store: a retry learns the request ran, and that its answer is gone.
 pub const RESPONSE_NOT_STORED: &str = "RESPONSE_NOT_STORED";
 
-/// How long an in-progress answer tells a client to wait when the coordinator named no time.
+/// How long an in-progress or busy answer tells a client to wait when nothing names a time.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// An acquired attempt.
+struct Attempt {
+    token: u64,
+    /// It took over an unfinished attempt: the service must reconcile.
+    recovered: bool,
+    lease: Lease,
+}
 
 pub struct Gateway {
     pub routes: RouteTable,
     pub upstream: Upstream,
     pub coordinator: Coordinator,
+    /// Bytes protected requests may buffer, all together.
+    pub budget: BufferBudget,
 }
 
-/// The axum handler for every path.
-pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request<Body>) -> Response {
+/// Statuses that say the request was not processed, so they release the
+/// key for the next retry (issue 27, item 6), beside every 5xx and a
+/// route's `retryable_4xx`: unauthenticated, forbidden, proxy
+/// authentication, request timeout, too early, too many requests.
+pub const RELEASING_4XX: [u16; 6] = [401, 403, 407, 408, 425, 429];
+
+/// Whether `status` releases the key instead of being stored.
+pub fn releases(status: StatusCode, route: &Route) -> bool {
+    status.is_server_error()
+        || status.is_informational()
+        || RELEASING_4XX.contains(&status.as_u16())
+        || route.retryable_4xx.contains(&status)
+}
+
+/// Every request, as the connection hands it over.
+pub async fn handle(gateway: Arc<Gateway>, request: Request<Body>) -> Response {
     let (response, outcome) = gateway.answer(request).await;
     gm::count(outcome);
     response
 }
 
+/// A request with a key on a protected route, read whole.
+struct Keyed {
+    route: Arc<Route>,
+    /// The route's namespace scoped by the caller.
+    namespace: String,
+    key: String,
+    parts: Parts,
+    body: Bytes,
+}
+
 impl Gateway {
     async fn answer(self: Arc<Self>, mut request: Request<Body>) -> (Response, Outcome) {
         // Set only on an acquired attempt, never passed on from a client.
-        self.routes.strip_fencing_tokens(request.headers_mut());
-        let Some(route) = self.routes.find(request.method(), request.uri().path()) else {
+        self.routes.strip_edge_headers(request.headers_mut());
+        let path = match request_path::for_matching(request.uri().path()) {
+            Ok(path) => path,
+            Err(why) => return (Problem::PathAmbiguous(why).into_response(), Outcome::BadRequest),
+        };
+        let Some(route) = self.routes.find(request.method(), &path) else {
             return (self.forward(request, None).await, Outcome::Passthrough);
         };
         let key = match key::idempotency_key(request.headers()) {
@@ -66,12 +105,27 @@ impl Gateway {
             Ok(None) => return (Problem::KeyMissing.into_response(), Outcome::BadRequest),
             Err(why) => return (Problem::KeyMalformed(why).into_response(), Outcome::BadRequest),
         };
+        let Some(namespace) = route.identity.scoped_namespace(&route.namespace, request.headers()) else {
+            let header = route.identity.header().map(|h| h.to_string()).unwrap_or_default();
+            return (no_store(Problem::IdentityMissing { header }.into_response()), Outcome::IdentityMissing);
+        };
         let (parts, body) = request.into_parts();
+        // Held until the answer is handed to the connection.
+        let declared = bodies::declared_length(&parts.headers).map_or(route.max_request_bytes, |length| {
+            usize::try_from(length).unwrap_or(usize::MAX).min(route.max_request_bytes)
+        });
+        let Some(_reserved) = self.budget.reserve(declared.saturating_add(route.max_stored_response_bytes)) else {
+            let problem = Problem::Overloaded { retry_after: DEFAULT_RETRY_AFTER };
+            return (problem.into_response(), Outcome::Overloaded);
+        };
         let body = match bodies::read_request(&parts.headers, body, route.max_request_bytes).await {
             Ok(body) => body,
             Err(RequestBodyError::TooLarge) => {
                 let problem = Problem::BodyTooLarge { limit: route.max_request_bytes };
                 return (problem.into_response(), Outcome::BodyTooLarge);
+            }
+            Err(RequestBodyError::TimedOut(why)) => {
+                return (Problem::BodyTimedOut(why).into_response(), Outcome::BadRequest);
             }
             Err(RequestBodyError::Unreadable(why)) => {
                 return (Problem::BodyUnreadable(why).into_response(), Outcome::BadRequest);
@@ -79,7 +133,8 @@ impl Gateway {
         };
         // A client that hangs up must not cancel the attempt: the service may
         // already be acting on it, and its answer must still be stored.
-        let attempt = tokio::spawn(self.clone().protect(route, key, parts, body));
+        let keyed = Keyed { route, namespace, key, parts, body };
+        let attempt = tokio::spawn(self.clone().protect(keyed));
         match attempt.await {
             Ok((response, outcome)) => (no_store(response), outcome),
             Err(panicked) => {
@@ -89,18 +144,13 @@ impl Gateway {
         }
     }
 
-    async fn protect(
-        self: Arc<Self>,
-        route: Arc<Route>,
-        key: String,
-        parts: Parts,
-        body: Bytes,
-    ) -> (Response, Outcome) {
-        let fingerprint = match request_fingerprint::of_request(&parts, &body, &route) {
+    async fn protect(self: Arc<Self>, request: Keyed) -> (Response, Outcome) {
+        let route = request.route.clone();
+        let fingerprint = match request_fingerprint::of_request(&request.parts, &request.body, &route) {
             Ok(fingerprint) => fingerprint,
             Err(problem) => return (problem.into_response(), Outcome::BadRequest),
         };
-        let name = RecordName { route: &route, key: &key };
+        let name = RecordName { route: &route, namespace: &request.namespace, key: &request.key };
         let request_id = uuid::Uuid::new_v4().to_string();
         let sent_at = tokio::time::Instant::now();
         match self.coordinator.begin(&name, fingerprint, &request_id).await {
@@ -108,7 +158,8 @@ impl Gateway {
                 // Timed from the lease it was handed, not a full TTL (`heartbeat`).
                 let lease =
                     Lease::answered(sent_at, acquired.lease_expires_at.as_ref(), SystemTime::now(), route.lease_ttl);
-                self.execute(&route, &key, acquired.fencing_token, lease, parts, body).await
+                let attempt = Attempt { token: acquired.fencing_token, recovered: acquired.recovered.is_some(), lease };
+                self.execute(&request, attempt).await
             }
             Ok(Begun::Completed(completed)) => replay(completed.result),
             Ok(Begun::Failed(failed)) => {
@@ -128,8 +179,8 @@ impl Gateway {
             Err(CallError::KeyReused) => (Problem::KeyReused.into_response(), Outcome::KeyReused),
             Err(CallError::Unavailable { why, .. }) if route.fail_open => {
                 warn!(route = %route.name, %why, "coordinator unavailable: forwarding WITHOUT idempotency protection (fail_open)");
-                let request = Request::from_parts(parts, Body::from(body));
-                (self.forward(request, Some(route.upstream_timeout)).await, Outcome::FailOpen)
+                let forwarded = Request::from_parts(request.parts, Body::from(request.body));
+                (self.forward(forwarded, Some(route.upstream_timeout)).await, Outcome::FailOpen)
             }
             Err(CallError::Unavailable { retry_after, why }) => {
                 warn!(route = %route.name, %why, "coordinator unavailable: refusing with 503");
@@ -144,45 +195,56 @@ impl Gateway {
 
     /// Forwards an acquired request with its fencing token, heartbeating
     /// while the service works, and stores or releases by its answer.
-    async fn execute(
-        &self,
-        route: &Arc<Route>,
-        key: &str,
-        token: u64,
-        lease: Lease,
-        parts: Parts,
-        body: Bytes,
-    ) -> (Response, Outcome) {
-        let name = RecordName { route, key };
+    /// Only a failure known to come before the request was sent releases
+    /// the key; once a status line has arrived it is never released unless
+    /// the status says the request was not processed ([`releases`]).
+    async fn execute(&self, request: &Keyed, attempt: Attempt) -> (Response, Outcome) {
+        let route = &request.route;
+        let name = RecordName { route, namespace: &request.namespace, key: &request.key };
+        let token = attempt.token;
         // Stopped when this returns, after the outcome is stored.
-        let _heartbeat = heartbeat(self.coordinator.clone(), route.clone(), key.to_owned(), token, lease);
+        let _heartbeat = heartbeat(
+            self.coordinator.clone(),
+            route.clone(),
+            request.namespace.clone(),
+            request.key.clone(),
+            token,
+            attempt.lease,
+        );
         let started = Instant::now();
-        let request = Request::from_parts(parts, Body::from(body));
-        let token_header = (route.fencing_token_header.clone(), HeaderValue::from(token));
-        let response = match self.upstream.send(request, Some(token_header), Some(route.upstream_timeout)).await {
+        let forwarded = Request::from_parts(request.parts.clone(), Body::from(request.body.clone()));
+        let mut marks = vec![(route.fencing_token_header.clone(), HeaderValue::from(token))];
+        if attempt.recovered {
+            marks.push((route.recovered_header.clone(), HeaderValue::from_static("true")));
+        }
+        let response = match self.upstream.send(forwarded, marks, Some(route.upstream_timeout)).await {
             Ok(response) => response,
-            Err(failure) => {
-                let (class, code, why, problem) = match failure {
-                    UpstreamError::TimedOut(after) => (
-                        "timeout",
-                        "UPSTREAM_TIMEOUT",
-                        format!("no answer within {after:?}"),
-                        Problem::UpstreamTimeout { after },
-                    ),
-                    UpstreamError::Unreachable(why) => {
-                        warn!(route = %route.name, %why, "upstream unreachable");
-                        ("unreachable", "UPSTREAM_UNREACHABLE", why, Problem::UpstreamUnreachable)
-                    }
-                };
-                gm::observe_upstream(class, started.elapsed());
-                self.release(&name, token, code, &why).await;
+            Err(UpstreamError::NotSent(why)) => {
+                warn!(route = %route.name, %why, "upstream unreachable");
+                gm::observe_upstream("unreachable", started.elapsed());
+                self.release(&name, token, "UPSTREAM_UNREACHABLE", &why).await;
+                return (Problem::UpstreamUnreachable { held: None }.into_response(), Outcome::UpstreamFailed);
+            }
+            // The request may have reached the service: the key is not
+            // released, so a retry cannot run beside it. The heartbeat
+            // stops, the lease lapses, and a retry after that takes over
+            // as a recovered attempt.
+            Err(UpstreamError::Unreachable(why)) => {
+                warn!(route = %route.name, %why, "upstream broke off before answering; the key is held until its lease lapses");
+                gm::observe_upstream("unreachable", started.elapsed());
+                let held = Some(route.lease_ttl);
+                return (Problem::UpstreamUnreachable { held }.into_response(), Outcome::UpstreamFailed);
+            }
+            Err(UpstreamError::TimedOut(after)) => {
+                gm::observe_upstream("timeout", started.elapsed());
+                let problem = Problem::UpstreamTimeout { after, held: Some(route.lease_ttl) };
                 return (problem.into_response(), Outcome::UpstreamFailed);
             }
         };
         let status = response.status();
         let class = gm::class_of(status);
         let (head, body) = response.into_parts();
-        if status.is_server_error() || status.is_informational() || route.retryable_4xx.contains(&status) {
+        if releases(status, route) {
             gm::observe_upstream(class, started.elapsed());
             self.release(&name, token, "UPSTREAM_STATUS", &format!("the service answered {status}")).await;
             return (Response::from_parts(head, Body::new(body)), Outcome::UpstreamFailed);
@@ -201,15 +263,18 @@ impl Gateway {
                 self.mark_not_replayable(&name, token, status, &why).await;
                 (Response::from_parts(head, whole), Outcome::Executed)
             }
+            // The status line says the service processed the request: it is
+            // never run again for this key (issue 27, item 4).
             Ok(Err(broken)) => {
-                warn!(route = %route.name, error = %broken, "upstream broke off its response");
-                self.release(&name, token, "UPSTREAM_UNREACHABLE", &format!("the response broke off: {broken}")).await;
-                (Problem::UpstreamUnreachable.into_response(), Outcome::UpstreamFailed)
+                warn!(route = %route.name, error = %broken, %status, "upstream broke off its response after the status line");
+                self.mark_not_replayable(&name, token, status, &format!("it broke off: {broken}")).await;
+                (Problem::ResponseIncomplete { status }.into_response(), Outcome::NotReplayable)
             }
             Err(_) => {
-                let problem = Problem::UpstreamTimeout { after: route.upstream_timeout };
-                self.release(&name, token, "UPSTREAM_TIMEOUT", "the response body did not arrive in time").await;
-                (problem.into_response(), Outcome::UpstreamFailed)
+                warn!(route = %route.name, %status, "upstream's response body stalled after the status line");
+                let why = format!("its body did not arrive within {:?}", route.upstream_timeout);
+                self.mark_not_replayable(&name, token, status, &why).await;
+                (Problem::ResponseIncomplete { status }.into_response(), Outcome::NotReplayable)
             }
         }
     }
@@ -234,8 +299,11 @@ impl Gateway {
                 warn!(route = %name.route.name, token, "another attempt took over while the service worked; its answer is passed on but not stored (the fencing token lets the service tell the two apart)");
                 Outcome::Unstored
             }
+            // The service answered: a retry must not run it again (issue 27, item 4).
             Err(error) => {
-                error!(route = %name.route.name, ?error, "cannot store the service's answer; a retry after the lease lapses will run again, with a higher fencing token");
+                error!(route = %name.route.name, ?error, "cannot store the service's answer; marking the record as not replayable");
+                let why = format!("storing it failed: {error:?}");
+                self.mark_not_replayable(name, token, stored.status, &why).await;
                 Outcome::Unstored
             }
         }
@@ -267,12 +335,12 @@ impl Gateway {
 
     /// Passes a request through unprotected.
     async fn forward(&self, request: Request<Body>, timeout: Option<Duration>) -> Response {
-        match self.upstream.send(request, None, timeout).await {
+        match self.upstream.send(request, vec![], timeout).await {
             Ok(response) => response.map(Body::new),
-            Err(UpstreamError::TimedOut(after)) => Problem::UpstreamTimeout { after }.into_response(),
-            Err(UpstreamError::Unreachable(why)) => {
+            Err(UpstreamError::TimedOut(after)) => Problem::UpstreamTimeout { after, held: None }.into_response(),
+            Err(UpstreamError::NotSent(why) | UpstreamError::Unreachable(why)) => {
                 warn!(%why, "upstream unreachable");
-                Problem::UpstreamUnreachable.into_response()
+                Problem::UpstreamUnreachable { held: None }.into_response()
             }
         }
     }

@@ -1,6 +1,6 @@
 //! The fingerprint of an HTTP request: method, path, query, the route's chosen
 //! headers and the body — a JSON body in its canonical form (RFC 8785) without
-//! the route's ignored fields, anything else as sent. Two requests with one
+//! the route's ignored fields, anything else as sent with its Content-Type. Two requests with one
 //! key and different fingerprints are a reused key (422), never a replay; a
 //! JSON body with a number its canonical form would change is refused (400),
 //! since it could not be told apart from another number.
@@ -15,7 +15,9 @@ use crate::gateway::routes::Route;
 
 /// Version tag of the layout below; a change of layout must change it, so
 /// that records stored by an older gateway are not compared with a new digest.
-const LAYOUT: &[u8] = b"idempotency-gateway/1\n";
+/// Version 2 added a non-JSON body's Content-Type (issue 27, item 6): a
+/// retry of a key begun by a version-1 gateway gets 422 once.
+const LAYOUT: &[u8] = b"idempotency-gateway/2\n";
 
 pub fn of_request(parts: &Parts, body: &[u8], route: &Route) -> Result<Fingerprint, Problem> {
     let mut digest = Sha256::new();
@@ -48,8 +50,14 @@ pub fn of_request(parts: &Parts, body: &[u8], route: &Route) -> Result<Fingerpri
             digest.update(b"json\n");
             digest.update(Sha256::digest(&canonical));
         }
+        // The same bytes as text/csv and as application/octet-stream are
+        // different requests to the service.
         None => {
             digest.update(b"raw\n");
+            for value in parts.headers.get_all(http::header::CONTENT_TYPE) {
+                digest.update(value.as_bytes());
+                digest.update(b"\n");
+            }
             digest.update(Sha256::digest(body));
         }
     }
@@ -73,7 +81,7 @@ mod tests {
 
     fn route(extra: &str) -> std::sync::Arc<Route> {
         let text = format!(
-            "[[route]]\nname = \"r\"\nmethods = [\"POST\"]\npath = \"/orders\"\nnamespace = \"orders\"\n{extra}"
+            "[[route]]\nname = \"r\"\nmethods = [\"POST\"]\npath = \"/orders\"\nnamespace = \"orders\"\nidentity = \"none\"\n{extra}"
         );
         parse_routes(&text).expect("valid").find(&Method::POST, "/orders").expect("matches")
     }
@@ -131,6 +139,10 @@ mod tests {
         assert_ne!(fingerprint("/orders", &[text], "a b", &route), fingerprint("/orders", &[text], "a  b", &route));
         // The same bytes as JSON and as text are different requests.
         assert_ne!(fingerprint("/orders", &[JSON], "{}", &route), fingerprint("/orders", &[text], "{}", &route));
+        // And under two non-JSON types (issue 27, item 6: they fingerprinted alike).
+        let csv = ("content-type", "text/csv");
+        assert_ne!(fingerprint("/orders", &[csv], "a,b", &route), fingerprint("/orders", &[text], "a,b", &route));
+        assert_ne!(fingerprint("/orders", &[csv], "a,b", &route), fingerprint("/orders", &[], "a,b", &route));
     }
 
     #[test]

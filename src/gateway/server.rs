@@ -7,19 +7,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use http::StatusCode;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cli::ClientArgs;
+use crate::gateway::buffer_budget::BufferBudget;
 use crate::gateway::config::GatewayConfig;
+use crate::gateway::connections;
 use crate::gateway::coordinator::Coordinator;
 use crate::gateway::gateway_metrics;
-use crate::gateway::proxy::{self, Gateway};
+use crate::gateway::proxy::Gateway;
 use crate::gateway::upstream::Upstream;
-use crate::shell::nodelay::without_nagle;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -27,8 +27,6 @@ pub enum GatewayError {
     Coordinator(String),
     #[error("cannot listen for metrics and health on {0}: {1}")]
     Admin(SocketAddr, std::io::Error),
-    #[error("the proxy failed: {0}")]
-    Serve(std::io::Error),
 }
 
 /// Serves on `listener` until `shutdown` resolves, then drains: /readyz
@@ -45,7 +43,11 @@ pub async fn run(
     // Lazily, so the gateway starts, and answers 503, while the coordinator is down.
     let channel = coordinator.endpoint().map_err(GatewayError::Coordinator)?.connect_lazy();
     let authorization = coordinator.authorization().map_err(GatewayError::Coordinator)?;
+    for route in config.routes.unscoped() {
+        warn!(route, "identity = \"none\": every caller shares this route's keys");
+    }
     let gateway = Arc::new(Gateway {
+        budget: BufferBudget::new(config.limits.max_buffered_bytes),
         routes: config.routes,
         upstream: Upstream::new(config.upstream.clone()),
         coordinator: Coordinator::new(channel, authorization, config.tenant, config.owner),
@@ -88,16 +90,14 @@ pub async fn run(
             draining.cancel();
         }
     };
-    let app = axum::Router::new().fallback(proxy::handle).with_state(gateway);
-    // Plaintext axum::serve leaves Nagle on.
-    let listener = listener.tap_io(|tcp| without_nagle(tcp));
-    let server = axum::serve(listener, app).with_graceful_shutdown(drain_started);
+    let _drain = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(drain_started));
+    let server = connections::serve(listener, gateway, config.limits, draining.clone());
     let grace_over = async {
         draining.cancelled().await;
         tokio::time::sleep(config.shutdown_grace).await;
     };
     tokio::select! {
-        served = server => served.map_err(GatewayError::Serve)?,
+        () = server => {}
         _ = grace_over => warn!("grace period over with requests still in flight; exiting anyway"),
     }
     drop(admin);

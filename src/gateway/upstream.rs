@@ -1,6 +1,9 @@
 //! The service behind the gateway, reached over HTTP/1.1 with a pooled
 //! client: requests keep their method, path, query, headers and body, minus
-//! the hop-by-hop headers a proxy must not pass on (RFC 9110 §7.6.1).
+//! the hop-by-hop headers a proxy must not pass on (RFC 9110 §7.6.1). An
+//! HTTP/2 request's `:authority` becomes its Host and its cookie fields one
+//! `cookie` header (RFC 9113 §8.2.3, §8.3.1), and every message the gateway
+//! passes on either way carries its `Via` (RFC 9110 §7.6.3).
 
 use std::time::Duration;
 
@@ -15,7 +18,9 @@ use hyper_util::rt::TokioExecutor;
 /// Why the upstream gave no answer.
 #[derive(Debug)]
 pub enum UpstreamError {
-    /// Refused, reset or broken off before a response head.
+    /// No connection: the request was not sent.
+    NotSent(String),
+    /// Reset or broken off before a response head: the request may have reached the service.
     Unreachable(String),
     /// No response head within the route's timeout.
     TimedOut(Duration),
@@ -35,20 +40,29 @@ impl Upstream {
         Upstream { base, client: Client::builder(TokioExecutor::new()).build(connector) }
     }
 
-    /// Sends `request` (its URI is the one the client sent) with `extra` headers added.
+    /// Sends `request` (its URI is the one the client sent) with `extra` headers set.
     pub async fn send(
         &self,
         mut request: Request<Body>,
-        extra: Option<(HeaderName, HeaderValue)>,
+        extra: Vec<(HeaderName, HeaderValue)>,
         timeout: Option<Duration>,
     ) -> Result<Response<Incoming>, UpstreamError> {
+        strip_hop_by_hop(request.headers_mut());
+        let client_version = request.version();
+        if !request.headers().contains_key(header::HOST)
+            && let Some(authority) = request.uri().authority()
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            request.headers_mut().insert(header::HOST, host);
+        }
+        join_cookies(request.headers_mut());
+        append_via(request.headers_mut(), client_version);
         let mut uri = self.base.clone().into_parts();
         uri.path_and_query = request.uri().path_and_query().cloned();
-        *request.uri_mut() = Uri::from_parts(uri).map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
+        *request.uri_mut() = Uri::from_parts(uri).map_err(|e| UpstreamError::NotSent(e.to_string()))?;
         // HTTP/2 from the client is HTTP/1.1 to the service; the pooled client speaks the latter.
         *request.version_mut() = Version::HTTP_11;
-        strip_hop_by_hop(request.headers_mut());
-        if let Some((name, value)) = extra {
+        for (name, value) in extra {
             request.headers_mut().insert(name, value);
         }
         let sent = self.client.request(request);
@@ -56,12 +70,56 @@ impl Upstream {
             Some(limit) => tokio::time::timeout(limit, sent).await.map_err(|_| UpstreamError::TimedOut(limit))?,
             None => sent.await,
         };
-        let mut response = answered.map_err(|e| UpstreamError::Unreachable(error_chain(&e)))?;
+        let mut response = answered.map_err(|e| {
+            if e.is_connect() {
+                UpstreamError::NotSent(error_chain(&e))
+            } else {
+                UpstreamError::Unreachable(error_chain(&e))
+            }
+        })?;
+        strip_hop_by_hop(response.headers_mut());
+        let version = response.version();
+        append_via(response.headers_mut(), version);
         // The client's connection has its own version: an HTTP/1.0 service
         // must not turn the gateway's answer into an HTTP/1.0 one.
         *response.version_mut() = Version::default();
-        strip_hop_by_hop(response.headers_mut());
         Ok(response)
+    }
+}
+
+/// How the gateway names itself in `Via`.
+pub const VIA_NAME: &str = "idempotency-gateway";
+
+/// Adds this hop, received as `version`, to the message's `Via`.
+fn append_via(headers: &mut HeaderMap, version: Version) {
+    let protocol = match version {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    };
+    let hop = format!("{protocol} {VIA_NAME}");
+    let earlier: Vec<&[u8]> = headers.get_all(header::VIA).iter().map(HeaderValue::as_bytes).collect();
+    let mut value = earlier.join(&b", "[..]);
+    if !value.is_empty() {
+        value.extend_from_slice(b", ");
+    }
+    value.extend_from_slice(hop.as_bytes());
+    if let Ok(value) = HeaderValue::from_bytes(&value) {
+        headers.insert(header::VIA, value);
+    }
+}
+
+/// One `cookie` header from several, joined with "; " (RFC 9113 §8.2.3):
+/// HTTP/2 clients may split cookies into fields an HTTP/1.1 service reads as one.
+fn join_cookies(headers: &mut HeaderMap) {
+    let cookies: Vec<&[u8]> = headers.get_all(header::COOKIE).iter().map(HeaderValue::as_bytes).collect();
+    if cookies.len() < 2 {
+        return;
+    }
+    if let Ok(joined) = HeaderValue::from_bytes(&cookies.join(&b"; "[..])) {
+        headers.insert(header::COOKIE, joined);
     }
 }
 
@@ -118,5 +176,21 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         let left: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["idempotency-key"]);
+    }
+
+    #[test]
+    fn via_names_this_hop_after_earlier_ones_and_cookies_become_one_field() {
+        let mut headers = HeaderMap::new();
+        append_via(&mut headers, Version::HTTP_2);
+        assert_eq!(headers[header::VIA], "2 idempotency-gateway");
+        let mut headers = HeaderMap::new();
+        headers.insert(header::VIA, HeaderValue::from_static("1.1 edge"));
+        append_via(&mut headers, Version::HTTP_11);
+        assert_eq!(headers[header::VIA], "1.1 edge, 1.1 idempotency-gateway");
+        headers.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        headers.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        join_cookies(&mut headers);
+        let cookies: Vec<_> = headers.get_all(header::COOKIE).iter().collect();
+        assert_eq!(cookies, ["a=1; b=2"]);
     }
 }

@@ -6,7 +6,12 @@
 //! Test headers steer one request (they are not part of any fingerprint, so a
 //! retry may differ in them): `x-test-delay-ms` (work this long before
 //! charging), `x-test-status` (answer this status without charging),
-//! `x-test-response-bytes` (pad the answer to about this size).
+//! `x-test-response-bytes` (pad the answer to about this size),
+//! `x-test-break-after-status` (charge, send the status line and 10 of 100
+//! body bytes, then drop the connection), `x-test-stall-after-status` (the
+//! same, but hold the connection open instead).
+//!
+//! Every request's path and headers are kept ([`Ledger::seen`]).
 //!
 //! [`ChargingService::kill`] drops every open connection mid-request, as a
 //! crashed process would; [`ChargingService::restart`] serves again on the same port.
@@ -34,6 +39,8 @@ pub struct Ledger {
     charges: Mutex<HashMap<String, Vec<Option<u64>>>>,
     /// Every request that reached the service, charged or not.
     pub requests: AtomicUsize,
+    /// The path and headers of every request, in arrival order.
+    seen: Mutex<Vec<(String, HeaderMap)>>,
     next_id: AtomicU64,
 }
 
@@ -54,6 +61,11 @@ impl Ledger {
 
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    /// The path and headers of every request that reached the service.
+    pub fn seen(&self) -> Vec<(String, HeaderMap)> {
+        self.seen.lock().expect("ledger lock").clone()
     }
 }
 
@@ -116,8 +128,15 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn handle(State(ledger): State<Arc<Ledger>>, method: Method, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(ledger): State<Arc<Ledger>>,
+    method: Method,
+    uri: http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     ledger.requests.fetch_add(1, Ordering::SeqCst);
+    ledger.seen.lock().expect("ledger lock").push((uri.path().to_owned(), headers.clone()));
     if method != Method::POST {
         return Response::builder().status(200).body("a read, no charge".into()).expect("a response");
     }
@@ -136,6 +155,25 @@ async fn handle(State(ledger): State<Arc<Ledger>>, method: Method, headers: Head
     let token = header(&headers, "idempotency-fencing-token").and_then(|v| v.parse().ok());
     ledger.charges.lock().expect("ledger lock").entry(key).or_default().push(token);
     let id = ledger.next_id.fetch_add(1, Ordering::SeqCst) + 1;
+    let breaks = header(&headers, "x-test-break-after-status").is_some();
+    if breaks || header(&headers, "x-test-stall-after-status").is_some() {
+        let first = tokio_stream::once(Ok::<_, std::io::Error>(Bytes::from_static(b"{\"id\":\"12")));
+        let rest = async move {
+            // After a pause, so the status line and first bytes are on the wire.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if !breaks {
+                std::future::pending::<()>().await;
+            }
+            Err::<Bytes, _>(std::io::Error::other("the service crashed mid-answer"))
+        };
+        let stream = tokio_stream::StreamExt::chain(first, futures::stream::once(rest));
+        return Response::builder()
+            .status(StatusCode::CREATED)
+            .header("content-type", "application/json")
+            .header("content-length", "100")
+            .body(axum::body::Body::from_stream(stream))
+            .expect("a response");
+    }
     let padding = header(&headers, "x-test-response-bytes").and_then(|v| v.parse().ok()).unwrap_or(0);
     let body = format!(
         "{{\"id\":{id},\"charged\":{},\"padding\":\"{}\"}}",

@@ -5,6 +5,7 @@
 
 pub mod charging_service;
 pub mod fault_proxy;
+pub mod gateway_harness;
 pub mod pki;
 pub mod process;
 
