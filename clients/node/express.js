@@ -110,7 +110,7 @@ function namespaceOf(route, req) {
     value = sent === undefined ? undefined : Buffer.from([].concat(sent).join(', '), 'latin1');
   } else {
     value = route.identity(req);
-    if (typeof value === 'string') value = Buffer.from(value, 'utf8');
+    if (value !== undefined && value !== null && !Buffer.isBuffer(value)) value = Buffer.from(String(value), 'utf8');
   }
   if (!value || !value.toString('latin1').trim()) return null;
   return scopedNamespace(route, route.identitySource.source, value);
@@ -475,10 +475,13 @@ async function answeredButNotStored(coordinator, route, namespace, key, req, att
     console.warn(`idempotency: lease lost on ${req.method} ${req.path} while the handler worked; its answer is not stored`);
     return answered;
   }
-  const why = error instanceof errors.InvalidRequestError ? "over the coordinator's result limit" : `not stored: ${error.message}`;
+  const refused = error instanceof errors.InvalidRequestError;
+  const why = refused ? "over the coordinator's result limit" : `not stored: ${error.message}`;
+  // A coordinator that refused the answer is there to take the mark; one that
+  // stayed away while Complete was retried for a whole lease gets one more try.
   try {
     await coordinator.fail(namespace, key, attempt, new NotStored(answered, answered.status, why), {
-      retention: route.retention, patienceMs: route.leaseTtl * 1000,
+      retention: route.retention, patienceMs: refused ? route.leaseTtl * 1000 : 0,
     });
   } catch (failed) {
     // The lease lapses; a retry after that takes over (with a higher fencing token).

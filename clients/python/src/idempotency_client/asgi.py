@@ -391,10 +391,14 @@ class IdempotencyMiddleware:
             # Another attempt took over while the app worked: its answer is passed on, not stored.
             log.warning("lease lost on %s while the app worked; its answer is not stored", route.path)
             return answer
-        why = "over the coordinator's result limit" if isinstance(error, InvalidRequestError) else f"not stored: {error}"
+        refused = isinstance(error, InvalidRequestError)
+        why = "over the coordinator's result limit" if refused else f"not stored: {error}"
+        # A coordinator that refused the answer is there to take the mark; one that
+        # stayed away while Complete was retried for a whole lease gets one more try.
+        patience = route.lease_ttl if refused else 0.0
         try:
             await self.coordinator.fail(namespace, key, progress["attempt"], _NotStored(answer, why),
-                                        retention=route.retention, patience=route.lease_ttl)
+                                        retention=route.retention, patience=patience)
         except IdempotencyError as failed:
             # The lease lapses; a retry after that takes over (with a higher fencing token).
             log.error("cannot store the app's answer on %s (%s) nor mark it not replayable (%s)", route.path, error, failed)
@@ -439,7 +443,8 @@ def _namespace(route: Route, scope, headers: dict) -> Optional[str]:
         value = ", ".join(headers.get(header, [])).encode("latin-1")
     else:
         value = route.identity(scope)
-        value = value.encode() if isinstance(value, str) else value
+        if value is not None and not isinstance(value, bytes):
+            value = str(value).encode()
     if not value or not value.strip():
         return None
     return scoped_namespace(route, source, value)
