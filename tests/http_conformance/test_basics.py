@@ -26,10 +26,13 @@ def test_a_key_reused_for_another_body_is_422_and_never_runs(target, key):
 
 
 def test_a_retry_while_the_first_runs_is_409_or_waits_for_its_answer(target, key):
-    for path, expected in (("/payments", 409), ("/waiting/payments", 201)):
+    for begun, (path, expected) in enumerate((("/payments", 409), ("/waiting/payments", 201)), start=1):
         first = threading.Thread(target=post, args=(target, path, key), kwargs={"x_test_delay": 1})
         first.start()
-        time.sleep(0.5)
+        deadline = time.monotonic() + 10
+        while len(target.executions(key=f'"{key}"')) < begun:  # the first has begun
+            assert time.monotonic() < deadline, "the first request never reached the service"
+            time.sleep(0.02)
         retry = post(target, path, key)
         first.join()
         assert retry.status_code == expected, retry.text
