@@ -8,6 +8,9 @@
 // it runs, heartbeats extend the lease, timed from the lease it was handed
 // (see heartbeat.js). A thrown PermanentError stores a
 // replayable failure; any other error releases the key. Either is re-thrown.
+// Once the side effect has returned, Complete is retried while the
+// coordinator is unavailable, for up to the lease's TTL (Complete is
+// idempotent): the work is done and must not be lost to a blip.
 'use strict';
 
 const crypto = require('node:crypto');
@@ -38,6 +41,24 @@ const SERVICE_CONFIG = {
   ],
 };
 
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * `call()`, tried again with backoff (100 ms doubling to 2 s) while it is
+ * UNAVAILABLE and `patienceMs` have not passed; rejects with its typed error.
+ */
+async function retrying(call, patienceMs) {
+  const giveUp = Date.now() + patienceMs;
+  for (let pause = 100; ; pause = Math.min(pause * 2, 2000)) {
+    try {
+      return await call();
+    } catch (error) {
+      if (!(error instanceof errors.UnavailableError) || Date.now() + pause >= giveUp) throw error;
+    }
+    await sleep(pause);
+  }
+}
+
 const seconds = (s) => ({ seconds: Math.floor(s), nanos: Math.round((s - Math.floor(s)) * 1e9) });
 
 function toResult(value) {
@@ -63,6 +84,17 @@ function outcomeOf(result, replayed, attempt) {
     replayed,
     attempt,
   };
+}
+
+/** A PermanentError is stored and replayed; anything else releases the key. */
+function failRequest(ids, attempt, error, retention) {
+  const permanent = error instanceof errors.PermanentError;
+  const stored = permanent
+    ? { code: error.code, message: error.errorMessage, details: error.details }
+    : { code: String(error?.name || 'Error').slice(0, 128), message: String(error?.message || error).slice(0, 4096) };
+  const fail = { ...ids, fencing_token: attempt.fencingToken, error: stored, retryable: !permanent };
+  if (retention !== undefined && permanent) fail.retention = seconds(retention);
+  return fail;
 }
 
 class Coordinator {
@@ -156,23 +188,28 @@ class Coordinator {
       value = await sideEffect(attempt);
     } catch (error) {
       stopHeartbeat();
-      const permanent = error instanceof errors.PermanentError;
-      const stored = permanent
-        ? { code: error.code, message: error.errorMessage, details: error.details }
-        : { code: String(error?.name || 'Error').slice(0, 128), message: String(error?.message || error).slice(0, 4096) };
-      const fail = { ...ids, fencing_token: attempt.fencingToken, error: stored, retryable: !permanent };
-      if (retention !== undefined && permanent) fail.retention = seconds(retention);
       // The original error matters more; an unreleased key is abandoned and
       // taken over when its lease lapses.
-      await this.call('Fail', fail).catch(() => {});
+      await this.call('Fail', failRequest(ids, attempt, error, retention)).catch(() => {});
       throw error;
     }
     stopHeartbeat();
     const result = toResult(value);
     const complete = { ...ids, fencing_token: attempt.fencingToken, result };
     if (retention !== undefined) complete.retention = seconds(retention);
-    await this.call('Complete', complete);
+    await retrying(() => this.call('Complete', complete), leaseTtl * 1000);
     return outcomeOf(result, false, attempt.attempt);
+  }
+
+  /**
+   * Ends `attempt` as `run` does when its side effect throws `error` (a
+   * PermanentError is stored, anything else releases the key), for callers
+   * that finish an attempt themselves; retried while the coordinator is
+   * unavailable, for up to `patienceMs`.
+   */
+  async fail(namespace, key, attempt, error, { retention, patienceMs = 0 } = {}) {
+    const fail = failRequest({ tenant: this.tenant, namespace, key }, attempt, error, retention);
+    await retrying(() => this.call('Fail', fail), patienceMs);
   }
 
   /**

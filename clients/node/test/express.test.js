@@ -8,7 +8,7 @@ const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
 const express = require('express');
 const { Coordinator } = require('..');
-const { idempotency } = require('../express');
+const { idempotency, scopedNamespace } = require('../express');
 const { timestampMs } = require('../heartbeat');
 const { sleep, startCoordinator, untilReady } = require('./harness');
 
@@ -16,11 +16,14 @@ let running, coordinator, server, base;
 const charges = new Map();
 let requests = 0;
 
+// These tests' caller identity: an app's own authentication would say who called.
+const caller = () => 'test-caller';
+
 function app(coordinatorClient) {
   const routes = [
-    { methods: ['POST'], path: '/payments', namespace: 'express.payments', leaseTtl: 2, ignoreFields: ['/sent_at'],
+    { methods: ['POST'], path: '/payments', namespace: 'express.payments', identity: caller, leaseTtl: 2, ignoreFields: ['/sent_at'],
       retryable4xx: [429], maxRequestBytes: 4096, maxStoredResponseBytes: 8192 },
-    { methods: ['POST'], path: '/waiting/payments', namespace: 'express.waiting', wait: 10 },
+    { methods: ['POST'], path: '/waiting/payments', namespace: 'express.waiting', identity: caller, wait: 10 },
   ];
   const application = express();
   application.use(idempotency(coordinatorClient, routes));
@@ -237,7 +240,7 @@ test('a handed-back attempt is extended before its lease runs out', async () => 
     return call(method, request, timeoutMs);
   };
   const application = express();
-  application.use(idempotency(lossy, [{ methods: ['POST'], path: '/payments', namespace: 'express.handback', leaseTtl: 4, wait: 10 }]));
+  application.use(idempotency(lossy, [{ methods: ['POST'], path: '/payments', namespace: 'express.handback', identity: caller, leaseTtl: 4, wait: 10 }]));
   let charged = 0;
   application.post('/payments', async (req, res) => {
     charged++;
@@ -253,7 +256,7 @@ test('a handed-back attempt is extended before its lease runs out', async () => 
     const first = send();
     while (deadline === null) await sleep(10);
     await sleep(Math.max(0, deadline - 150 - Date.now()));
-    const seen = timestampMs((await coordinator.lookup('express.handback', key)).lease_expires_at);
+    const seen = timestampMs((await coordinator.lookup(scopedNamespace({ namespace: 'express.handback' }, 'custom', Buffer.from('test-caller')), key)).lease_expires_at);
     const rival = await send(); // the route waits for the first
     const answered = await first;
     assert.ok(seen > deadline, 'not extended 150 ms before the handed-back lease ran out');
@@ -265,4 +268,22 @@ test('a handed-back attempt is extended before its lease runs out', async () => 
     listening.close();
     lossy.close();
   }
+});
+
+// Issue 27, 1: no route runs without saying who its caller is.
+test('a route needs an identity and room for its scope', () => {
+  const route = { methods: ['POST'], path: '/payments', namespace: 'payments' };
+  for (const identity of [undefined, 'cookie', 'header:', 'header:X Key']) {
+    assert.throws(() => idempotency(coordinator, [{ ...route, identity }]), /route "\/payments": identity is required/);
+  }
+  assert.throws(() => idempotency(coordinator, [{ ...route, namespace: 'n'.repeat(96), identity: 'authorization' }]),
+    /namespace is 96 bytes.*128-byte namespace limit/);
+  idempotency(coordinator, [{ ...route, namespace: 'n'.repeat(128), identity: 'none' }]);
+  idempotency(coordinator, [{ ...route, namespace: 'n'.repeat(95), identity: 'header:X-Api-Key' }]);
+});
+
+// The same vector as clients/python/tests/test_asgi.py: SHA-256 of source, NUL, value; its first 16 bytes in hex.
+test('the scoped namespace is the one every edge computes', () => {
+  assert.equal(scopedNamespace({ namespace: 'payments.create' }, 'authorization', Buffer.from('Bearer alice')),
+    'payments.create:8c85c84b1c7184d55e6bd2a4d7089d7f');
 });

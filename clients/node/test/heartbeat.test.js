@@ -54,3 +54,13 @@ test('the lease is over when its time left has run out', () => {
   near(lease.retryPauseMs(SENT + 1_950), 50);
   near(lease.retryPauseMs(SENT + 1_000), 100);
 });
+
+// Issue 27, 6: on the shortest leases (2 s, or the quarter of one handed back)
+// the Extend sent at the heartbeat gives up before the lease ends, so its
+// answer, or a retry's, still counts.
+test("a heartbeat's Extend deadline is shorter than the time left on short leases", () => {
+  for (const lease of [Lease.answered(SENT, WALL + 2_000, WALL, 2_000), Lease.answered(SENT, WALL + 500, WALL, 2_000)]) {
+    const at = lease.heartbeatAt();
+    assert.ok(lease.extendTimeoutMs(at, 10_000) < lease.endsAt - at);
+  }
+});

@@ -19,8 +19,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route as StarletteRoute
 
 from idempotency_client import AsyncCoordinator, Coordinator
-from idempotency_client.asgi import IdempotencyMiddleware, Route
+from idempotency_client.asgi import IdempotencyMiddleware, Route, scoped_namespace
 from idempotency_client.heartbeat import timestamp_seconds
+
+
+def caller(scope) -> str:
+    """These tests' caller identity: an app's own authentication would say who called."""
+    return "test-caller"
 
 
 def free_port() -> int:
@@ -59,10 +64,10 @@ class PaymentsApp:
     def asgi(self, coordinator_address: str):
         app = Starlette(routes=[StarletteRoute(path, self.pay, methods=["POST"]) for path in ("/payments", "/waiting/payments")])
         routes = [
-            Route(methods=["POST"], path="/payments", namespace="asgi.payments", lease_ttl=2,
+            Route(methods=["POST"], path="/payments", namespace="asgi.payments", identity=caller, lease_ttl=2,
                   ignore_fields=["/sent_at"], retryable_4xx=[429], max_request_bytes=4096,
                   max_stored_response_bytes=8192),
-            Route(methods=["POST"], path="/waiting/payments", namespace="asgi.waiting", wait=10),
+            Route(methods=["POST"], path="/waiting/payments", namespace="asgi.waiting", identity=caller, wait=10),
         ]
         return IdempotencyMiddleware(app, AsyncCoordinator(coordinator_address, owner="asgi-test"), routes)
 
@@ -269,7 +274,7 @@ def test_a_handed_back_attempt_is_extended_before_its_lease_runs_out(server_addr
     to come a third of the TTL after the answer, past that deadline."""
     app = PaymentsApp()
     coordinator = LosesFirstBeginAnswer(server_address, owner="asgi-test")
-    routes = [Route(methods=["POST"], path="/payments", namespace="asgi.handback", lease_ttl=4, wait=10)]
+    routes = [Route(methods=["POST"], path="/payments", namespace="asgi.handback", identity=caller, lease_ttl=4, wait=10)]
     inner = Starlette(routes=[StarletteRoute("/payments", app.pay, methods=["POST"])])
     served = Served(IdempotencyMiddleware(inner, coordinator, routes))
     key, answers = str(uuid.uuid4()), {}
@@ -282,7 +287,8 @@ def test_a_handed_back_attempt_is_extended_before_its_lease_runs_out(server_addr
         deadline = coordinator.deadline
         time.sleep(max(0.0, deadline - 0.15 - time.time()))
         looking = Coordinator(server_address)
-        seen = timestamp_seconds(looking.lookup("asgi.handback", key).lease_expires_at)
+        namespace = scoped_namespace(routes[0], "custom", b"test-caller")
+        seen = timestamp_seconds(looking.lookup(namespace, key).lease_expires_at)
         looking.close()
         rival = pay(served, key, {"amount": 7})  # the route waits for the first
         first.join()
@@ -305,3 +311,22 @@ def test_with_the_coordinator_down_nothing_runs():
         assert app.requests == 0
     finally:
         served.stop()
+
+
+def test_a_route_needs_an_identity_and_room_for_its_scope():
+    """Issue 27, 1: no route runs without saying who its caller is."""
+    for identity, says in ((None, "identity is required"), ("cookie", "identity is required"),
+                           ("header:", "identity is required"), ("header:X Key", "identity is required")):
+        with pytest.raises(ValueError, match=says):
+            Route(methods=["POST"], path="/payments", namespace="payments", identity=identity)
+    with pytest.raises(ValueError, match="namespace is 96 bytes.*128-byte namespace limit"):
+        Route(methods=["POST"], path="/payments", namespace="n" * 96, identity="authorization")
+    Route(methods=["POST"], path="/payments", namespace="n" * 128, identity="none")
+    Route(methods=["POST"], path="/payments", namespace="n" * 95, identity="header:X-Api-Key")
+
+
+def test_the_scoped_namespace_is_the_one_every_edge_computes():
+    """The same vector as clients/node/test/express.test.js: SHA-256 of
+    source, NUL, value; its first 16 bytes in hex."""
+    route = Route(methods=["POST"], path="/payments", namespace="payments.create", identity="authorization")
+    assert scoped_namespace(route, "authorization", b"Bearer alice") == "payments.create:8c85c84b1c7184d55e6bd2a4d7089d7f"

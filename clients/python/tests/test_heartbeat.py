@@ -58,3 +58,12 @@ def test_the_lease_is_over_when_its_time_left_has_run_out():
     assert lease.over(SENT + 2)
     assert lease.retry_pause(SENT + 1.95) == pytest.approx(0.05)
     assert lease.retry_pause(SENT + 1) == pytest.approx(0.1)
+
+
+def test_a_heartbeats_extend_deadline_is_shorter_than_the_time_left_on_short_leases():
+    """Issue 27, 6: on the shortest leases (2 s, or the quarter of one handed
+    back) the Extend sent at the heartbeat gives up before the lease ends, so
+    its answer, or a retry's, still counts."""
+    for lease in (Lease.answered(SENT, WALL + 2, WALL, 2), Lease.answered(SENT, WALL + 0.5, WALL, 2)):
+        at = lease.heartbeat_at()
+        assert lease.extend_timeout(at, 10.0) < lease.ends_at - at

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import grpc
 import pytest
-from conftest import answers, free_port, start_coordinator, start_etcd, stop, wait_until
+from harness import answers, free_port, start_coordinator, start_etcd, stop, wait_until
 from pki import Pki
 
 from idempotency.v1 import coordinator_pb2 as pb

@@ -10,8 +10,10 @@ runs, a heartbeat task extends the lease, timed from the lease it was handed
 (see `heartbeat.py`). Exceptions release the key
 (`RetryableError` and any other exception) or store a replayable failure
 (`PermanentError`), and are re-raised; so does cancellation (the key is
-released, so a retry runs again). The channel is created on first use, in the
-event loop that uses it.
+released, so a retry runs again). Once the side effect has returned, Complete
+is retried while the coordinator is unavailable, for up to the lease's TTL
+(Complete is idempotent): the work is done and must not be lost to a blip.
+The channel is created on first use, in the event loop that uses it.
 """
 
 import asyncio
@@ -39,7 +41,7 @@ from .client import (
     replay_of,
     still_in_progress,
 )
-from .errors import from_rpc_error
+from .errors import UnavailableError, from_rpc_error
 from .heartbeat import Lease, timestamp_seconds
 
 
@@ -129,11 +131,26 @@ class AsyncCoordinator:
             raise
         await _stop(beat)
         stored = _to_result(value)
-        try:
-            await stub.Complete(complete_request(ids, attempt, stored, retention), timeout=self.timeout)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
+        request = complete_request(ids, attempt, stored, retention)
+        await _retrying(lambda: stub.Complete(request, timeout=self.timeout), patience=lease_ttl)
         return Outcome(**vars(stored), replayed=False, attempt=attempt.attempt)
+
+    async def fail(
+        self,
+        namespace: str,
+        key: str,
+        attempt: Attempt,
+        error: BaseException,
+        *,
+        retention: Optional[float] = None,
+        patience: float = 0.0,
+    ) -> None:
+        """Ends `attempt` as `run` does when its side effect raises `error`
+        (a `PermanentError` is stored, anything else releases the key), for
+        callers that finish an attempt themselves; retried while the
+        coordinator is unavailable, for up to `patience` seconds."""
+        request = fail_request(dict(tenant=self.tenant, namespace=namespace, key=key), attempt, error, retention)
+        await _retrying(lambda: self.stub.Fail(request, timeout=self.timeout), patience=patience)
 
     async def _fail(self, stub, request: pb.FailRequest) -> None:
         try:
@@ -195,6 +212,21 @@ class AsyncCoordinator:
             return wrapper
 
         return wrap
+
+
+async def _retrying(call: Callable[[], Awaitable[Any]], patience: float) -> Any:
+    """`call()`, tried again with backoff (0.1 s doubling to 2 s) while it is
+    UNAVAILABLE and `patience` seconds have not passed; raises its typed error."""
+    give_up, pause = time.monotonic() + patience, 0.1
+    while True:
+        try:
+            return await call()
+        except grpc.RpcError as error:
+            typed = from_rpc_error(error)
+            if not isinstance(typed, UnavailableError) or time.monotonic() + pause >= give_up:
+                raise typed from None
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 2.0)
 
 
 async def _stop(beat: Optional[asyncio.Future]) -> None:
