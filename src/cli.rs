@@ -240,6 +240,9 @@ pub enum ClientCommand {
     /// Operators: list a namespace's records, or forget a finished one (an admin tenant's credentials).
     #[command(subcommand)]
     Records(RecordsCommand),
+    /// Operators: where a shard map change stands, and whether the map may settle (an admin tenant's credentials).
+    #[command(subcommand)]
+    Shards(ShardsCommand),
     /// Ask the gRPC health service ("", liveness, readiness, idempotency.v1.CoordinatorService).
     Health {
         #[arg(long, default_value = "")]
@@ -276,9 +279,41 @@ pub enum RecordsCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ShardsCommand {
+    /// Each shard's step, token generation and settle check, the records left where the new map
+    /// won't look, and whether the map may settle now. Asked of a replica of the switch step, it
+    /// scans every shard, and marks the shards ready to settle once nothing is left there.
+    /// Exits 0 when settle is safe, 3 when not yet, 1 on errors and for a server that is not
+    /// sharded.
+    Status {
+        /// Print the answer as one JSON object, its fields named as in admin.proto.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// How a client command that got its answer ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Success,
+    /// `shards status`: the map may not settle yet.
+    SettleNotSafe,
+}
+
+impl Exit {
+    /// The process exit code: 0, or 3 (1 is left for errors).
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Success => 0,
+            Exit::SettleNotSafe => 3,
+        }
+    }
+}
+
 /// Runs one client command and prints its answer; Err carries the text to
 /// print for a failed call.
-pub async fn run(args: ClientArgs, command: ClientCommand) -> Result<(), String> {
+pub async fn run(args: ClientArgs, command: ClientCommand) -> Result<Exit, String> {
     let channel = args.connect().await?;
     let mut client = CoordinatorServiceClient::with_interceptor(channel.clone(), args.authorization()?);
     match command {
@@ -378,6 +413,15 @@ pub async fn run(args: ClientArgs, command: ClientCommand) -> Result<(), String>
             let mut admin = AdminServiceClient::with_interceptor(channel.clone(), args.authorization()?);
             records(&mut admin, command).await?;
         }
+        ClientCommand::Shards(ShardsCommand::Status { json }) => {
+            let mut admin = AdminServiceClient::with_interceptor(channel.clone(), args.authorization()?);
+            let status = admin
+                .get_shard_map_status(v1::GetShardMapStatusRequest {})
+                .await
+                .map_err(describe_status)?
+                .into_inner();
+            return shards_status(&status, json);
+        }
         ClientCommand::Fingerprint { payload, json, ignore_fields } => {
             let reply = client
                 .fingerprint(v1::FingerprintRequest {
@@ -416,7 +460,7 @@ pub async fn run(args: ClientArgs, command: ClientCommand) -> Result<(), String>
             }
         }
     }
-    Ok(())
+    Ok(Exit::Success)
 }
 
 async fn records(
@@ -472,6 +516,68 @@ async fn records(
     }
 }
 
+/// Prints a shard map status, as text or JSON; settle safe or not is the
+/// exit code, so that a script can wait for it.
+fn shards_status(status: &v1::GetShardMapStatusResponse, json: bool) -> Result<Exit, String> {
+    if json {
+        let shards: Vec<_> = status
+            .shards
+            .iter()
+            .map(|shard| {
+                serde_json::json!({
+                    "name": shard.name,
+                    "step": shard.step,
+                    "token_generation": shard.token_generation,
+                    "settle_checked": shard.settle_checked,
+                })
+            })
+            .collect();
+        let answer = serde_json::json!({
+            "sharded": status.sharded,
+            "replica_step": status.replica_step,
+            "shards": shards,
+            "left_behind": status.left_behind,
+            "last_expires_at": status.last_expires_at.as_ref().map(|t| t.to_string()),
+            "settle_safe": status.settle_safe,
+        });
+        say!("{answer:#}");
+    }
+    if !status.sharded {
+        return Err(
+            "not sharded: this server keeps its records in one store, so there is no shard map to settle".into()
+        );
+    }
+    if !json {
+        say!("replica at {}", status.replica_step);
+        for shard in &status.shards {
+            let checked = if shard.settle_checked { "settle checked" } else { "settle not checked" };
+            say!("{}\t{}\tgeneration {}\t{checked}", shard.name, shard.step, shard.token_generation);
+        }
+        let last = match (status.left_behind, &status.last_expires_at) {
+            (0, _) => String::new(),
+            (_, Some(at)) => format!(" (last expires at {at})"),
+            (_, None) => " (last expiry unknown)".into(),
+        };
+        say!("left behind: {}{last}", status.left_behind);
+        if status.settle_safe {
+            say!("settle: safe");
+        } else if status.left_behind > 0 {
+            say!(
+                "settle: not yet — {} record(s) still at a previous home; ask again once they have expired or been \
+                 forgotten (`records forget`)",
+                status.left_behind
+            );
+        } else {
+            say!(
+                "settle: not yet — this replica is at {}, not at a switch step; ask a replica of the switch step \
+                 (README, \"Resharding\")",
+                status.replica_step
+            );
+        }
+    }
+    Ok(if status.settle_safe { Exit::Success } else { Exit::SettleNotSafe })
+}
+
 /// The status code, ErrorInfo reason, message, field violations and retry
 /// delay of a failed call.
 fn describe_status(status: tonic::Status) -> String {
@@ -483,7 +589,8 @@ fn describe_status(status: tonic::Status) -> String {
     let message = match status.message() {
         // tonic says nothing more; the usual cause is the admin service being off.
         "" if status.code() == tonic::Code::Unimplemented => {
-            "the server does not offer this call (the records commands need a server run with --admin-tenants)"
+            "the server does not offer this call (the records and shards commands need a server run with \
+             --admin-tenants)"
         }
         message => message,
     };

@@ -41,7 +41,10 @@ async fn main() -> ExitCode {
         Command::Serve(args) => serve(args).await,
         Command::Gateway(args) => gateway(args, cli.client).await,
         Command::HashToken => hash_token(),
-        Command::Client(command) => cli::run(cli.client, command).await.map_err(anyhow::Error::msg),
+        Command::Client(command) => match cli::run(cli.client, command).await {
+            Ok(exit) => return ExitCode::from(exit.code()),
+            Err(error) => Err(anyhow::Error::msg(error)),
+        },
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -186,3 +186,35 @@ async fn fingerprint_and_a_reused_key_explain_themselves_in_the_shell() {
     assert!(!ok && err.contains("IDEMPOTENCY_KEY_REUSED"), "{err}");
     assert!(err.contains(r#"differing members: ["b"]"#), "{err}");
 }
+
+/// `shards status` against a server that keeps one store: "not sharded",
+/// exit 1 (neither 0, settle safe, nor 3, not yet), with --json as well.
+#[tokio::test]
+async fn shards_status_says_a_server_is_not_sharded() {
+    let pki = Pki::new("cli-shards");
+    let server_cert = pki.server("server");
+    let token = "ops-token-0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+    let tokens = pki.dir.path().join("tokens");
+    std::fs::write(&tokens, format!("ops {}", idempotency_coordinator::shell::auth::tokens::hash_token(token)))
+        .unwrap();
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let (cert, key, ca, tokens) =
+        (path(&server_cert.cert), path(&server_cert.key), path(&pki.ca_path()), path(&tokens));
+    let health_listen = format!("127.0.0.1:{}", free_port());
+    let flags = ["--tls-cert", &cert, "--tls-key", &key, "--tokens-file", &tokens, "--admin-tenants", "ops"];
+    let (_etcd, server, _) = start_with(&[&flags[..], &["--health-listen", &health_listen]].concat()).await;
+    for json in [false, true] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_idempotency-coordinator"));
+        command.args(["shards", "status", "--addr", &format!("https://{}", server.addr), "--ca-cert", &ca]);
+        command.env("IDEMPOTENCY_BEARER_TOKEN", token).args(json.then_some("--json"));
+        let output = tokio::task::spawn_blocking(move || command.output()).await.unwrap().expect("the CLI runs");
+        let (out, err) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        eprintln!("shards status{} (exit {:?}):\n{out}{err}", if json { " --json" } else { "" }, output.status.code());
+        assert_eq!(output.status.code(), Some(1), "{out}{err}");
+        assert!(err.contains("not sharded"), "{err}");
+        if json {
+            let answer: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+            assert_eq!((&answer["sharded"], &answer["settle_safe"]), (&false.into(), &false.into()), "{out}");
+        }
+    }
+}

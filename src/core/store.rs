@@ -301,7 +301,12 @@ pub trait RecordStore: Send + Sync + 'static {
 
     /// Up to `limit` records (or lone locks) of every tenant and namespace,
     /// after `after` (empty, or a [`Scan::next`] this store gave).
-    fn scan(&self, _after: &str, _limit: usize, _deadline: Instant) -> impl Future<Output = Result<Scan, Error>> + Send {
+    fn scan(
+        &self,
+        _after: &str,
+        _limit: usize,
+        _deadline: Instant,
+    ) -> impl Future<Output = Result<Scan, Error>> + Send {
         async { Err(Error::Internal("this store cannot scan".into())) }
     }
 }

@@ -1,5 +1,5 @@
-//! The operators' service: list a namespace's records and forget a finished
-//! one. Only callers authenticated as one of the configured admin tenants may
+//! The operators' service: list a namespace's records, forget a finished
+//! one, and say where a shard map change stands. Only callers authenticated as one of the configured admin tenants may
 //! call it (the shell serves it only with authentication on), and every call
 //! is logged with who made it.
 
@@ -89,5 +89,24 @@ impl<S: RecordStore> AdminService for AdminApi<S> {
                 Err(error.into())
             }
         }
+    }
+
+    async fn get_shard_map_status(
+        &self,
+        request: Request<v1::GetShardMapStatusRequest>,
+    ) -> Result<Response<v1::GetShardMapStatusResponse>, Status> {
+        let (by, deadline) = (self.admin(&request)?, deadline(&request));
+        let status = self.coordinator.map_status(deadline).await?;
+        match &status {
+            Some(s) => info!(
+                by,
+                replica_step = s.replica_step,
+                left_behind = s.left_behind,
+                settle_safe = s.settle_safe,
+                "admin: shard map status"
+            ),
+            None => info!(by, "admin: shard map status asked of a store that is not sharded"),
+        }
+        Ok(Response::new(convert::map_status_message(status)))
     }
 }

@@ -63,7 +63,9 @@ impl Call {
         }
         let (trace_id, namespace) = (&self.trace_id, &self.namespace);
         match &error {
-            Error::StoreUnavailable(_) | Error::ShardStateMoved | Error::Internal(_) => warn!(trace_id, namespace, %error, "call failed"),
+            Error::StoreUnavailable(_) | Error::ShardStateMoved | Error::Internal(_) => {
+                warn!(trace_id, namespace, %error, "call failed")
+            }
             _ => info!(trace_id, namespace, %error, "call refused"),
         }
         error.into()

@@ -6,6 +6,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use crate::core::outcome::{BeginOutcome, PublicState, RecordView};
 use crate::core::record::{CallError, CallResult, Recovery, RecoveryReason, ResultBody};
+use crate::core::store::MapStatus;
 use crate::proto::v1::{self, begin_response::Outcome};
 
 /// An instant in Unix milliseconds as a protobuf Timestamp.
@@ -128,6 +129,28 @@ pub fn record_message(record: RecordView) -> v1::Record {
         expires_at: Some(timestamp(record.expires_at_ms)),
         result: record.result.as_ref().map(result_message),
         error: record.error.as_ref().map(error_message),
+    }
+}
+
+/// A sharded store's map status (None: the store is not sharded).
+pub fn map_status_message(status: Option<MapStatus>) -> v1::GetShardMapStatusResponse {
+    let Some(status) = status else { return v1::GetShardMapStatusResponse::default() };
+    v1::GetShardMapStatusResponse {
+        sharded: true,
+        replica_step: status.replica_step,
+        shards: status
+            .shards
+            .into_iter()
+            .map(|shard| v1::ShardStatus {
+                name: shard.name,
+                step: shard.step,
+                token_generation: shard.generation,
+                settle_checked: shard.settle_checked,
+            })
+            .collect(),
+        left_behind: status.left_behind,
+        last_expires_at: status.last_expires_at_ms.map(timestamp),
+        settle_safe: status.settle_safe,
     }
 }
 

@@ -222,7 +222,13 @@ impl RecordStore for MemoryStore {
         self.write_unless_moved(id, write, None)
     }
 
-    async fn write_fenced(&self, id: &RecordId, write: &Write, fence: i64, _deadline: Instant) -> Result<Written, Error> {
+    async fn write_fenced(
+        &self,
+        id: &RecordId,
+        write: &Write,
+        fence: i64,
+        _deadline: Instant,
+    ) -> Result<Written, Error> {
         self.write_unless_moved(id, write, Some(fence))
     }
 
@@ -247,7 +253,8 @@ impl RecordStore for MemoryStore {
             token => Some(parse_scan_token(token)?),
         };
         let state = self.state();
-        let mut ids: Vec<&RecordId> = state.entries.keys().filter(|id| after.as_ref().is_none_or(|a| *id > a)).collect();
+        let mut ids: Vec<&RecordId> =
+            state.entries.keys().filter(|id| after.as_ref().is_none_or(|a| *id > a)).collect();
         ids.sort();
         let more = ids.len() > limit;
         ids.truncate(limit);

@@ -18,7 +18,7 @@ use std::time::Duration;
 use idempotency_coordinator::core::error::Error;
 use idempotency_coordinator::core::record::{RecordId, Snapshot, Versioned};
 use idempotency_coordinator::core::store::{
-    Capacity, Changes, Expect, FeedEvent, Forgotten, Listing, Page, Scan, ShardState, RecordStore, Write, Written,
+    Capacity, Changes, Expect, FeedEvent, Forgotten, Listing, Page, RecordStore, Scan, ShardState, Write, Written,
 };
 use idempotency_coordinator::store::memory::MemoryStore;
 use rand::rngs::StdRng;
@@ -222,7 +222,13 @@ impl RecordStore for Link {
         self.write_unless_moved(id, write, None, deadline).await
     }
 
-    async fn write_fenced(&self, id: &RecordId, write: &Write, fence: i64, deadline: Instant) -> Result<Written, Error> {
+    async fn write_fenced(
+        &self,
+        id: &RecordId,
+        write: &Write,
+        fence: i64,
+        deadline: Instant,
+    ) -> Result<Written, Error> {
         self.write_unless_moved(id, write, Some(fence), deadline).await
     }
 

@@ -223,7 +223,8 @@ impl World {
     /// Asks a replica of the switch step whether the map may settle, as an
     /// operator runs `shards status`.
     pub async fn settle_checked(&self) -> bool {
-        let switching = self.processes.iter().position(|p| matches!(p.lock().expect("process").step, MapStep::Switch { .. }));
+        let switching =
+            self.processes.iter().position(|p| matches!(p.lock().expect("process").step, MapStep::Switch { .. }));
         let Some(replica) = switching else { return false };
         let status = self.coordinator(replica).map_status(Instant::now() + Duration::from_secs(10)).await;
         self.log(format!("operator: r{replica} shards status: {status:?}"));

@@ -339,7 +339,13 @@ impl RecordStore for EtcdStore {
         self.write_unless_moved(id, write, None, deadline).await
     }
 
-    async fn write_fenced(&self, id: &RecordId, write: &Write, fence: i64, deadline: Instant) -> Result<Written, Error> {
+    async fn write_fenced(
+        &self,
+        id: &RecordId,
+        write: &Write,
+        fence: i64,
+        deadline: Instant,
+    ) -> Result<Written, Error> {
         self.write_unless_moved(id, write, Some(fence), deadline).await
     }
 

@@ -86,8 +86,7 @@ pub async fn scan(client: &Client, prefix: &str, after: &str, limit: usize, dead
     for kv in answer.kvs() {
         last_key = Some(kv.key().to_vec());
         // Tombstones and the shard state start with `%`; no tenant does.
-        let Some(rest) = kv.key_str().ok().and_then(|k| k.strip_prefix(prefix)).filter(|r| !r.starts_with('%'))
-        else {
+        let Some(rest) = kv.key_str().ok().and_then(|k| k.strip_prefix(prefix)).filter(|r| !r.starts_with('%')) else {
             continue;
         };
         let parts: Vec<&str> = rest.split('/').collect();

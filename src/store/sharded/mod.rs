@@ -145,9 +145,9 @@ impl<S: RecordStore> ShardedStore<S> {
         match forwarding::found(&forwarded, epoch) {
             Found::Other => Ok((target.as_str(), forwarded)),
             Found::LeftOver(_) => Ok((target.as_str(), Snapshot { record: None, ..forwarded })),
-            Found::Forwarding(_) => Err(Error::Internal(format!(
-                "{id:?}: the forwarding record on {shard} points to another on {target}"
-            ))),
+            Found::Forwarding(_) => {
+                Err(Error::Internal(format!("{id:?}: the forwarding record on {shard} points to another on {target}")))
+            }
         }
     }
 
@@ -252,7 +252,9 @@ impl<S: RecordStore> ShardedStore<S> {
         match self.write_on(map, at, id, &write, deadline).await? {
             Written::Committed { .. } => Ok(None),
             // Another replica of this map claimed it first.
-            Written::Conflict(snapshot) if matches!(forwarding::found(&snapshot, map.forwarding_epoch()), Found::Forwarding(_)) => {
+            Written::Conflict(snapshot)
+                if matches!(forwarding::found(&snapshot, map.forwarding_epoch()), Found::Forwarding(_)) =>
+            {
                 Ok(None)
             }
             Written::Conflict(snapshot) => Ok(Some(*snapshot)),
