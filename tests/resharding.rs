@@ -1,0 +1,281 @@
+//! The review's map-change findings (issue 25), each replayed on real etcd
+//! clusters with replicas at different rollout steps, driven as in-process
+//! coordinators over sharded etcd stores: tokens across clusters, settle
+//! refused until nothing is left behind, a forwarding record left over from
+//! an earlier change, and a replica two steps behind.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use idempotency_coordinator::core::clock::SystemClock;
+use idempotency_coordinator::core::command::{BeginCommand, CompleteCommand};
+use idempotency_coordinator::core::coordinator::{Coordinator, REPLAY_CLOCK_MARGIN, Settings};
+use idempotency_coordinator::core::error::Error;
+use idempotency_coordinator::core::limits::Limits;
+use idempotency_coordinator::core::outcome::BeginOutcome;
+use idempotency_coordinator::core::record::{CallResult, RecordId, ResultBody};
+use idempotency_coordinator::core::store::RecordStore;
+use idempotency_coordinator::store::etcd::EtcdStore;
+use idempotency_coordinator::store::sharded::ShardedStore;
+use idempotency_coordinator::store::sharded::shard_map::{Neighbour, Placement, ShardMap};
+use tokio::time::Instant;
+
+type Replica = Coordinator<ShardedStore<EtcdStore>>;
+
+const FORWARDING_LASTS: Duration = Duration::from_secs(60);
+
+fn placement(epoch: u64, shards: &[&str]) -> Placement {
+    Placement { epoch, shards: shards.iter().map(|s| s.to_string()).collect() }
+}
+
+fn settled(epoch: u64, shards: &[&str]) -> ShardMap {
+    ShardMap { place: placement(epoch, shards), neighbour: None }
+}
+
+fn announce(epoch: u64, shards: &[&str], next: &[&str]) -> ShardMap {
+    ShardMap { place: placement(epoch, shards), neighbour: Some(Neighbour::Next(placement(epoch + 1, next))) }
+}
+
+fn switch(epoch: u64, shards: &[&str], previous: &[&str]) -> ShardMap {
+    ShardMap { place: placement(epoch, shards), neighbour: Some(Neighbour::Previous(placement(epoch - 1, previous))) }
+}
+
+fn limits() -> Limits {
+    Limits {
+        default_lease_ttl: Duration::from_secs(5),
+        max_lease_ttl: Duration::from_secs(10),
+        max_wait: Duration::from_secs(5),
+        default_retention: Duration::from_secs(20),
+        max_retention: Duration::from_secs(20),
+        max_payload_bytes: 4096,
+        max_result_bytes: 4096,
+    }
+}
+
+/// The clusters, named a and c as in the review, each its own etcd.
+struct Clusters {
+    etcds: Vec<(&'static str, Etcd)>,
+}
+
+impl Clusters {
+    async fn start() -> Self {
+        Self { etcds: vec![("a", Etcd::start().await), ("c", Etcd::start().await)] }
+    }
+
+    /// A replica running `map` (a new process, as a rollout starts one).
+    async fn replica(&self, map: ShardMap) -> Arc<Replica> {
+        let mut stores = BTreeMap::new();
+        for (name, etcd) in &self.etcds {
+            let store = EtcdStore::connect(&etcd_config(etcd, "/idempotency/")).await.expect("etcd store");
+            stores.insert(name.to_string(), Arc::new(store));
+        }
+        let store = Arc::new(ShardedStore::new(stores, map, FORWARDING_LASTS).expect("a valid map"));
+        // A server's first health check: it brings every shard to the
+        // replica's step (or logs why it cannot).
+        store.ping(Duration::from_secs(2)).await.expect("the shards answer");
+        let settings = Settings {
+            limits: limits(),
+            replay_cache_bytes: 0,
+            request_timeout: Duration::from_secs(10),
+            max_waits_per_tenant: 64,
+            replay_clock_margin: REPLAY_CLOCK_MARGIN,
+        };
+        Arc::new(Coordinator::new(store, Arc::new(SystemClock), settings, Default::default()))
+    }
+}
+
+/// A key whose home is a under [a] and c under [a, c], as the review's k3.
+fn moving_key() -> RecordId {
+    let (one, two) = (placement(1, &["a"]), placement(2, &["a", "c"]));
+    (0..)
+        .map(|i| RecordId { tenant: "default".into(), namespace: "payments.create".into(), key: format!("k{i}") })
+        .find(|id| one.home(id) == "a" && two.home(id) == "c")
+        .expect("some key moves")
+}
+
+fn begin_command(id: &RecordId, owner: &str, ttl_s: u64) -> BeginCommand {
+    BeginCommand {
+        id: id.clone(),
+        fingerprint: [7; 32],
+        members: Vec::new(),
+        lease_ttl: Duration::from_secs(ttl_s),
+        wait: Duration::ZERO,
+        owner: owner.into(),
+        request_id: String::new(),
+    }
+}
+
+fn deadline() -> Instant {
+    Instant::now() + Duration::from_secs(10)
+}
+
+async fn acquire(replica: &Replica, id: &RecordId, owner: &str, ttl_s: u64) -> u64 {
+    match replica.begin(&begin_command(id, owner, ttl_s), deadline()).await {
+        Ok(BeginOutcome::Acquired(acquired)) => acquired.fencing_token,
+        other => panic!("{owner}: expected to acquire, got {other:?}"),
+    }
+}
+
+async fn complete(replica: &Replica, id: &RecordId, token: u64, body: &str, retention_s: u64) -> Result<(), Error> {
+    let result = CallResult {
+        body: ResultBody::Response(body.as_bytes().to_vec()),
+        content_type: "text/plain".into(),
+        status_code: 0,
+    };
+    let command = CompleteCommand {
+        id: id.clone(),
+        fencing_token: token,
+        result,
+        retention: Duration::from_secs(retention_s),
+    };
+    replica.complete(command, deadline()).await.map(drop)
+}
+
+/// Issue 25, 1: owner-1 (token on a) is taken over by owner-2, who
+/// completes; the record is forgotten; after the switch to [a, c] owner-3
+/// gets the key on c. Its token must be above both, and owner-1's late
+/// Complete must be refused: c's revisions once started again from 2.
+#[tokio::test]
+async fn a_key_moved_to_another_cluster_keeps_growing_tokens_and_refuses_a_stale_owner() {
+    let clusters = Clusters::start().await;
+    let id = moving_key();
+    let old = clusters.replica(settled(1, &["a"])).await;
+    let owner_1 = acquire(&old, &id, "owner-1", 2).await;
+    let takeover = BeginCommand { wait: Duration::from_secs(5), ..begin_command(&id, "owner-2", 5) };
+    let owner_2 = match old.begin(&takeover, deadline()).await {
+        Ok(BeginOutcome::Acquired(acquired)) => acquired.fencing_token,
+        other => panic!("owner-2 takes over once owner-1's lease lapses: {other:?}"),
+    };
+    assert!(owner_2 > owner_1);
+    complete(&old, &id, owner_2, "owner-2", 20).await.expect("owner-2 completes");
+    old.forget(&id, deadline()).await.expect("forgotten");
+
+    let announced = clusters.replica(announce(1, &["a"], &["a", "c"])).await;
+    announced.lookup(&id, deadline()).await.expect_err("forgotten: not found");
+    let switched = clusters.replica(switch(2, &["a", "c"], &["a"])).await;
+    let owner_3 = acquire(&switched, &id, "owner-3", 5).await;
+    assert!(owner_3 > owner_2, "tokens must grow across the move: owner-2 {owner_2}, owner-3 {owner_3}");
+    let late = complete(&switched, &id, owner_1, "owner-1", 20).await;
+    assert!(matches!(late, Err(Error::LeaseLost { .. })), "owner-1's late Complete: {late:?}");
+    complete(&switched, &id, owner_3, "owner-3", 20).await.expect("owner-3 completes");
+    let view = switched.lookup(&id, deadline()).await.expect("the record");
+    assert_eq!(view.fencing_token, owner_3);
+}
+
+/// Where `id`'s record is, read from each cluster (the operator's view):
+/// the shards holding a real record and those holding a forwarding record.
+async fn where_is(clusters: &Clusters, id: &RecordId) -> (Vec<&'static str>, Vec<&'static str>) {
+    let (mut records, mut forwarding) = (Vec::new(), Vec::new());
+    for (name, etcd) in &clusters.etcds {
+        let mut kv = etcd_client::Client::connect([etcd.client_url.as_str()], None).await.expect("etcd");
+        let key = format!("/idempotency/default/payments.create/{}/record", id.key);
+        let answer = kv.get(key, None).await.expect("read");
+        if let Some(held) = answer.kvs().first() {
+            let forwards = held.value().windows(b"%forwarding".len()).any(|w| w == b"%forwarding");
+            (if forwards { &mut forwarding } else { &mut records }).push(*name);
+        }
+    }
+    (records, forwarding)
+}
+
+/// Issue 25, 2: a record begun under [a] and completed late, after the
+/// switch to [a, c], still lives on a. Settling then made it new again. Now
+/// a settled replica refuses to act until `shards status` on a replica of
+/// the switch step finds nothing left behind.
+#[tokio::test]
+async fn settle_waits_for_shards_status_to_find_nothing_left_behind() {
+    let clusters = Clusters::start().await;
+    let id = moving_key();
+    let old = clusters.replica(settled(1, &["a"])).await;
+    let token = acquire(&old, &id, "owner-1", 10).await;
+    clusters.replica(announce(1, &["a"], &["a", "c"])).await.lookup(&id, deadline()).await.expect("in progress");
+    let switched = clusters.replica(switch(2, &["a", "c"], &["a"])).await;
+    complete(&switched, &id, token, "done late", 20).await.expect("the owner completes after the switch");
+    assert_eq!(where_is(&clusters, &id).await, (vec!["a"], vec![]), "it stays at its old home");
+
+    let status = switched.map_status(deadline()).await.expect("status").expect("sharded");
+    assert_eq!((status.left_behind, status.settle_safe), (1, false), "{status:?}");
+    assert!(status.last_expires_at_ms.is_some(), "{status:?}");
+
+    let settled_too_soon = clusters.replica(settled(2, &["a", "c"])).await;
+    let refused = settled_too_soon.lookup(&id, deadline()).await;
+    match refused {
+        Err(Error::StoreUnavailable(why)) => assert!(why.contains("shards status"), "{why}"),
+        other => panic!("a settled replica must not answer before the check: {other:?}"),
+    }
+    let refused = settled_too_soon.begin(&begin_command(&id, "owner-2", 5), deadline()).await;
+    assert!(matches!(refused, Err(Error::StoreUnavailable(_))), "{refused:?}");
+
+    switched.forget(&id, deadline()).await.expect("the operator forgets it");
+    let status = switched.map_status(deadline()).await.expect("status").expect("sharded");
+    assert!(status.settle_safe, "{status:?}");
+    assert!(status.shards.iter().all(|s| s.settle_checked), "{status:?}");
+    let settled = clusters.replica(settled(2, &["a", "c"])).await;
+    assert!(matches!(settled.lookup(&id, deadline()).await, Err(Error::NotFound)));
+    acquire(&settled, &id, "owner-2", 5).await;
+    assert_eq!(where_is(&clusters, &id).await, (vec!["c"], vec![]));
+}
+
+/// Issue 25, 3: a forwarding record from the change that added c still
+/// sits on a when c is removed again. Followed, it put the new record on c,
+/// the shard being removed. It counts only for its own change now.
+#[tokio::test]
+async fn a_forwarding_record_left_from_an_earlier_change_is_replaced_not_followed() {
+    let clusters = Clusters::start().await;
+    let id = moving_key();
+    // Add c: the key is created on c, behind a forwarding record on a.
+    clusters.replica(announce(1, &["a"], &["a", "c"])).await.lookup(&id, deadline()).await.expect_err("nothing yet");
+    let adding = clusters.replica(switch(2, &["a", "c"], &["a"])).await;
+    let token = acquire(&adding, &id, "owner-1", 5).await;
+    complete(&adding, &id, token, "first", 20).await.expect("completes");
+    assert_eq!(where_is(&clusters, &id).await, (vec!["c"], vec!["a"]));
+    adding.forget(&id, deadline()).await.expect("forgotten");
+    assert!(adding.map_status(deadline()).await.expect("status").expect("sharded").settle_safe);
+    clusters.replica(settled(2, &["a", "c"])).await.lookup(&id, deadline()).await.expect_err("forgotten");
+
+    // Remove c again, while a still holds the forwarding record to c.
+    clusters.replica(announce(2, &["a", "c"], &["a"])).await.lookup(&id, deadline()).await.expect_err("nothing");
+    let removing = clusters.replica(switch(3, &["a"], &["a", "c"])).await;
+    let token = acquire(&removing, &id, "owner-2", 5).await;
+    complete(&removing, &id, token, "second", 20).await.expect("completes");
+    // On a, the record replaced the old forwarding record; on c, this
+    // change's forwarding record points back to a.
+    assert_eq!(where_is(&clusters, &id).await, (vec!["a"], vec!["c"]), "created at its home under [a]");
+    assert!(removing.map_status(deadline()).await.expect("status").expect("sharded").settle_safe);
+    let settled = clusters.replica(settled(3, &["a"])).await;
+    match settled.begin(&begin_command(&id, "owner-3", 5), deadline()).await {
+        Ok(BeginOutcome::Completed(_)) => {}
+        other => panic!("the settled map must replay the second result: {other:?}"),
+    }
+}
+
+/// Issue 25, 4: a replica left on the settled old map while the others
+/// switched wrote at the old home. It is refused now, naming both steps;
+/// so is a switch started before the announce step reached the shards.
+#[tokio::test]
+async fn a_replica_two_steps_away_is_refused_naming_both_steps() {
+    let clusters = Clusters::start().await;
+    let laggard = clusters.replica(settled(1, &["a"])).await;
+    let key = |i: u32| RecordId { tenant: "default".into(), namespace: "payments.create".into(), key: format!("n{i}") };
+    acquire(&laggard, &key(0), "laggard", 5).await;
+
+    let too_soon = clusters.replica(switch(2, &["a", "c"], &["a"])).await;
+    match too_soon.begin(&begin_command(&key(1), "early", 5), deadline()).await {
+        Err(Error::StoreUnavailable(why)) => assert!(why.contains("epoch 1, settled"), "{why}"),
+        other => panic!("a switch before the announce step must be refused: {other:?}"),
+    }
+
+    clusters.replica(announce(1, &["a"], &["a", "c"])).await.lookup(&key(0), deadline()).await.expect("there");
+    let switched = clusters.replica(switch(2, &["a", "c"], &["a"])).await;
+    acquire(&switched, &key(2), "switched", 5).await;
+    match laggard.begin(&begin_command(&key(3), "laggard", 5), deadline()).await {
+        Err(Error::StoreUnavailable(why)) => {
+            assert!(why.contains("epoch 1, settled") && why.contains("epoch 2, switch"), "{why}")
+        }
+        other => panic!("the laggard must be refused: {other:?}"),
+    }
+}
