@@ -130,7 +130,9 @@ async fn records_live_on_their_shard_only_and_a_shard_down_spares_the_others() {
 
 /// Replica `announced` runs map epoch 1 (a, b) with epoch 2 announced;
 /// replica `switched` runs epoch 2 (a, b, c) with epoch 1 as the previous
-/// map. Each first creates keys alone, which the other finishes; then both
+/// map. Before `switched` starts, `announced` places by the old map. Once a
+/// shard says the switch began, it acts as a replica of the switch step:
+/// each replica creates keys alone, which the other finishes; then both
 /// Begin the same keys at once: exactly one attempt runs per key, the other
 /// replica finishes it, both replay it, and every record is on one shard. A
 /// record at its new home left a forwarding record at its old one.
@@ -151,12 +153,17 @@ async fn two_replicas_on_neighbouring_map_epochs_never_put_a_record_on_two_shard
         &clusters,
         "epoch = 2\nshards = [\"a\", \"b\", \"c\"]\n[previous]\nepoch = 1\nshards = [\"a\", \"b\"]",
     );
-    let servers = [
-        Server::start(&clusters[0], &["--shard-map", &announced]).await,
-        Server::start(&clusters[0], &["--shard-map", &switched]).await,
-    ];
-    let clients = [servers[0].client().await, servers[1].client().await];
+    let first = Server::start(&clusters[0], &["--shard-map", &announced]).await;
     let (old, new) = (placement(1, &["a", "b"]), placement(2, &NAMES));
+    let before: Vec<String> = (0..20).map(|i| format!("before-{i}")).collect();
+    for key in &before {
+        let owner = acquired(begin(&mut first.client().await, begin_request(key, "cart", 30)).await);
+        first.client().await.complete(complete_request(key, owner.fencing_token, key)).await.expect("complete");
+    }
+    let servers = [first, Server::start(&clusters[0], &["--shard-map", &switched]).await];
+    let clients = [servers[0].client().await, servers[1].client().await];
+    // Its first call brings every shard to the switch step.
+    acquired(begin(&mut clients[1].clone(), begin_request("first-switched", "cart", 30)).await);
 
     // Alone: even keys by the announced replica, odd ones by the switched one.
     let solo: Vec<String> = (0..40).map(|i| format!("solo-{i}")).collect();
@@ -206,7 +213,10 @@ async fn two_replicas_on_neighbouring_map_epochs_never_put_a_record_on_two_shard
     }
 
     let (records, forwarding) = where_records_are(&clusters).await;
-    assert_eq!(records.len(), solo.len() + raced.len());
+    assert_eq!(records.len(), before.len() + 1 + solo.len() + raced.len());
+    for key in &before {
+        assert_eq!(records[key], [old.home(&id(key))], "{key} was placed by the old map");
+    }
     for key in solo.iter().chain(&raced) {
         let (old_home, new_home) = (old.home(&id(key)), new.home(&id(key)));
         let shards = &records[key];
@@ -222,10 +232,9 @@ async fn two_replicas_on_neighbouring_map_epochs_never_put_a_record_on_two_shard
             );
         }
     }
-    // Alone, each replica places by its own map.
-    for (i, key) in solo.iter().enumerate() {
-        let placed_by = if i % 2 == 0 { &old } else { &new };
-        assert_eq!(records[key], [placed_by.home(&id(key))], "{key}");
+    // Since the switch began, both replicas place by the new map.
+    for key in solo.iter().chain(&raced) {
+        assert_eq!(records[key], [new.home(&id(key))], "{key}");
     }
     assert!(solo.iter().any(|key| records[key] == ["c"]), "some records went to the new shard");
 }

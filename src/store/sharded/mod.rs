@@ -185,13 +185,15 @@ impl<S: RecordStore> ShardedStore<S> {
     /// with the shard's token generation; the revision committed comes back
     /// as the record's token. A create that finds a forwarding record left
     /// over from an earlier change replaces it; one that finds a forwarding
-    /// record of this change goes where it points.
+    /// record of this change goes where it points if `follow` (a forwarding
+    /// record itself never does: it would point to itself).
     async fn write_on(
         &self,
         map: &ShardMap,
         shard: &str,
         id: &RecordId,
         write: &Write,
+        follow: bool,
         deadline: Instant,
     ) -> Result<Written, Error> {
         let mut write = Cow::Borrowed(write);
@@ -224,10 +226,12 @@ impl<S: RecordStore> ShardedStore<S> {
                     let expect = Expect::Unchanged { record_revision: revision, lock_revision: None };
                     write = Cow::Owned(Write { expect, ..write.into_owned() });
                 }
-                Found::Forwarding(target) => {
+                Found::Forwarding(target) if follow => {
                     shard = self.stores.get_key_value(target).ok_or_else(|| unknown_shard(target))?.0;
                 }
-                Found::Other => return Ok(Written::Conflict(Box::new(tokens::snapshot(*snapshot)?))),
+                Found::Forwarding(_) | Found::Other => {
+                    return Ok(Written::Conflict(Box::new(tokens::snapshot(*snapshot)?)));
+                }
             }
         }
         Err(Error::Internal(format!("{id:?}: forwarding records kept a create from {shard}")))
@@ -249,7 +253,7 @@ impl<S: RecordStore> ShardedStore<S> {
             record: Some((forwarding::record(to, map.place.epoch), RecordLease::Until(lease))),
             lock: LockChange::Keep,
         };
-        match self.write_on(map, at, id, &write, deadline).await? {
+        match self.write_on(map, at, id, &write, false, deadline).await? {
             Written::Committed { .. } => Ok(None),
             // Another replica of this map claimed it first.
             Written::Conflict(snapshot)
@@ -267,7 +271,7 @@ impl<S: RecordStore> ShardedStore<S> {
         self.reach(map, deadline).await?;
         let homes = map.homes(id);
         if homes.other.is_none() {
-            return self.write_on(map, homes.place, id, &self.unwrapped(write), deadline).await;
+            return self.write_on(map, homes.place, id, &self.unwrapped(write), true, deadline).await;
         }
         let located = self.locate(map, homes, id, deadline).await?;
         // Written only where the record was found as the call expects it:
@@ -284,7 +288,7 @@ impl<S: RecordStore> ShardedStore<S> {
             // Created there meanwhile by a replica of the previous map.
             return Ok(Written::Conflict(Box::new(found)));
         }
-        self.write_on(map, located.shard, id, &self.unwrapped(write), deadline).await
+        self.write_on(map, located.shard, id, &self.unwrapped(write), true, deadline).await
     }
 
     /// `write` with the store revisions inside the tokens it expects.
