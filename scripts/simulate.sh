@@ -4,8 +4,9 @@
 #   scripts/simulate.sh --seeds N      N seeds (default 10000)
 #   scripts/simulate.sh --minutes M    as many seeds as fit in M minutes
 # Options: --start S (first seed), --knobs K (comma-separated, e.g. `all` or
-# `request-id-retries`; default `passing`: everything fixed so far),
-# --mutation token-compare|lock-compare|forget-feed (a fence turned off).
+# `request-id-retries`; default `passing`: every scenario but settle-by-rule),
+# --mutation token-compare|lock-compare|forget-feed|shard-fence|token-generations|settle-check
+# (a fence turned off).
 # A failing seed prints its shrunk trace and the command that replays it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
