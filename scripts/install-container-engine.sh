@@ -3,6 +3,8 @@
 # fresh Debian machine lacks:
 #   buildah  - builds the OCI image from deploy/Containerfile with no daemon
 #   podman   - runs it, and `podman kube play`s the rendered manifests
+#   catatonit - the init of the pods' infra container, which podman builds
+#              its local pause image from (no image can be pulled here)
 #   runc     - the OCI runtime podman is pointed at (crun, Debian's default,
 #              refuses the hybrid cgroup layout of these VMs; runc works)
 #   etcd     - (Debian package etcd-server) the binary the etcd image is made of
@@ -18,6 +20,7 @@ missing=()
 command -v buildah >/dev/null 2>&1 || missing+=(buildah)
 command -v podman >/dev/null 2>&1 || missing+=(podman)
 command -v runc >/dev/null 2>&1 || missing+=(runc)
+command -v catatonit >/dev/null 2>&1 || [ -x /usr/libexec/podman/catatonit ] || missing+=(catatonit)
 command -v etcd >/dev/null 2>&1 || [ -n "${ETCD_BIN:-}" ] || missing+=(etcd-server)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
