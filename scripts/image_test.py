@@ -224,6 +224,8 @@ def gateway_double_submit(engine, coordinator):
             "-e", "IDEMPOTENCY_GATEWAY_ROUTES=/etc/idempotency-gateway/routes.toml",
             TAG, "gateway",
         )
+        wait_for("the payments service listening",
+                 lambda: http("GET", f"http://127.0.0.1:{upstream_port}/charges", timeout=1)[0] == 200, 20)
         wait_for("gateway /readyz 200", lambda: http("GET", f"http://127.0.0.1:{admin_port}/readyz", timeout=1)[0] == 200, 20)
         answers = double_submit(f"http://127.0.0.1:{listen_port}")
         charges = charges_for(f"http://127.0.0.1:{upstream_port}", answers["key"])

@@ -19,9 +19,11 @@ changed. Every change is a consequence of podman not being Kubernetes:
   ports: replicas becomes 1.
 - ServiceAccount, PodDisruptionBudget and NetworkPolicy have no podman
   counterpart and are left out (deploy-check.sh still validates them).
+- podman 4.3 does not expand $(VAR) in command and args as the kubelet
+  does (etcd would be named "$(POD_NAME)"): they are expanded here, from the
+  container's env (values, and fieldRef metadata.name).
 - Images no machine here can pull are replaced by the ones built here
-  (IMAGE_SUBSTITUTES), and etcd flags Debian's older etcd lacks are dropped
-  (FLAGS_UNKNOWN_TO_ETCD_3_4).
+  (image_substitutes).
 
 Everything else — container args and command, env and envFrom, ports,
 securityContext, volumes and mounts, probes — is passed to podman as
@@ -29,10 +31,24 @@ rendered; which of those podman ignores is checked by the test, not here.
 """
 
 import copy
+import re
 
 PODMAN_KINDS = {"Pod", "Deployment", "PersistentVolumeClaim", "ConfigMap"}
-# Debian bookworm's etcd-server is 3.4.23; deploy/etcd names 3.5.17.
-FLAGS_UNKNOWN_TO_ETCD_3_4 = {"--experimental-enable-lease-checkpoint-persist"}
+VARIABLE_REFERENCE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def expand_variables(container, pod_name):
+    """$(NAME) in command and args, as the kubelet expands them; an unknown
+    name stays as written, as in Kubernetes."""
+    values = {}
+    for variable in container.get("env", []):
+        if "value" in variable:
+            values[variable["name"]] = variable["value"]
+        elif variable.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name":
+            values[variable["name"]] = pod_name
+    for key in ("command", "args"):
+        if key in container:
+            container[key] = [VARIABLE_REFERENCE.sub(lambda m: values.get(m.group(1), m.group(0)), a) for a in container[key]]
 
 
 def statefulset_members(statefulset):
@@ -107,11 +123,8 @@ class Played:
             template = pod_template(resource)
             if template:
                 for container in template[1]["containers"]:
-                    substitute = image_substitutes.get(container["image"])
-                    if substitute:
-                        container["image"] = substitute
-                        container["args"] = [a for a in container.get("args", [])
-                                             if a.split("=")[0] not in FLAGS_UNKNOWN_TO_ETCD_3_4]
+                    container["image"] = image_substitutes.get(container["image"], container["image"])
+                    expand_variables(container, podman_pod_name(resource))
         self.pods = [r for r in self.resources if pod_template(r)]
 
 
