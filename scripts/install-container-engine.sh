@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # Installs what building and running the container image here needs, and a
 # fresh Debian machine lacks:
-#   buildah  - builds the OCI image from deploy/Containerfile with no daemon
+#   buildah  - builds the OCI image from deploy/Dockerfile with no daemon
 #   podman   - runs it, and `podman kube play`s the rendered manifests
 #   catatonit - the init of the pods' infra container, which podman builds
 #              its local pause image from (no image can be pulled here)
 #   runc     - the OCI runtime podman is pointed at (crun, Debian's default,
 #              refuses the hybrid cgroup layout of these VMs; runc works)
 #   etcd     - (Debian package etcd-server) the binary the etcd image is made of
-# Does nothing when they are already there. How they are configured (vfs
-# storage, chroot isolation, no raised RLIMIT_NOFILE) is in
-# deploy/containers.conf and scripts/container-engine.sh, not in /etc.
-# Elsewhere: Fedora `dnf install buildah podman runc etcd`; macOS or Windows:
+# Does nothing when they are already there. How the tests configure them (vfs
+# storage, chroot isolation, runc, no raised RLIMIT_NOFILE) is in
+# scripts/container_engine.py, not in /etc.
+# Elsewhere: Fedora `dnf install buildah podman runc catatonit etcd`; macOS or Windows:
 # Docker Desktop or `brew install podman` (then `podman machine init`); an etcd
 # release binary from https://github.com/etcd-io/etcd/releases as ETCD_BIN.
 set -euo pipefail
