@@ -74,6 +74,9 @@ class Engine:
         subprocess.run(argv, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
         context = os.path.join(ROOT, "target", "image", name)
         self.buildah("bud", "--isolation", "chroot", "--quiet", "-f", os.path.join(ROOT, dockerfile), "-t", tag, context)
+        # The image the tag named before is now untagged; vfs keeps whole
+        # copies of every layer, so drop it instead of letting runs pile up.
+        self.podman("image", "prune", "--force")
         return context
 
     def image_size(self, tag):

@@ -6,14 +6,13 @@
 #   scripts/kube_play_test.py  `podman kube play` of deploy/overlays/dev and
 #                              deploy/examples/payments-api as kubectl kustomize renders them
 # Installs buildah, podman, runc, catatonit and etcd with apt-get when missing
-# (scripts/install-container-engine.sh says what to do elsewhere).
+# (scripts/install-deps.sh says what to do elsewhere).
 #
 # IMAGE_BINARY: the binary to put in the image (default: the release build,
 # built here; CI passes the debug build it already has, see .ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh
-scripts/install-container-engine.sh
+scripts/install-deps.sh --container-engine
 command -v kubectl >/dev/null 2>&1 || { echo "image-test: kubectl not found (it renders the manifests); see scripts/deploy-check.sh" >&2; exit 1; }
 binary="${IMAGE_BINARY:-}"
 if [ -z "$binary" ]; then

@@ -28,7 +28,7 @@ case "$name" in
     ;;
   etcd)
     binary="${2:-${ETCD_BIN:-$(command -v etcd || true)}}"
-    [ -x "$binary" ] || { echo "no etcd binary: scripts/install-container-engine.sh installs Debian's, or set ETCD_BIN" >&2; exit 1; }
+    [ -x "$binary" ] || { echo "no etcd binary: scripts/install-deps.sh installs Debian's, or set ETCD_BIN" >&2; exit 1; }
     python3 scripts/stage_rootfs.py "$out" --file "$binary=/usr/local/bin/etcd"
     # The data directory, owned by the user etcd runs as (the Dockerfile
     # COPYs it with --chown); a volume mounted there starts from it.
