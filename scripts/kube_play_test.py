@@ -93,9 +93,13 @@ def tear_down(engine, paths, played_renders):
     for path in paths:
         if os.path.exists(path):
             engine.podman("kube", "down", path, check=False)
-    claims = [r["metadata"]["name"] for p in played_renders for r in p.resources if r["kind"] == "PersistentVolumeClaim"]
-    if claims:
-        engine.podman("volume", "rm", "--force", *claims, check=False)
+    # podman keeps the volumes it made for claims and for ConfigMaps mounted
+    # as volumes; the next play must start from fresh ones.
+    volumes = [r["metadata"]["name"] for p in played_renders for r in p.resources
+               if r["kind"] in ("PersistentVolumeClaim", "ConfigMap")]
+    existing = set(engine.podman("volume", "ls", "--quiet").stdout.split())
+    if existing & set(volumes):
+        engine.podman("volume", "rm", "--force", *(existing & set(volumes)))
 
 
 def probe(binary, host, container, kind):
