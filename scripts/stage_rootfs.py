@@ -25,9 +25,9 @@ NONROOT = 65532
 ETC_FILES = {
     "etc/passwd": f"root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:{NONROOT}:{NONROOT}:nonroot:/home/nonroot:/sbin/nologin\n",
     "etc/group": f"root:x:0:\nnonroot:x:{NONROOT}:\n",
-    # glibc reads this to choose where names come from; without it, it falls
-    # back to a default that also tries NIS. /etc/hosts and /etc/resolv.conf
-    # are the engine's (or the kubelet's) to mount.
+    # glibc reads this to choose where names come from: /etc/hosts, then DNS,
+    # stated rather than left to its built-in default. /etc/hosts and
+    # /etc/resolv.conf are the engine's (or the kubelet's) to mount.
     "etc/nsswitch.conf": "hosts: files dns\nnetworks: files\npasswd: files\ngroup: files\n",
 }
 
