@@ -82,6 +82,13 @@ class Engine:
     def image_size(self, tag):
         return int(self.podman("image", "inspect", tag, "--format", "{{.Size}}").stdout.strip())
 
+    def process_status(self, container):
+        """/proc/PID/status of the container's process, as the host kernel
+        sees it: {"Uid": [...], "CapEff": [...], "NoNewPrivs": [...], ...}."""
+        pid = self.podman("inspect", container, "--format", "{{.State.Pid}}").stdout.strip()
+        with open(f"/proc/{pid}/status") as f:
+            return {line.split(":")[0]: line.split()[1:] for line in f}
+
     def remove_containers(self, *names):
         for name in names:
             self.podman("rm", "--force", "--time", "0", name, check=False)

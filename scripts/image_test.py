@@ -20,6 +20,7 @@ capability dropped, no privilege escalation) against an etcd on this host:
 """
 
 import datetime
+import json
 import os
 import re
 import subprocess
@@ -127,12 +128,10 @@ class Coordinator:
 
 def assert_runs_as_nonroot(engine, container):
     """The container's process, as the host kernel sees it: uid and gid 65532."""
-    pid = engine.podman("inspect", container, "--format", "{{.State.Pid}}").stdout.strip()
-    with open(f"/proc/{pid}/status") as f:
-        ids = {line.split(":")[0]: line.split()[1:] for line in f if line.startswith(("Uid:", "Gid:", "CapEff:"))}
-    assert set(ids["Uid"]) == {"65532"} and set(ids["Gid"]) == {"65532"}, ids
-    assert int(ids["CapEff"][0], 16) == 0, f"effective capabilities {ids['CapEff'][0]}"
-    say(f"{container}: uid 65532, gid 65532, no effective capabilities (host /proc/{pid}/status)")
+    status = engine.process_status(container)
+    assert set(status["Uid"]) == {"65532"} and set(status["Gid"]) == {"65532"}, (status["Uid"], status["Gid"])
+    assert int(status["CapEff"][0], 16) == 0, f"effective capabilities {status['CapEff'][0]}"
+    say(f"{container}: uid 65532, gid 65532, no effective capabilities (the host's /proc)")
 
 
 def parse_podman_time(text):
@@ -251,8 +250,6 @@ def double_submit(base):
 
 
 def charges_for(base, key):
-    import json
-
     status, _, body = http("GET", f"{base}/charges")
     assert status == 200, status
     return sum(1 for charge in json.loads(body)["charges"] if charge["key"] == key)

@@ -75,10 +75,6 @@ class Pods:
     def container(self, pod_name, container_name):
         return f"{pod_name}-{container_name}"
 
-    def pid(self, pod_name, container_name):
-        container = self.container(pod_name, container_name)
-        return self.engine.podman("inspect", container, "--format", "{{.State.Pid}}").stdout.strip()
-
 
 def play(engine, played, path, ips):
     with open(path, "w") as f:
@@ -150,8 +146,7 @@ def check_pod(pods, binary, resource, timeout):
 def check_security(pods, pod_name, spec, container):
     """The container's process as the kernel sees it, against its declared securityContext."""
     declared = dict(spec.get("securityContext", {}), **container.get("securityContext", {}))
-    with open(f"/proc/{pods.pid(pod_name, container['name'])}/status") as f:
-        status = {line.split(":")[0]: line.split()[1:] for line in f}
+    status = pods.engine.process_status(pods.container(pod_name, container["name"]))
     want_uid = declared.get("runAsUser")
     assert want_uid is not None, f"{pod_name}/{container['name']} declares no runAsUser"
     assert set(status["Uid"]) == {str(want_uid)}, (pod_name, container["name"], status["Uid"])
