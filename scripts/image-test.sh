@@ -10,6 +10,10 @@
 #
 # IMAGE_BINARY: the binary to put in the image (default: the release build,
 # built here; CI passes the debug build it already has, see .ci/run).
+# The engine's storage (images, volumes: about 150 MB, under /var/tmp, one
+# directory per clone) is removed at the end unless IMAGE_TEST_KEEP (or
+# KUBE_PLAY_KEEP, which leaves the pods running) is set.
+# Run as root: the tests use rootful podman.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh --container-engine
@@ -23,5 +27,7 @@ fi
 venv=.tools/k8s
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check pyyaml
+state=$("$venv/bin/python" -c 'import sys; sys.path.insert(0, "scripts"); import container_engine; print(container_engine.STATE)')
+trap '[ -n "${IMAGE_TEST_KEEP:-}${KUBE_PLAY_KEEP:-}" ] || rm -rf "$state" || true' EXIT
 "$venv/bin/python" scripts/image_test.py "$binary"
 "$venv/bin/python" scripts/kube_play_test.py "$binary"
