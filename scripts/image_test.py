@@ -240,7 +240,9 @@ def double_submit(base):
     """POSTs one payment twice with one Idempotency-Key; both answers must be
     the same 201, the second marked replayed."""
     key = f'"pay-{time.time_ns()}"'  # a Structured Field string, quotes included
-    headers = {"Idempotency-Key": key, "Content-Type": "application/json"}
+    # X-Account-Id: the caller's identity, as the example's auth proxy would
+    # set it (its routes scope keys by it: issue 27's `identity`).
+    headers = {"Idempotency-Key": key, "Content-Type": "application/json", "X-Account-Id": "acct-image-test"}
     first = http("POST", f"{base}/payments", b'{"amount": 100, "sent_at": 1}', headers)
     second = http("POST", f"{base}/payments", b'{"amount": 100, "sent_at": 2}', headers)
     assert first[0] == 201 and second[0] == 201, (first, second)
