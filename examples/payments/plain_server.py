@@ -6,6 +6,7 @@ double submit charges once, with no change here. GET /charges lists what the
 arrived with, so the demo can count charges per key.
 
     python3 plain_server.py --port 8080
+    python3 plain_server.py --listen 127.0.0.1:8080   # as deploy/examples/payments-api runs it
 """
 
 import argparse
@@ -61,9 +62,11 @@ class Handler(BaseHTTPRequestHandler):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--listen", metavar="HOST:PORT", help="address to listen on (default 127.0.0.1:--port)")
     args = parser.parse_args()
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    print(f"plain payments API on http://127.0.0.1:{args.port}", flush=True)
+    host, port = args.listen.rsplit(":", 1) if args.listen else ("127.0.0.1", args.port)
+    server = ThreadingHTTPServer((host, int(port)), Handler)
+    print(f"plain payments API on http://{host}:{port}", flush=True)
     server.serve_forever()
 
 
