@@ -126,12 +126,8 @@ async fn complete(replica: &Replica, id: &RecordId, token: u64, body: &str, rete
         content_type: "text/plain".into(),
         status_code: 0,
     };
-    let command = CompleteCommand {
-        id: id.clone(),
-        fencing_token: token,
-        result,
-        retention: Duration::from_secs(retention_s),
-    };
+    let command =
+        CompleteCommand { id: id.clone(), fencing_token: token, result, retention: Duration::from_secs(retention_s) };
     replica.complete(command, deadline()).await.map(drop)
 }
 
