@@ -206,7 +206,7 @@ async fn an_etcd_taking_fewer_operations_than_configured_gets_smaller_transactio
     let mut config = etcd_config(&etcd, "/batch-limits/");
     config.batching.max_txn_ops = 1024;
     let store = Arc::new(EtcdStore::connect(&config).await.unwrap());
-    // Found when connecting: 1022 calls halved until etcd took them.
+    // Found when connecting: 1021 calls halved until etcd took them.
     let calls = store.calls_per_transaction();
     assert!((1..=14).contains(&calls), "{calls} calls per transaction under --max-txn-ops=16");
     let coordinator = coordinator_on(store.clone());
@@ -219,8 +219,8 @@ async fn an_etcd_taking_fewer_operations_than_configured_gets_smaller_transactio
 async fn a_limit_lowered_while_running_is_learned_from_the_first_refusal() {
     let mut etcd = Etcd::start().await;
     let store = Arc::new(EtcdStore::connect(&etcd_config(&etcd, "/batch-limits/")).await.unwrap());
-    // etcd's default of 128 operations: 126 calls of up to 2 operations each.
-    assert_eq!(store.calls_per_transaction(), 126);
+    // etcd's default of 128 operations: 125 calls of up to 3 operations each.
+    assert_eq!(store.calls_per_transaction(), 125);
     let coordinator = coordinator_on(store.clone());
     // Restarted with a lower limit: the next batch that is too large is
     // refused before anything runs, and its calls go again in smaller ones.
