@@ -127,10 +127,18 @@ async fn a_client_never_sets_the_fencing_token_the_service_sees() {
     let protected = setup
         .pay("/payments", "spoof-2", "{}")
         .header("idempotency-fencing-token", spoofed)
-        .header("idempotency-recovered", "true");
+        .header("idempotency-recovered", "true")
+        // Servers in the CGI tradition read `_` as `-`.
+        .header("idempotency_fencing_token", spoofed)
+        .header("Idempotency_Recovered", "true");
     assert_eq!(send(protected).await.status, StatusCode::CREATED);
-    let recovered = setup.service.ledger.seen().iter().filter(|(_, h)| h.contains_key("idempotency-recovered")).count();
+    let recovered = (setup.service.ledger.seen().iter())
+        .filter(|(_, h)| h.keys().any(|name| name.as_str().replace('_', "-") == "idempotency-recovered"))
+        .count();
     assert_eq!(recovered, 0, "a client never says an attempt is recovered");
+    let underscored =
+        setup.service.ledger.seen().iter().filter(|(_, h)| h.contains_key("idempotency_fencing_token")).count();
+    assert_eq!(underscored, 0, "a client never sets the token under an underscored name");
     assert_eq!(setup.service.ledger.tokens("\"spoof-1\""), vec![None], "an unmatched path passed the client's token");
     assert_eq!(setup.service.ledger.tokens(""), vec![None], "an unkeyed request passed the client's token");
     let tokens = setup.service.ledger.tokens("\"spoof-2\"");

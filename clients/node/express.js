@@ -106,8 +106,10 @@ function namespaceOf(route, req) {
   if (route.identitySource.source === 'none') return route.namespace;
   let value;
   if (route.identitySource.header) {
-    const sent = req.headers[route.identitySource.header];
-    value = sent === undefined ? undefined : Buffer.from([].concat(sent).join(', '), 'latin1');
+    // Every field of that name, as the gateway and the ASGI middleware see
+    // it: Node keeps only the first Authorization in req.headers.
+    const sent = req.headersDistinct[route.identitySource.header];
+    value = sent === undefined ? undefined : Buffer.from(sent.join(', '), 'latin1');
   } else {
     value = route.identity(req);
     if (value !== undefined && value !== null && !Buffer.isBuffer(value)) value = Buffer.from(String(value), 'utf8');

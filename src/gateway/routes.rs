@@ -164,12 +164,21 @@ impl RouteTable {
     /// the token the service sees (issue 27: a spoofed 18446744073709551615
     /// pushes a ledger's highest token beyond every real one), nor tell it
     /// to reconcile, whether or not its request is protected.
+    /// Names compare with `_` as `-` too: servers in the CGI tradition
+    /// (PHP-FPM, some WSGI servers) read `Idempotency_Fencing_Token` as the
+    /// same header.
     pub fn strip_edge_headers(&self, headers: &mut http::HeaderMap) {
-        headers.remove(DEFAULT_FENCING_TOKEN_HEADER);
-        headers.remove(DEFAULT_RECOVERED_HEADER);
-        for (_, _, route) in &self.listed {
-            headers.remove(&route.fencing_token_header);
-            headers.remove(&route.recovered_header);
+        let guarded = |name: &str| {
+            let name = name.replace('_', "-");
+            name == DEFAULT_FENCING_TOKEN_HEADER
+                || name == DEFAULT_RECOVERED_HEADER
+                || self.listed.iter().any(|(_, _, route)| {
+                    name == route.fencing_token_header.as_str() || name == route.recovered_header.as_str()
+                })
+        };
+        let spoofed: Vec<http::HeaderName> = headers.keys().filter(|name| guarded(name.as_str())).cloned().collect();
+        for name in spoofed {
+            headers.remove(name);
         }
     }
 

@@ -3,6 +3,8 @@ caller's answer to another, a different caller never learns that a key
 exists (no 422), a keyed request without an identity is 401, and a route
 without an identity setting does not start."""
 
+import httpx
+
 from calls import post, problem_type
 from targets import Target, routes
 
@@ -59,3 +61,20 @@ def test_a_route_without_an_identity_setting_does_not_start(target):
     finally:
         edge.stop()
     assert "identity" in printed, printed
+
+
+def test_a_repeated_identity_field_is_one_identity_of_all_its_values(target, key):
+    """Every edge reads every field of the identity header, joined with ", ":
+    two Authorization fields are another caller than their first alone (Node
+    keeps only the first Authorization in `req.headers`)."""
+    first = post(target, "/payments", key, auth="Bearer alice")
+    headers = [
+        ("content-type", "application/json"),
+        ("idempotency-key", f'"{key}"'),
+        ("authorization", "Bearer alice"),
+        ("authorization", "Bearer x"),
+    ]
+    both = httpx.post(target.url("/payments"), content=b'{"amount": 100}', headers=headers, timeout=30)
+    assert (first.status_code, both.status_code) == (201, 201), both.text
+    assert "idempotent-replayed" not in both.headers, "two fields were read as their first alone"
+    assert len(target.executions(key=f'"{key}"')) == 2
