@@ -90,9 +90,13 @@ impl Clusters {
 
 /// A key whose home is a under [a] and c under [a, c], as the review's k3.
 fn moving_key() -> RecordId {
+    moving_key_of("default")
+}
+
+fn moving_key_of(tenant: &str) -> RecordId {
     let (one, two) = (placement(1, &["a"]), placement(2, &["a", "c"]));
     (0..)
-        .map(|i| RecordId { tenant: "default".into(), namespace: "payments.create".into(), key: format!("k{i}") })
+        .map(|i| RecordId { tenant: tenant.into(), namespace: "payments.create".into(), key: format!("k{i}") })
         .find(|id| one.home(id) == "a" && two.home(id) == "c")
         .expect("some key moves")
 }
@@ -273,5 +277,57 @@ async fn a_replica_two_steps_away_is_refused_naming_both_steps() {
             assert!(why.contains("epoch 1, settled") && why.contains("epoch 2, switch"), "{why}")
         }
         other => panic!("the laggard must be refused: {other:?}"),
+    }
+}
+
+/// Found by the final review: a replica of the announce step that learned
+/// of the switch while placing a record still wrote it at its old home,
+/// after `shards status` had said settling was safe. It starts the call
+/// again under the switch step's map now.
+#[tokio::test]
+async fn an_announce_replica_meeting_the_switch_places_by_the_new_map() {
+    let clusters = Clusters::start().await;
+    let id = moving_key();
+    let announced = clusters.replica(announce(1, &["a"], &["a", "c"])).await;
+    announced.lookup(&id, deadline()).await.expect_err("nothing yet");
+    let switched = clusters.replica(switch(2, &["a", "c"], &["a"])).await;
+    assert!(switched.map_status(deadline()).await.expect("status").expect("sharded").settle_safe);
+    acquire(&announced, &id, "owner-1", 5).await;
+    assert_eq!(
+        where_is(&clusters, &id).await,
+        (vec!["c"], vec!["a"]),
+        "placed by the new map, behind a forwarding record"
+    );
+}
+
+/// Found by the final review: the scan skipped every tenant whose encoded
+/// name starts with `%` (`:` is `%3A`), so such a record left behind went
+/// uncounted and settling made the key new again.
+#[tokio::test]
+async fn shards_status_counts_records_of_every_tenant() {
+    let clusters = Clusters::start().await;
+    let id = moving_key_of(":t2");
+    let old = clusters.replica(settled(1, &["a"])).await;
+    let token = acquire(&old, &id, "owner-1", 5).await;
+    complete(&old, &id, token, "done", 20).await.expect("completes");
+    clusters.replica(announce(1, &["a"], &["a", "c"])).await.lookup(&id, deadline()).await.expect("there");
+    let switched = clusters.replica(switch(2, &["a", "c"], &["a"])).await;
+    let status = switched.map_status(deadline()).await.expect("status").expect("sharded");
+    assert_eq!((status.left_behind, status.settle_safe), (1, false), "{status:?}");
+}
+
+/// Found by the final review: two map files with the same epoch but other
+/// shards ran side by side. A shard keeps a digest of each placement that
+/// brought it to its step, and a replica whose map differs is refused.
+#[tokio::test]
+async fn two_maps_with_one_epoch_are_refused() {
+    let clusters = Clusters::start().await;
+    let id = moving_key();
+    let first = clusters.replica(settled(1, &["a"])).await;
+    acquire(&first, &id, "owner-1", 5).await;
+    let other = clusters.replica(settled(1, &["a", "c"])).await;
+    match other.lookup(&id, deadline()).await {
+        Err(Error::StoreUnavailable(why)) => assert!(why.contains("names other shards"), "{why}"),
+        other => panic!("a second map for epoch 1 must be refused: {other:?}"),
     }
 }

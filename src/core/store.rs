@@ -166,7 +166,7 @@ pub struct Forgotten {
 
 /// Where a shard is in the changes of its shard map, kept in the shard
 /// itself so that every replica sees the same (see `store::sharded`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardState {
     /// The rollout step replicas have reached on this shard: 3 x epoch for
     /// a settled map, one more once the next map is announced, one less
@@ -179,6 +179,10 @@ pub struct ShardState {
     /// A replica of the switch step found no record left where the new map
     /// will not look: the map may settle.
     pub settle_checked: bool,
+    /// The placements of the map that brought the shard to its step, by
+    /// epoch (a digest of each one's shard names): two maps with one epoch
+    /// but other shards are refused, not run side by side.
+    pub placements: Vec<(u64, String)>,
 }
 
 /// Where a sharded store's map change stands (`shards status`).

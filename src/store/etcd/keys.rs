@@ -52,8 +52,11 @@ pub fn namespace_scope(prefix: &str, tenant: &str, namespace: &str) -> String {
 /// Where forget's tombstones live. No tenant encodes to a component that
 /// starts `%f`: the encoder writes `%` only before two upper-case hex digits.
 pub fn forgotten_scope(prefix: &str) -> String {
-    format!("{prefix}%forgotten/")
+    format!("{prefix}{FORGOTTEN_COMPONENT}")
 }
+
+/// The first component of every tombstone's key.
+pub const FORGOTTEN_COMPONENT: &str = "%forgotten/";
 
 /// The tombstone that tells every replica `id` was forgotten.
 pub fn forgotten_key(prefix: &str, id: &RecordId) -> String {

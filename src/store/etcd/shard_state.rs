@@ -15,8 +15,10 @@ use crate::store::etcd::keys;
 /// Where the shard state lives. No tenant encodes to a component that
 /// starts `%s`: the encoder writes `%` only before two upper-case hex digits.
 pub fn state_key(prefix: &str) -> String {
-    format!("{prefix}%shard-state")
+    format!("{prefix}{STATE_KEY}")
 }
+
+const STATE_KEY: &str = "%shard-state";
 
 fn unavailable(e: impl std::fmt::Display) -> Error {
     Error::StoreUnavailable(e.to_string())
@@ -31,6 +33,7 @@ pub fn encode(state: &ShardState) -> String {
         "step": state.step,
         "generation": state.generation,
         "settle_checked": state.settle_checked,
+        "placements": state.placements,
     })
     .to_string()
 }
@@ -41,10 +44,17 @@ pub fn decode(key: &str, value: &[u8]) -> Result<ShardState, Error> {
         step: u64,
         generation: u64,
         settle_checked: bool,
+        #[serde(default)]
+        placements: Vec<(u64, String)>,
     }
     let stored: Stored = serde_json::from_slice(value)
         .map_err(|e| Error::Internal(format!("the shard state at {key:?} cannot be read: {e}")))?;
-    Ok(ShardState { step: stored.step, generation: stored.generation, settle_checked: stored.settle_checked })
+    Ok(ShardState {
+        step: stored.step,
+        generation: stored.generation,
+        settle_checked: stored.settle_checked,
+        placements: stored.placements,
+    })
 }
 
 pub async fn read(client: &Client, prefix: &str, deadline: Instant) -> Result<Option<Versioned<ShardState>>, Error> {
@@ -85,10 +95,12 @@ pub async fn scan(client: &Client, prefix: &str, after: &str, limit: usize, dead
     let (mut scopes, mut last_key) = (Vec::<String>::new(), None);
     for kv in answer.kvs() {
         last_key = Some(kv.key().to_vec());
-        // Tombstones and the shard state start with `%`; no tenant does.
-        let Some(rest) = kv.key_str().ok().and_then(|k| k.strip_prefix(prefix)).filter(|r| !r.starts_with('%')) else {
+        // Tombstones and the shard state; a tenant may start with `%` too
+        // (`:` is encoded `%3A`), but never `%f` or `%s`.
+        let Some(rest) = kv.key_str().ok().and_then(|k| k.strip_prefix(prefix)) else { continue };
+        if rest == STATE_KEY || rest.starts_with(keys::FORGOTTEN_COMPONENT) {
             continue;
-        };
+        }
         let parts: Vec<&str> = rest.split('/').collect();
         let [tenant, namespace, key, part] = parts[..] else { continue };
         let scope = format!("{prefix}{tenant}/{namespace}/{key}/");

@@ -52,6 +52,10 @@ pub struct ShardedStore<S> {
     /// How long a forwarding record lasts: as long as a record it stands
     /// for may live, so that it outlasts the switch to its map.
     forwarding_lasts: Duration,
+    /// Set once a shard says another map file placed one of this map's
+    /// epochs on other shards: every call is refused from then on, since
+    /// the two maps disagree on where any record lives.
+    conflict: Mutex<Option<String>>,
 }
 
 struct Shard<S> {
@@ -96,6 +100,7 @@ impl<S: RecordStore> ShardedStore<S> {
             switch_began: AtomicBool::new(false),
             reached: AtomicU64::new(0),
             forwarding_lasts,
+            conflict: Mutex::new(None),
         })
     }
 
@@ -200,6 +205,11 @@ impl<S: RecordStore> ShardedStore<S> {
         let mut shard = shard;
         for _ in 0..3 {
             let state = self.state_of(shard, deadline).await?;
+            // Reading the state may have shown the switch began: this call
+            // was placed by the announce step's map, so it starts again.
+            if !std::ptr::eq(map, self.acting()) {
+                return Err(Error::ShardStateMoved);
+            }
             let mut stamped = write.clone().into_owned();
             if let Some((record, _)) = &mut stamped.record {
                 record.token_generation = state.value.generation;
@@ -267,6 +277,7 @@ impl<S: RecordStore> ShardedStore<S> {
 
     /// One try of [`RecordStore::write`] under the map acted by now.
     async fn try_write(&self, id: &RecordId, write: &Write, deadline: Instant) -> Result<Written, Error> {
+        self.check_no_conflict()?;
         let map = self.acting();
         self.reach(map, deadline).await?;
         let homes = map.homes(id);
@@ -315,6 +326,7 @@ impl<S: RecordStore> ShardedStore<S> {
 
 impl<S: RecordStore> RecordStore for ShardedStore<S> {
     async fn read(&self, id: &RecordId, deadline: Instant) -> Result<Snapshot, Error> {
+        self.check_no_conflict()?;
         let map = self.acting();
         tokens::snapshot(self.locate(map, map.homes(id), id, deadline).await?.snapshot)
     }

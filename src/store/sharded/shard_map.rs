@@ -188,6 +188,25 @@ impl ShardMap {
         new.shards.iter().any(|s| s == shard) && !old.shards.iter().any(|s| s == shard)
     }
 
+    /// Each placement this map knows, by epoch, with a digest of its shard
+    /// names (order aside: rendezvous hashing ignores it).
+    pub fn placements(&self) -> Vec<(u64, String)> {
+        let neighbour = match &self.neighbour {
+            Some(Neighbour::Next(p) | Neighbour::Previous(p)) => Some(p),
+            None => None,
+        };
+        let digest = |placement: &Placement| {
+            let names: BTreeSet<&str> = placement.shards.iter().map(String::as_str).collect();
+            let mut hash = Sha256::new();
+            for name in names {
+                hash.update((name.len() as u64).to_be_bytes());
+                hash.update(name.as_bytes());
+            }
+            hex::encode(&hash.finalize()[..8])
+        };
+        std::iter::once(&self.place).chain(neighbour).map(|p| (p.epoch, digest(p))).collect()
+    }
+
     /// Every shard a record may live on under this map.
     pub fn shard_names(&self) -> BTreeSet<&str> {
         let neighbour = match &self.neighbour {

@@ -53,6 +53,9 @@ impl<S: RecordStore> ShardedStore<S> {
         for _ in 0..4 {
             let stored = self.store(shard)?.shard_state(deadline).await?;
             let target = self.acting().step_number();
+            if let Some(state) = &stored {
+                self.check_placements(shard, &state.value)?;
+            }
             if let Some(state) = &stored
                 && state.value.step >= target
             {
@@ -65,8 +68,9 @@ impl<S: RecordStore> ShardedStore<S> {
             }
             let raised = self.raised(shard, stored.as_ref(), target, deadline).await?;
             let expected = stored.as_ref().map_or(0, |state| state.revision);
+            let (step, generation) = (raised.step, raised.generation);
             if self.store(shard)?.put_shard_state(expected, raised, deadline).await? {
-                tracing::info!(shard, step = %step_name(raised.step), generation = raised.generation, "brought the shard to this replica's step");
+                tracing::info!(shard, step = %step_name(step), generation, "brought the shard to this replica's step");
             }
         }
         Err(Error::ShardStateMoved)
@@ -76,6 +80,32 @@ impl<S: RecordStore> ShardedStore<S> {
     pub(super) fn forget_state(&self, shard: &str) {
         if let Some(entry) = self.stores.get(shard) {
             *entry.state.lock().expect("shard state lock poisoned") = None;
+        }
+    }
+
+    /// An error if the map that brought `shard` to its step placed an epoch
+    /// this replica knows on other shards (a map file edited mid-rollout).
+    fn check_placements(&self, shard: &str, state: &ShardState) -> Result<(), Error> {
+        let ours = self.acting().placements();
+        for (epoch, digest) in &state.placements {
+            if let Some((_, own)) = ours.iter().find(|(e, own)| e == epoch && own != digest) {
+                tracing::error!(shard, epoch, shard_map = %digest, replica_map = %own, "two shard maps with one epoch");
+                let why = format!(
+                    "shard {shard} was brought to its step by a map whose epoch {epoch} names other shards than \
+                     this replica's: every replica must run the same map file for an epoch (README, \"Resharding\")"
+                );
+                *self.conflict.lock().expect("conflict lock poisoned") = Some(why.clone());
+                return Err(Error::StoreUnavailable(why));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses every call once two maps were seen to disagree.
+    pub(super) fn check_no_conflict(&self) -> Result<(), Error> {
+        match self.conflict.lock().expect("conflict lock poisoned").as_ref() {
+            Some(why) => Err(Error::StoreUnavailable(why.clone())),
+            None => Ok(()),
         }
     }
 
@@ -103,7 +133,7 @@ impl<S: RecordStore> ShardedStore<S> {
         deadline: Instant,
     ) -> Result<ShardState, Error> {
         let map = self.acting();
-        let current = stored.map(|s| s.value);
+        let current = stored.map(|s| &s.value);
         // A shard this change adds may still be at the step its removal
         // left it at; its generation still counts.
         if let Some(current) = current
@@ -144,7 +174,7 @@ impl<S: RecordStore> ShardedStore<S> {
             }
             _ => generation,
         };
-        Ok(ShardState { step: target, generation, settle_checked: false })
+        Ok(ShardState { step: target, generation, settle_checked: false, placements: map.placements() })
     }
 
     fn too_far(&self, shard: &str, step: u64, target: u64) -> Error {
@@ -184,9 +214,14 @@ impl<S: RecordStore> ShardedStore<S> {
                 loop {
                     let page = self.store(shard)?.scan(&after, SCAN_PAGE, deadline).await?;
                     for (id, record) in &page.entries {
-                        if record.as_ref().is_some_and(|r| forwarding::is_forwarding(&r.value))
-                            || map.place.home(id) == shard
-                        {
+                        // A forwarding record is left behind only if it points
+                        // where the settled map has no shard.
+                        let forwards_to = record.as_ref().filter(|r| forwarding::is_forwarding(&r.value));
+                        let settled = match forwards_to {
+                            Some(r) => map.place.shards.contains(&r.value.request_id),
+                            None => map.place.home(id) == shard,
+                        };
+                        if settled {
                             continue;
                         }
                         status.left_behind += 1;
@@ -226,7 +261,7 @@ impl<S: RecordStore> ShardedStore<S> {
             if state.value.settle_checked {
                 return Ok(());
             }
-            let checked = ShardState { settle_checked: true, ..state.value };
+            let checked = ShardState { settle_checked: true, ..state.value.clone() };
             if self.store(shard)?.put_shard_state(state.revision, checked, deadline).await? {
                 self.forget_state(shard);
                 return Ok(());
