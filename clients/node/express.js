@@ -101,6 +101,15 @@ function scopedNamespace(route, source, value) {
   return `${route.namespace}:${digest.slice(0, 32)}`;
 }
 
+/** Every value of the header `name` (lower case) the client sent, in order. */
+function fieldValues(req, name) {
+  const values = [];
+  for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
+    if (req.rawHeaders[i].toLowerCase() === name) values.push(req.rawHeaders[i + 1]);
+  }
+  return values;
+}
+
 /** The coordinator namespace of this caller's records on `route`; null when the request carries no identity. */
 function namespaceOf(route, req) {
   if (route.identitySource.source === 'none') return route.namespace;
@@ -108,8 +117,8 @@ function namespaceOf(route, req) {
   if (route.identitySource.header) {
     // Every field of that name, as the gateway and the ASGI middleware see
     // it: Node keeps only the first Authorization in req.headers.
-    const sent = req.headersDistinct[route.identitySource.header];
-    value = sent === undefined ? undefined : Buffer.from(sent.join(', '), 'latin1');
+    const sent = fieldValues(req, route.identitySource.header);
+    value = sent.length === 0 ? undefined : Buffer.from(sent.join(', '), 'latin1');
   } else {
     value = route.identity(req);
     if (value !== undefined && value !== null && !Buffer.isBuffer(value)) value = Buffer.from(String(value), 'utf8');
