@@ -362,7 +362,11 @@ async fn finished_records_move_to_their_new_home_and_the_map_settles_at_once() {
     for (id, body) in [(&done, "the result"), (&running, "later")] {
         match settled.begin(&begin_command(id, "retry", 5), deadline()).await {
             Ok(BeginOutcome::Completed(replay)) => {
-                assert_eq!(replay.result.map(|r| r.body), Some(ResultBody::Response(body.as_bytes().to_vec())), "{id:?}")
+                assert_eq!(
+                    replay.result.map(|r| r.body),
+                    Some(ResultBody::Response(body.as_bytes().to_vec())),
+                    "{id:?}"
+                )
             }
             other => panic!("{id:?}: the settled map must replay it: {other:?}"),
         }
