@@ -9,7 +9,9 @@
 //! checked: one effect each in the ledger, the same completed result on every
 //! replica and in everything any caller was told, and no attempt taken over
 //! before the deadline its owner was told. Bounded: about 40 s of faults per
-//! run; four runs (as is, with replica clocks skewed by more than a lease,
+//! run (60 s for the map change); five runs (a shard-map change adding a
+//! shard and removing it again, each step rolled out between the faults;
+//! as is, with replica clocks skewed by more than a lease,
 //! with records sharded over three etcd clusters and a whole shard killed,
 //! and a rolling upgrade from the previous release), one at a time.
 
