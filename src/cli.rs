@@ -290,6 +290,10 @@ pub enum ShardsCommand {
         /// Print the answer as one JSON object, its fields named as in admin.proto.
         #[arg(long)]
         json: bool,
+        /// First move each finished record left at a previous home to its new home (behind a
+        /// forwarding record), so that the map can settle before those records expire.
+        #[arg(long)]
+        migrate: bool,
     },
 }
 
@@ -413,10 +417,10 @@ pub async fn run(args: ClientArgs, command: ClientCommand) -> Result<Exit, Strin
             let mut admin = AdminServiceClient::with_interceptor(channel.clone(), args.authorization()?);
             records(&mut admin, command).await?;
         }
-        ClientCommand::Shards(ShardsCommand::Status { json }) => {
+        ClientCommand::Shards(ShardsCommand::Status { json, migrate }) => {
             let mut admin = AdminServiceClient::with_interceptor(channel.clone(), args.authorization()?);
             let status = admin
-                .get_shard_map_status(v1::GetShardMapStatusRequest {})
+                .get_shard_map_status(v1::GetShardMapStatusRequest { migrate })
                 .await
                 .map_err(describe_status)?
                 .into_inner();
@@ -537,6 +541,7 @@ fn shards_status(status: &v1::GetShardMapStatusResponse, json: bool) -> Result<E
             "replica_step": status.replica_step,
             "shards": shards,
             "left_behind": status.left_behind,
+            "migrated": status.migrated,
             "last_expires_at": status.last_expires_at.as_ref().map(|t| t.to_string()),
             "settle_safe": status.settle_safe,
         });
@@ -558,13 +563,16 @@ fn shards_status(status: &v1::GetShardMapStatusResponse, json: bool) -> Result<E
             (_, Some(at)) => format!(" (last expires at {at})"),
             (_, None) => " (last expiry unknown)".into(),
         };
+        if status.migrated > 0 {
+            say!("migrated: {}", status.migrated);
+        }
         say!("left behind: {}{last}", status.left_behind);
         if status.settle_safe {
             say!("settle: safe");
         } else if status.left_behind > 0 {
             say!(
-                "settle: not yet — {} record(s) still at a previous home; ask again once they have expired or been \
-                 forgotten (`records forget`)",
+                "settle: not yet — {} record(s) still at a previous home; ask again with --migrate (finished \
+                 ones move), or once they have finished and expired or been forgotten (`records forget`)",
                 status.left_behind
             );
         } else {

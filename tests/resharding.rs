@@ -197,7 +197,7 @@ async fn settle_waits_for_shards_status_to_find_nothing_left_behind() {
     complete(&switched, &id, token, "done late", 20).await.expect("the owner completes after the switch");
     assert_eq!(where_is(&clusters, &id).await, (vec!["a"], vec![]), "it stays at its old home");
 
-    let status = switched.map_status(deadline()).await.expect("status").expect("sharded");
+    let status = switched.map_status(false, deadline()).await.expect("status").expect("sharded");
     assert_eq!((status.left_behind, status.settle_safe), (1, false), "{status:?}");
     assert!(status.last_expires_at_ms.is_some(), "{status:?}");
 
@@ -211,7 +211,7 @@ async fn settle_waits_for_shards_status_to_find_nothing_left_behind() {
     assert!(matches!(refused, Err(Error::StoreUnavailable(_))), "{refused:?}");
 
     switched.forget(&id, deadline()).await.expect("the operator forgets it");
-    let status = switched.map_status(deadline()).await.expect("status").expect("sharded");
+    let status = switched.map_status(false, deadline()).await.expect("status").expect("sharded");
     assert!(status.settle_safe, "{status:?}");
     assert!(status.shards.iter().all(|s| s.settle_checked), "{status:?}");
     let settled = clusters.replica(settled(2, &["a", "c"])).await;
@@ -234,7 +234,7 @@ async fn a_forwarding_record_left_from_an_earlier_change_is_replaced_not_followe
     complete(&adding, &id, token, "first", 20).await.expect("completes");
     assert_eq!(where_is(&clusters, &id).await, (vec!["c"], vec!["a"]));
     adding.forget(&id, deadline()).await.expect("forgotten");
-    assert!(adding.map_status(deadline()).await.expect("status").expect("sharded").settle_safe);
+    assert!(adding.map_status(false, deadline()).await.expect("status").expect("sharded").settle_safe);
     clusters.replica(settled(2, &["a", "c"])).await.lookup(&id, deadline()).await.expect_err("forgotten");
 
     // Remove c again, while a still holds the forwarding record to c.
@@ -245,7 +245,7 @@ async fn a_forwarding_record_left_from_an_earlier_change_is_replaced_not_followe
     // On a, the record replaced the old forwarding record; on c, this
     // change's forwarding record points back to a.
     assert_eq!(where_is(&clusters, &id).await, (vec!["a"], vec!["c"]), "created at its home under [a]");
-    assert!(removing.map_status(deadline()).await.expect("status").expect("sharded").settle_safe);
+    assert!(removing.map_status(false, deadline()).await.expect("status").expect("sharded").settle_safe);
     let settled = clusters.replica(settled(3, &["a"])).await;
     match settled.begin(&begin_command(&id, "owner-3", 5), deadline()).await {
         Ok(BeginOutcome::Completed(_)) => {}
@@ -291,7 +291,7 @@ async fn an_announce_replica_meeting_the_switch_places_by_the_new_map() {
     let announced = clusters.replica(announce(1, &["a"], &["a", "c"])).await;
     announced.lookup(&id, deadline()).await.expect_err("nothing yet");
     let switched = clusters.replica(switch(2, &["a", "c"], &["a"])).await;
-    assert!(switched.map_status(deadline()).await.expect("status").expect("sharded").settle_safe);
+    assert!(switched.map_status(false, deadline()).await.expect("status").expect("sharded").settle_safe);
     acquire(&announced, &id, "owner-1", 5).await;
     assert_eq!(
         where_is(&clusters, &id).await,
@@ -312,7 +312,7 @@ async fn shards_status_counts_records_of_every_tenant() {
     complete(&old, &id, token, "done", 20).await.expect("completes");
     clusters.replica(announce(1, &["a"], &["a", "c"])).await.lookup(&id, deadline()).await.expect("there");
     let switched = clusters.replica(switch(2, &["a", "c"], &["a"])).await;
-    let status = switched.map_status(deadline()).await.expect("status").expect("sharded");
+    let status = switched.map_status(false, deadline()).await.expect("status").expect("sharded");
     assert_eq!((status.left_behind, status.settle_safe), (1, false), "{status:?}");
 }
 
@@ -329,5 +329,46 @@ async fn two_maps_with_one_epoch_are_refused() {
     match other.lookup(&id, deadline()).await {
         Err(Error::StoreUnavailable(why)) => assert!(why.contains("names other shards"), "{why}"),
         other => panic!("a second map for epoch 1 must be refused: {other:?}"),
+    }
+}
+
+/// A finished record left at its previous home need not be waited out:
+/// `shards status --migrate` moves it to its new home behind a forwarding
+/// record, and the settled map replays it. One still in progress stays
+/// until it finishes.
+#[tokio::test]
+async fn finished_records_move_to_their_new_home_and_the_map_settles_at_once() {
+    let clusters = Clusters::start().await;
+    let (done, running) = (moving_key(), moving_key_of("other"));
+    let old = clusters.replica(settled(1, &["a"])).await;
+    let token = acquire(&old, &done, "owner-1", 10).await;
+    complete(&old, &done, token, "the result", 20).await.expect("completes");
+    let running_token = acquire(&old, &running, "owner-2", 10).await;
+    clusters.replica(announce(1, &["a"], &["a", "c"])).await.lookup(&done, deadline()).await.expect("there");
+    let switched = clusters.replica(switch(2, &["a", "c"], &["a"])).await;
+
+    let status = switched.map_status(true, deadline()).await.expect("status").expect("sharded");
+    assert_eq!((status.migrated, status.left_behind, status.settle_safe), (1, 1, false), "{status:?}");
+    assert_eq!(where_is(&clusters, &done).await, (vec!["c"], vec!["a"]), "moved, a forwarding record in its place");
+    let view = switched.lookup(&done, deadline()).await.expect("found at its new home");
+    assert_eq!(view.fencing_token, token, "the record is unchanged");
+    // The owner's repeated Complete still finds its record.
+    complete(&switched, &done, token, "the result", 20).await.expect("a repeat is answered as before");
+
+    complete(&switched, &running, running_token, "later", 20).await.expect("the running one completes");
+    let status = switched.map_status(true, deadline()).await.expect("status").expect("sharded");
+    assert_eq!((status.migrated, status.left_behind, status.settle_safe), (1, 0, true), "{status:?}");
+    let settled = clusters.replica(settled(2, &["a", "c"])).await;
+    for (id, body) in [(&done, "the result"), (&running, "later")] {
+        match settled.begin(&begin_command(id, "retry", 5), deadline()).await {
+            Ok(BeginOutcome::Completed(replay)) => {
+                assert_eq!(
+                    replay.result.map(|r| r.body),
+                    Some(ResultBody::Response(body.as_bytes().to_vec())),
+                    "{id:?}"
+                )
+            }
+            other => panic!("{id:?}: the settled map must replay it: {other:?}"),
+        }
     }
 }

@@ -107,7 +107,11 @@ fn shard_map(dir: &tempfile::TempDir, file: &str, clusters: &[Etcd], map: &str) 
 async fn status(
     admin: &mut AdminServiceClient<InterceptedService<Channel, Authorization>>,
 ) -> v1::GetShardMapStatusResponse {
-    admin.get_shard_map_status(v1::GetShardMapStatusRequest {}).await.expect("shard map status").into_inner()
+    admin
+        .get_shard_map_status(v1::GetShardMapStatusRequest { migrate: false })
+        .await
+        .expect("shard map status")
+        .into_inner()
 }
 
 #[tokio::test]

@@ -194,6 +194,8 @@ pub struct MapStatus {
     /// At the switch step: records (or lone locks) on a shard other than
     /// their home under the new map, forwarding records aside.
     pub left_behind: u64,
+    /// Finished records this call moved to their new home.
+    pub migrated: u64,
     /// The latest `expires_at` among them, when known.
     pub last_expires_at_ms: Option<i64>,
     /// Nothing is left behind: replicas may move to the settled map.
@@ -299,7 +301,12 @@ pub trait RecordStore: Send + Sync + 'static {
     }
 
     /// Where the map change stands, for a sharded store; None for others.
-    fn map_status(&self, _deadline: Instant) -> impl Future<Output = Result<Option<MapStatus>, Error>> + Send {
+    /// With `migrate`, finished records left behind are moved first.
+    fn map_status(
+        &self,
+        _migrate: bool,
+        _deadline: Instant,
+    ) -> impl Future<Output = Result<Option<MapStatus>, Error>> + Send {
         async { Ok(None) }
     }
 

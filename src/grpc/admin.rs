@@ -96,11 +96,12 @@ impl<S: RecordStore> AdminService for AdminApi<S> {
         request: Request<v1::GetShardMapStatusRequest>,
     ) -> Result<Response<v1::GetShardMapStatusResponse>, Status> {
         let (by, deadline) = (self.admin(&request)?, deadline(&request));
-        let status = self.coordinator.map_status(deadline).await?;
+        let status = self.coordinator.map_status(request.get_ref().migrate, deadline).await?;
         match &status {
             Some(s) => info!(
                 by,
                 replica_step = s.replica_step,
+                migrated = s.migrated,
                 left_behind = s.left_behind,
                 settle_safe = s.settle_safe,
                 "admin: shard map status"

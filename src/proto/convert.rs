@@ -151,6 +151,7 @@ pub fn map_status_message(status: Option<MapStatus>) -> v1::GetShardMapStatusRes
         left_behind: status.left_behind,
         last_expires_at: status.last_expires_at_ms.map(timestamp),
         settle_safe: status.settle_safe,
+        migrated: status.migrated,
     }
 }
 

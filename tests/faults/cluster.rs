@@ -156,8 +156,11 @@ pub struct Replica {
     skew_secs: i64,
     /// What the next (re)start runs: a rolling upgrade changes it.
     pub binary: String,
-    /// Set in the sharded run: the shard-map file it serves with.
+    /// Set in the sharded runs: the shard-map file it serves with.
     shard_map: Option<String>,
+    /// In the sharded runs, each shard's name and endpoints: a (the
+    /// 3-member cluster, through this replica's proxies), then b, c...
+    shard_endpoints: Vec<(String, Vec<String>)>,
     child: Option<Child>,
 }
 
@@ -165,27 +168,55 @@ impl Replica {
     /// A replica on `etcd`, and on `shards` too when there are any: then
     /// `etcd` is shard "a" of a shard map and `shards` are "b", "c"...,
     /// reached directly (the network faults cut only shard a off).
-    pub async fn start(etcd: &EtcdCluster, shards: &[EtcdCluster], binary: &str, skew_secs: i64) -> Replica {
+    /// `initial_map` (the map-change run) is the map's lines and the shards
+    /// it names; otherwise every shard is placed, at epoch 1.
+    pub async fn start(
+        etcd: &EtcdCluster,
+        shards: &[EtcdCluster],
+        binary: &str,
+        skew_secs: i64,
+        initial_map: Option<(&str, &[&str])>,
+    ) -> Replica {
         let mut proxies = Vec::new();
         for url in etcd.client_urls() {
             proxies.push(FaultProxy::start(socket_of(&url)).await);
         }
-        let shard_map = (!shards.is_empty()).then(|| {
-            let names: Vec<String> = (0..=shards.len()).map(|i| ((b'a' + i as u8) as char).to_string()).collect();
-            let mut map = format!("epoch = 1\nshards = {names:?}\n");
-            let endpoints = std::iter::once(proxies.iter().map(FaultProxy::url).collect::<Vec<_>>())
-                .chain(shards.iter().map(EtcdCluster::client_urls));
-            for (name, endpoints) in names.iter().zip(endpoints) {
-                map.push_str(&format!("[shard.{name}]\nendpoints = {endpoints:?}\n"));
-            }
-            let path = etcd.dir.path().join(format!("shard-map-{}.toml", free_port()));
-            std::fs::write(&path, map).expect("write the shard map");
-            path.display().to_string()
-        });
-        let mut replica =
-            Replica { port: free_port(), proxies, skew_secs, binary: binary.to_owned(), shard_map, child: None };
+        let names = (0..=shards.len()).map(|i| ((b'a' + i as u8) as char).to_string());
+        let endpoints = std::iter::once(proxies.iter().map(FaultProxy::url).collect::<Vec<_>>())
+            .chain(shards.iter().map(EtcdCluster::client_urls));
+        let shard_endpoints: Vec<(String, Vec<String>)> =
+            if shards.is_empty() { Vec::new() } else { names.zip(endpoints).collect() };
+        let shard_map = (!shards.is_empty())
+            .then(|| etcd.dir.path().join(format!("shard-map-{}.toml", free_port())).display().to_string());
+        let mut replica = Replica {
+            port: free_port(),
+            proxies,
+            skew_secs,
+            binary: binary.to_owned(),
+            shard_map,
+            shard_endpoints,
+            child: None,
+        };
+        if !shards.is_empty() {
+            let all: Vec<&str> = replica.shard_endpoints.iter().map(|(name, _)| name.as_str()).collect();
+            let all_lines = format!("epoch = 1\nshards = {all:?}\n");
+            let (lines, named) = initial_map.unwrap_or((&all_lines, &all));
+            replica.write_map(lines, named);
+        }
         replica.spawn();
         replica
+    }
+
+    /// Writes the replica's shard-map file: `lines` (epoch, shards and the
+    /// neighbour map) and a table for each shard in `named`. It applies at
+    /// the next (re)start, as a rollout does.
+    pub fn write_map(&self, lines: &str, named: &[&str]) {
+        let path = self.shard_map.as_ref().expect("a sharded run");
+        let mut map = lines.to_owned();
+        for (name, endpoints) in self.shard_endpoints.iter().filter(|(name, _)| named.contains(&name.as_str())) {
+            map.push_str(&format!("\n[shard.{name}]\nendpoints = {endpoints:?}\n"));
+        }
+        std::fs::write(path, map).expect("write the shard map");
     }
 
     pub fn url(&self) -> String {

@@ -9,7 +9,9 @@
 //! checked: one effect each in the ledger, the same completed result on every
 //! replica and in everything any caller was told, and no attempt taken over
 //! before the deadline its owner was told. Bounded: about 40 s of faults per
-//! run; four runs (as is, with replica clocks skewed by more than a lease,
+//! run (60 s for the map change); five runs (a shard-map change adding a
+//! shard and removing it again, each step rolled out between the faults;
+//! as is, with replica clocks skewed by more than a lease,
 //! with records sharded over three etcd clusters and a whole shard killed,
 //! and a rolling upgrade from the previous release), one at a time.
 
@@ -145,6 +147,10 @@ enum Fault {
     /// The sharded run: one whole shard (a single-member cluster) killed
     /// and restarted.
     KillShard,
+    /// The map-change run: the next step of adding shard c and removing it
+    /// again, rolled out replica by replica (a settle only once `shards
+    /// status --migrate` says it is safe).
+    MapStep,
 }
 
 /// Every kind comes up within the first six steps (about 20 s); the second
@@ -159,6 +165,118 @@ const FAULT_CYCLE: [Fault; 8] = [
     Fault::PauseWorker,
     Fault::KillReplica,
 ];
+
+/// The map-change run's cycle: a map step between every two other faults.
+const MAP_CHANGE_FAULT_CYCLE: [Fault; 14] = [
+    Fault::MapStep,
+    Fault::KillReplica,
+    Fault::MapStep,
+    Fault::PauseWorker,
+    Fault::MapStep,
+    Fault::KillShard,
+    Fault::MapStep,
+    Fault::KillEtcdLeader,
+    Fault::MapStep,
+    Fault::PartitionReplica,
+    Fault::MapStep,
+    Fault::LoseQuorum,
+    Fault::KillReplica,
+    Fault::PauseWorker,
+];
+
+/// One step of the map-change run's walk: the map file's lines, the shards
+/// it names, and whether it settles the change before it.
+struct MapStep {
+    lines: &'static str,
+    named: &'static [&'static str],
+    settles: Option<(u64, &'static [&'static str], &'static [&'static str])>,
+}
+
+/// The walk: shard c added, then removed, each change in its three steps.
+/// A settle first asks, as `shards status --migrate` does, until safe.
+const MAP_WALK: [MapStep; 6] = [
+    MapStep {
+        lines: "epoch = 1\nshards = [\"a\", \"b\"]\n[next]\nepoch = 2\nshards = [\"a\", \"b\", \"c\"]",
+        named: &["a", "b", "c"],
+        settles: None,
+    },
+    MapStep {
+        lines: "epoch = 2\nshards = [\"a\", \"b\", \"c\"]\n[previous]\nepoch = 1\nshards = [\"a\", \"b\"]",
+        named: &["a", "b", "c"],
+        settles: None,
+    },
+    MapStep {
+        lines: "epoch = 2\nshards = [\"a\", \"b\", \"c\"]",
+        named: &["a", "b", "c"],
+        settles: Some((2, &["a", "b", "c"], &["a", "b"])),
+    },
+    MapStep {
+        lines: "epoch = 2\nshards = [\"a\", \"b\", \"c\"]\n[next]\nepoch = 3\nshards = [\"a\", \"b\"]",
+        named: &["a", "b", "c"],
+        settles: None,
+    },
+    MapStep {
+        lines: "epoch = 3\nshards = [\"a\", \"b\"]\n[previous]\nepoch = 2\nshards = [\"a\", \"b\", \"c\"]",
+        named: &["a", "b", "c"],
+        settles: None,
+    },
+    MapStep {
+        lines: "epoch = 3\nshards = [\"a\", \"b\"]",
+        named: &["a", "b"],
+        settles: Some((3, &["a", "b"], &["a", "b", "c"])),
+    },
+];
+
+/// The map-change run starts on this map.
+const MAP_WALK_START: (&str, &[&str]) = ("epoch = 1\nshards = [\"a\", \"b\"]", &["a", "b"]);
+
+/// The operator's part of a settle: asks a store at the switch step (the
+/// code `shards status --migrate` runs) until nothing is left behind.
+async fn settle_check(etcd: &EtcdCluster, shards: &[EtcdCluster], switch: (u64, &[&str], &[&str])) {
+    use idempotency_coordinator::store::etcd::{EtcdStore, config::EtcdConfig};
+    use idempotency_coordinator::store::sharded::ShardedStore;
+    use idempotency_coordinator::store::sharded::shard_map::{Neighbour, Placement, ShardMap};
+    let placement = |epoch, names: &[&str]| Placement { epoch, shards: names.iter().map(|n| n.to_string()).collect() };
+    let (epoch, place, previous) = switch;
+    let map = ShardMap {
+        place: placement(epoch, place),
+        neighbour: Some(Neighbour::Previous(placement(epoch - 1, previous))),
+    };
+    let mut stores = std::collections::BTreeMap::new();
+    let urls = std::iter::once(etcd.client_urls()).chain(shards.iter().map(EtcdCluster::client_urls));
+    for (name, endpoints) in ["a", "b", "c"].into_iter().zip(urls) {
+        let config = EtcdConfig {
+            endpoints,
+            prefix: "/idempotency/".into(),
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(5),
+            tls: None,
+            credentials: None,
+            batching: Default::default(),
+            quota_bytes: idempotency_coordinator::store::etcd::config::DEFAULT_QUOTA_BYTES,
+            shard: name.into(),
+        };
+        stores.insert(name.to_owned(), std::sync::Arc::new(EtcdStore::connect(&config).await.expect("etcd store")));
+    }
+    let store = ShardedStore::new(stores, map, Duration::from_secs(3600)).expect("the switch map");
+    let started = Instant::now();
+    loop {
+        match store.map_status(true, Instant::now() + Duration::from_secs(10)).await {
+            Ok(status) if status.settle_safe => {
+                println!(
+                    "settle check: safe after {:?} ({} migrated in the last pass)",
+                    started.elapsed(),
+                    status.migrated
+                );
+                return;
+            }
+            Ok(status) => println!("settle check: {} left behind, {} migrated", status.left_behind, status.migrated),
+            Err(error) => println!("settle check: {error}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the map never became safe to settle");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
 
 /// The sharded run's cycle: a shard kill in place of every other etcd fault.
 const SHARDED_FAULT_CYCLE: [Fault; 8] = [
@@ -181,6 +299,7 @@ struct Faults {
     quorum_losses: u32,
     partitions: u32,
     shard_kills: u32,
+    map_steps: usize,
 }
 
 /// What one run of the suite varies.
@@ -200,6 +319,8 @@ struct Run {
     /// one shard of several.
     extra_shards: usize,
     faults: &'static [Fault],
+    /// Walks [`MAP_WALK`] (needs two extra shards).
+    map_change: bool,
 }
 
 impl Run {
@@ -212,6 +333,7 @@ impl Run {
             sample_every: None,
             extra_shards: 0,
             faults: &FAULT_CYCLE,
+            map_change: false,
         }
     }
 }
@@ -264,6 +386,21 @@ async fn exactly_once_with_records_sharded_and_a_shard_killed_and_restarted() {
     run(plan).await;
 }
 
+/// Records sharded over a, b (and c once added), while the map adds shard c
+/// and removes it again, each change rolled out replica by replica in its
+/// three steps between the usual faults: still every key has one effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_through_a_shard_map_change_adding_then_removing_a_shard() {
+    let plan = Run {
+        extra_shards: 2,
+        faults: &MAP_CHANGE_FAULT_CYCLE,
+        map_change: true,
+        duration: Duration::from_secs(60),
+        ..Run::of(coordinator_binary(), coordinator_binary(), [0, 0])
+    };
+    run(plan).await;
+}
+
 /// Both replicas start as the previous release (`PREVIOUS_COORDINATOR_BIN`,
 /// built by scripts/build-previous-release.sh) and each restarts as this
 /// build at its first kill: old and new side by side on one etcd, then new
@@ -284,9 +421,10 @@ async fn run(plan: Run) {
     for _ in 0..plan.extra_shards {
         shards.push(EtcdCluster::start_with(1).await);
     }
+    let initial_map = plan.map_change.then_some(MAP_WALK_START);
     let mut replicas = vec![
-        Replica::start(&etcd, &shards, &plan.first_binary, plan.skews[0]).await,
-        Replica::start(&etcd, &shards, &plan.first_binary, plan.skews[1]).await,
+        Replica::start(&etcd, &shards, &plan.first_binary, plan.skews[0], initial_map).await,
+        Replica::start(&etcd, &shards, &plan.first_binary, plan.skews[1], initial_map).await,
     ];
     for replica in &replicas {
         wait_ready(&replica.url()).await;
@@ -374,6 +512,21 @@ async fn run(plan: Run) {
                 shard.spawn(0);
                 shard.wait_for_quorum(Duration::from_secs(20)).await;
                 faults.shard_kills += 1;
+            }
+            Fault::MapStep => {
+                if let Some(step) = MAP_WALK.get(faults.map_steps) {
+                    if let Some(switch) = step.settles {
+                        settle_check(&etcd, &shards, switch).await;
+                    }
+                    for replica in &mut replicas {
+                        replica.write_map(step.lines, step.named);
+                        replica.kill();
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        replica.spawn();
+                        wait_ready(&replica.url()).await;
+                    }
+                    faults.map_steps += 1;
+                }
             }
             Fault::LoseQuorum => {
                 // Two of three members down: no quorum at all.
@@ -530,6 +683,9 @@ async fn run(plan: Run) {
             && faults.partitions > 0
     );
     assert_eq!(faults.shard_kills > 0, plan.extra_shards > 0, "{faults:?}");
+    if plan.map_change {
+        assert_eq!(faults.map_steps, MAP_WALK.len(), "the walk did not finish: {faults:?}");
+    }
     if plan.first_binary != plan.restart_binary {
         assert!(replicas.iter().all(|r| r.binary == plan.restart_binary), "not every replica was upgraded: {faults:?}");
     }

@@ -226,7 +226,7 @@ impl World {
         let switching =
             self.processes.iter().position(|p| matches!(p.lock().expect("process").step, MapStep::Switch { .. }));
         let Some(replica) = switching else { return false };
-        let status = self.coordinator(replica).map_status(Instant::now() + Duration::from_secs(10)).await;
+        let status = self.coordinator(replica).map_status(true, Instant::now() + Duration::from_secs(10)).await;
         self.log(format!("operator: r{replica} shards status: {status:?}"));
         matches!(status, Ok(Some(status)) if status.settle_safe)
     }

@@ -441,8 +441,12 @@ impl<S: RecordStore> RecordStore for ShardedStore<S> {
         self.store(located.shard)?.forget(id, tokens::revision(record_revision), deadline).await
     }
 
-    async fn map_status(&self, deadline: Instant) -> Result<Option<crate::core::store::MapStatus>, Error> {
-        Ok(Some(ShardedStore::map_status(self, deadline).await?))
+    async fn map_status(
+        &self,
+        migrate: bool,
+        deadline: Instant,
+    ) -> Result<Option<crate::core::store::MapStatus>, Error> {
+        Ok(Some(ShardedStore::map_status(self, migrate, deadline).await?))
     }
 
     /// One source per shard: a shard whose feed is silent stops every

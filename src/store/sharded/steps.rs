@@ -20,18 +20,30 @@
 //!   the switch step creates one at a previous home.
 
 use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
 use super::forwarding;
 use super::shard_map::{Neighbour, ShardMap};
-use super::{ShardedStore, unknown_shard};
+use super::{ShardedStore, tokens, unknown_shard};
 use crate::core::error::Error;
-use crate::core::record::Versioned;
-use crate::core::store::{MapStatus, RecordStore, ShardState, ShardStatus};
+use crate::core::record::{Record, RecordId, State, Versioned};
+use crate::core::store::{
+    Expect, LeaseWant, LockChange, MapStatus, RecordLease, RecordStore, ShardState, ShardStatus, Write, Written,
+};
 
 /// Records read per page while looking for records left behind.
 const SCAN_PAGE: usize = 512;
+
+/// How much longer than its retention, by this replica's clock, a moved
+/// record lives at its new home.
+const MIGRATION_MARGIN: Duration = Duration::from_secs(60);
+
+/// Whether two stored records are one record's value (a copy of it).
+fn same_record(a: &Record, b: &Record) -> bool {
+    Record { token_generation: 0, ..a.clone() } == Record { token_generation: 0, ..b.clone() }
+}
 
 /// "epoch 2, switch" for a step number.
 pub fn step_name(step: u64) -> String {
@@ -201,9 +213,11 @@ impl<S: RecordStore> ShardedStore<S> {
     }
 
     /// Where every shard is, and at the switch step whether the map may
-    /// settle: the records left where the settled map won't look. When
-    /// none are, every shard of the new map is marked so.
-    pub async fn map_status(&self, deadline: Instant) -> Result<MapStatus, Error> {
+    /// settle: the records left where the settled map won't look. With
+    /// `migrate`, each finished one is moved to its new home first
+    /// ([`Self::migrate`]). When none are left, every shard of the new map
+    /// is marked so.
+    pub async fn map_status(&self, migrate: bool, deadline: Instant) -> Result<MapStatus, Error> {
         let map = self.acting();
         let mut status = MapStatus { replica_step: step_name(map.step_number()), ..MapStatus::default() };
         let switching = matches!(map.neighbour, Some(Neighbour::Previous(_)));
@@ -222,6 +236,14 @@ impl<S: RecordStore> ShardedStore<S> {
                             None => map.place.home(id) == shard,
                         };
                         if settled {
+                            continue;
+                        }
+                        if migrate
+                            && forwards_to.is_none()
+                            && let Some(record) = record
+                            && self.migrate(map, shard, id, record, deadline).await?
+                        {
+                            status.migrated += 1;
                             continue;
                         }
                         status.left_behind += 1;
@@ -252,6 +274,59 @@ impl<S: RecordStore> ShardedStore<S> {
         }
         status.settle_safe = switching && status.left_behind == 0;
         Ok(status)
+    }
+
+    /// Moves a finished record (completed or failed, no lock) from `from`,
+    /// a previous home, to its home under the new map: a copy there first,
+    /// then a forwarding record in its place, compared on its revision. A
+    /// reader of the switch step looks at the previous home first, so it
+    /// finds the record there until the forwarding record replaces it, and
+    /// the copy after. If the record changed meanwhile (forgotten), the copy
+    /// is removed again. Whether the record moved.
+    async fn migrate(
+        &self,
+        map: &ShardMap,
+        from: &str,
+        id: &RecordId,
+        record: &Versioned<Record>,
+        deadline: Instant,
+    ) -> Result<bool, Error> {
+        if !matches!(record.value.state, State::Completed | State::Failed) {
+            return Ok(false);
+        }
+        // The copy lives as long as the record has left, on this replica's
+        // clock, plus a margin for that clock's error: a result may outlive
+        // its retention, never fall short of it.
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let Ok(left) = u64::try_from(record.value.expires_at_ms - now_ms) else { return Ok(false) };
+        let lasts = Duration::from_millis(left) + MIGRATION_MARGIN;
+        let to = map.place.home(id);
+        let copy = Write {
+            expect: Expect::Absent,
+            record: Some((record.value.clone(), RecordLease::Until(LeaseWant { lasts, slack: lasts / 16 }))),
+            lock: LockChange::Keep,
+        };
+        let copied = match self.write_on(map, to, id, &copy, false, deadline).await? {
+            Written::Committed { revision } => revision,
+            // A copy from an earlier try that stopped half way.
+            Written::Conflict(there) => match &there.record {
+                Some(found) if same_record(&found.value, &record.value) => found.revision,
+                _ => return Ok(false),
+            },
+        };
+        let lease = LeaseWant { lasts: self.forwarding_lasts, slack: self.forwarding_lasts / 16 };
+        let replace = Write {
+            expect: Expect::Unchanged { record_revision: record.revision, lock_revision: None },
+            record: Some((forwarding::record(to, map.place.epoch), RecordLease::Until(lease))),
+            lock: LockChange::Keep,
+        };
+        match self.write_on(map, from, id, &replace, false, deadline).await? {
+            Written::Committed { .. } => Ok(true),
+            Written::Conflict(_) => {
+                self.store(to)?.forget(id, tokens::revision(copied), deadline).await?;
+                Ok(false)
+            }
+        }
     }
 
     async fn mark_settle_checked(&self, shard: &str, deadline: Instant) -> Result<(), Error> {
