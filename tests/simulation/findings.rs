@@ -42,6 +42,13 @@ fn the_seeds_of_fixed_findings_keep_every_promise() {
         // written there after the lock lapsed; and a re-added shard whose
         // state was from its earlier life.
         (788, "a record created at a previous home by a replica of the switch step"),
+        // A migration whose reply was lost left a copy at the new home; a
+        // forget of the original then let the copy replay it.
+        (1261, "a forgotten record brought back by a half-done migration's copy"),
+        // An announce replica that began acting at the switch step trusted
+        // a shard state it knew from before, below the switch: a record on a
+        // receiving shard got tokens below its previous home's.
+        (2290, "a shard state known from the announce step trusted at the switch step"),
     ];
     for (seed, what) in cases {
         let plan = crate::plan::generate(seed, passing);

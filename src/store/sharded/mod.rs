@@ -433,12 +433,20 @@ impl<S: RecordStore> RecordStore for ShardedStore<S> {
 
     async fn forget(&self, id: &RecordId, record_revision: i64, deadline: Instant) -> Result<Option<i64>, Error> {
         let map = self.acting();
-        let located = self.locate(map, map.homes(id), id, deadline).await?;
+        let homes = map.homes(id);
+        let located = self.locate(map, homes, id, deadline).await?;
         let seen = tokens::snapshot(located.snapshot)?;
-        if seen.record.as_ref().map(|r| r.revision) != Some(record_revision) {
-            return Ok(None);
+        let Some(record) = seen.record.filter(|r| r.revision == record_revision) else { return Ok(None) };
+        let forgotten = self.store(located.shard)?.forget(id, tokens::revision(record_revision), deadline).await?;
+        // A migration that stopped half way (`shards status --migrate`) may
+        // have left a copy at the new home: it would bring the record back.
+        if forgotten.is_some() && located.shard != homes.place {
+            let there = self.store(homes.place)?.read(id, deadline).await?;
+            if let Some(copy) = there.record.filter(|copy| steps::same_record(&copy.value, &record.value)) {
+                self.store(homes.place)?.forget(id, copy.revision, deadline).await?;
+            }
         }
-        self.store(located.shard)?.forget(id, tokens::revision(record_revision), deadline).await
+        Ok(forgotten)
     }
 
     async fn map_status(

@@ -41,7 +41,7 @@ const SCAN_PAGE: usize = 512;
 const MIGRATION_MARGIN: Duration = Duration::from_secs(60);
 
 /// Whether two stored records are one record's value (a copy of it).
-fn same_record(a: &Record, b: &Record) -> bool {
+pub(super) fn same_record(a: &Record, b: &Record) -> bool {
     Record { token_generation: 0, ..a.clone() } == Record { token_generation: 0, ..b.clone() }
 }
 
@@ -59,7 +59,10 @@ impl<S: RecordStore> ShardedStore<S> {
     /// behind; an error if it is further from it.
     pub(super) async fn state_of(&self, shard: &str, deadline: Instant) -> Result<Versioned<ShardState>, Error> {
         let entry = self.stores.get(shard).ok_or_else(|| unknown_shard(shard))?;
-        if let Some(state) = entry.state.lock().expect("shard state lock poisoned").clone() {
+        // A state known from before this replica began acting at the switch
+        // step may be below it: read it again (and raise it).
+        let known = entry.state.lock().expect("shard state lock poisoned").clone();
+        if let Some(state) = known.filter(|state| state.value.step >= self.acting().step_number()) {
             return Ok(state);
         }
         for _ in 0..4 {
