@@ -274,7 +274,7 @@ pub trait RecordStore: Send + Sync + 'static {
         &self,
         _deadline: Instant,
     ) -> impl Future<Output = Result<Option<Versioned<ShardState>>, Error>> + Send {
-        async { Err(Error::Internal("this store keeps no shard state".into())) }
+        async { keeps_no_shard_state() }
     }
 
     /// Puts `state` if the stored one is still the one at `expected`
@@ -285,7 +285,7 @@ pub trait RecordStore: Send + Sync + 'static {
         _state: ShardState,
         _deadline: Instant,
     ) -> impl Future<Output = Result<bool, Error>> + Send {
-        async { Err(Error::Internal("this store keeps no shard state".into())) }
+        async { keeps_no_shard_state() }
     }
 
     /// [`Self::write`], only while the shard state is still the one at
@@ -297,7 +297,7 @@ pub trait RecordStore: Send + Sync + 'static {
         _fence: i64,
         _deadline: Instant,
     ) -> impl Future<Output = Result<Written, Error>> + Send {
-        async { Err(Error::Internal("this store keeps no shard state".into())) }
+        async { keeps_no_shard_state() }
     }
 
     /// Where the map change stands, for a sharded store; None for others.
@@ -318,6 +318,12 @@ pub trait RecordStore: Send + Sync + 'static {
         _limit: usize,
         _deadline: Instant,
     ) -> impl Future<Output = Result<Scan, Error>> + Send {
-        async { Err(Error::Internal("this store cannot scan".into())) }
+        async { keeps_no_shard_state() }
     }
+}
+
+/// What a store that no sharded store is built on answers to the shard
+/// calls: a sharded store never makes them on one.
+fn keeps_no_shard_state<T>() -> Result<T, Error> {
+    Err(Error::Internal("this store keeps no shard state and cannot scan".into()))
 }

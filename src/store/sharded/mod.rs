@@ -210,10 +210,18 @@ impl<S: RecordStore> ShardedStore<S> {
             if !std::ptr::eq(map, self.acting()) {
                 return Err(Error::ShardStateMoved);
             }
-            let mut stamped = write.clone().into_owned();
-            if let Some((record, _)) = &mut stamped.record {
-                record.token_generation = state.value.generation;
-            }
+            // Only a written record carries the generation: a lock-only
+            // write (Extend, a hand-back) goes as it is, uncopied.
+            let stamped = match &write.record {
+                Some((record, _)) if record.token_generation != state.value.generation => {
+                    let mut stamped = write.clone().into_owned();
+                    if let Some((record, _)) = &mut stamped.record {
+                        record.token_generation = state.value.generation;
+                    }
+                    Cow::Owned(stamped)
+                }
+                _ => write.clone(),
+            };
             let written = match self.store(shard)?.write_fenced(id, &stamped, state.revision, deadline).await {
                 Err(Error::ShardStateMoved) => {
                     self.forget_state(shard);
@@ -223,7 +231,7 @@ impl<S: RecordStore> ShardedStore<S> {
             };
             let snapshot = match written {
                 Written::Committed { revision } => {
-                    let generation = stamped.record.map_or(0, |(record, _)| record.token_generation);
+                    let generation = stamped.record.as_ref().map_or(0, |(record, _)| record.token_generation);
                     return Ok(Written::Committed { revision: tokens::token(generation, revision)? });
                 }
                 Written::Conflict(snapshot) => snapshot,
