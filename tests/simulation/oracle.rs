@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 
 use crate::plan::{Intent, KEYS};
-use crate::world::DEFAULT_RETENTION_MS;
+use crate::world::{DEFAULT_RETENTION_MS, MAX_SKEW_MS};
 
 /// How long after a ForgetRecord any replica may still replay the forgotten
 /// result. The bound every replica must keep, feed cut or not.
@@ -392,6 +392,30 @@ impl Oracle {
             owner.taken_over_at.clear();
         }
         Ok(())
+    }
+
+    /// A Complete or Fail sent at `sent` was refused with LEASE_LOST. That
+    /// is right only if another attempt may have begun since, or the record
+    /// may be gone: otherwise the late owner's word is the truth (DESIGN.md,
+    /// Complete), whatever moved the record meanwhile.
+    pub fn lease_lost(&self, key: usize, token: u64, sent: u64) -> Result<(), String> {
+        let model = &self.keys[key];
+        let Some(owner) = model.owners.iter().find(|o| o.token == token) else { return Ok(()) };
+        let finished = owner.finished_sent_ms.is_some() || owner.maybe_finished || owner.finishes_in_flight > 0;
+        let taken_over = model.owners.iter().any(|o| o.token > token)
+            || model
+                .begun
+                .iter()
+                .any(|b| (b.ambiguous || b.answered_ms.is_none()) && b.answered_ms.is_none_or(|a| a >= owner.sent_ms));
+        let gone = model.forget_between(owner.sent_ms, sent)
+            || sent + MAX_SKEW_MS as u64 >= owner.created_ms + DEFAULT_RETENTION_MS;
+        if finished || taken_over || gone {
+            return Ok(());
+        }
+        Err(format!(
+            "k{key}: the late finish of token {token} (attempt {}, sent at {sent} ms) was refused as lease lost, though no other attempt began",
+            owner.attempt
+        ))
     }
 
     /// An Extend sent at `sent_ms` moved the lease to `until_ms` (earlier,

@@ -80,7 +80,7 @@ async fn operator(
 ) {
     let (mut settled, mut from_ms) = (settled, from_ms);
     loop {
-        while !world.settle_checked().await {
+        while !world.settle_checked(&settled).await {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         world.log(format!("operator: shards status says nothing is left behind; settling on {settled:?}"));

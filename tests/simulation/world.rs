@@ -75,6 +75,10 @@ pub struct World {
     tokens: Mutex<Vec<Option<u64>>>,
     pub oracle: Mutex<Oracle>,
     pub trace: Mutex<Vec<String>>,
+    /// Records nobody holds that the operator's last `shards status
+    /// --migrate` left where the settled map won't look: (cluster, key,
+    /// revision).
+    unheld_left_behind: Mutex<BTreeSet<(String, usize, i64)>>,
 }
 
 pub fn record_id(key: usize) -> RecordId {
@@ -139,6 +143,7 @@ impl World {
             tokens: Mutex::new(vec![None; plan.intents.len()]),
             oracle: Mutex::new(Oracle::new(plan.intents.clone())),
             trace: Mutex::new(Vec::new()),
+            unheld_left_behind: Mutex::new(BTreeSet::new()),
         });
         // Processes need the world's clusters and clocks first.
         let processes = (0..REPLICAS).map(|r| Mutex::new(world.process(r, plan.initial.clone()))).collect();
@@ -220,15 +225,52 @@ impl World {
         drop(old);
     }
 
-    /// Asks a replica of the switch step whether the map may settle, as an
-    /// operator runs `shards status`.
-    pub async fn settle_checked(&self) -> bool {
+    /// Asks a replica of the switch step whether the map may settle on
+    /// `settled`, as an operator runs `shards status --migrate`. A record
+    /// that no attempt holds can always be moved, so one left behind by two
+    /// passes in a row, unchanged, is a violation: the operator would wait
+    /// for its retention to end.
+    pub async fn settle_checked(&self, settled: &[&'static str]) -> bool {
         let switching =
             self.processes.iter().position(|p| matches!(p.lock().expect("process").step, MapStep::Switch { .. }));
         let Some(replica) = switching else { return false };
         let status = self.coordinator(replica).map_status(true, Instant::now() + Duration::from_secs(10)).await;
         self.log(format!("operator: r{replica} shards status: {status:?}"));
-        matches!(status, Ok(Some(status)) if status.settle_safe)
+        let safe = matches!(&status, Ok(Some(status)) if status.settle_safe);
+        let unheld = if status.is_ok() && !safe { self.unheld_left_behind(settled).await } else { BTreeSet::new() };
+        let mut before = self.unheld_left_behind.lock().expect("unheld");
+        if let Some((cluster, key, revision)) = unheld.intersection(&before).next() {
+            self.violation(Err(format!(
+                "shards status --migrate left k{key} on {cluster} (revision {revision}), which no attempt holds, \
+                 behind in two passes in a row"
+            )));
+        }
+        *before = unheld;
+        safe
+    }
+
+    /// Records where `settled` won't look that no live lock holds and that
+    /// are not about to expire (read from the clusters themselves).
+    async fn unheld_left_behind(&self, settled: &[&'static str]) -> BTreeSet<(String, usize, i64)> {
+        let placement = Placement { epoch: 0, shards: settled.iter().map(|s| s.to_string()).collect() };
+        // Past this, a record may be waiting out its retention lease's slack.
+        let expiring_ms = ORIGIN_MS + self.now_ms() as i64 + MAX_SKEW_MS;
+        let mut unheld = BTreeSet::new();
+        for key in 0..KEYS {
+            let id = record_id(key);
+            let home = placement.home(&id);
+            for cluster in self.clusters.iter().filter(|c| c.name != home) {
+                let held = cluster.peek(&id).await;
+                if let Some(record) = held.record
+                    && !forwarding::is_forwarding(&record.value)
+                    && held.lock.is_none()
+                    && record.value.expires_at_ms > expiring_ms
+                {
+                    unheld.insert((cluster.name.clone(), key, record.revision));
+                }
+            }
+        }
+        unheld
     }
 
     /// Once `shards status` said settling is safe, nothing may be left
@@ -434,15 +476,12 @@ impl World {
     /// Tells the oracle how a Complete or Fail ended.
     fn finished(&self, key: usize, token: u64, sent: u64, answer: Result<(), &Error>, kept: Option<(String, bool)>) {
         let refused = answer.is_err_and(decided);
-        let found = self.oracle.lock().expect("oracle").finished(
-            key,
-            token,
-            sent,
-            self.now_ms(),
-            answer.is_ok(),
-            kept,
-            refused,
-        );
+        let mut oracle = self.oracle.lock().expect("oracle");
+        let mut found = oracle.finished(key, token, sent, self.now_ms(), answer.is_ok(), kept, refused);
+        if found.is_ok() && matches!(answer, Err(Error::LeaseLost { .. })) {
+            found = oracle.lease_lost(key, token, sent);
+        }
+        drop(oracle);
         self.violation(found);
     }
 
