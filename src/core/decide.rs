@@ -201,6 +201,8 @@ pub fn start_attempt(
         error: None,
         recovered: attempt.recovered,
         token_generation: 0,
+        moved_token: 0,
+        moved_in_epoch: 0,
     };
     // An abandoned attempt's record is kept as long as a finished one,
     // spread the same way.
@@ -415,6 +417,8 @@ mod tests {
             error: Some(CallError { code: "timeout".into(), ..Default::default() }),
             recovered: None,
             token_generation: 0,
+            moved_token: 0,
+            moved_in_epoch: 0,
         }
     }
 

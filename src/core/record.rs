@@ -64,6 +64,19 @@ pub struct Record {
     /// tokens, above the store revision (`store::sharded`). 0 elsewhere,
     /// and the core only carries it along.
     pub token_generation: u64,
+    /// Set by a sharded store on an attempt in progress that a map change
+    /// moved to another shard (`shards status --migrate`): the fencing
+    /// token its owner was handed at the previous home, which stays the
+    /// attempt's token until another attempt replaces the record. 0
+    /// elsewhere, and the core only carries it along.
+    pub moved_token: u64,
+    /// Set by a sharded store on a copy that a map change's migration wrote
+    /// at the record's new home: that change's epoch. While the change is
+    /// under way the copy counts only when reached through the forwarding
+    /// record that replaced the original, so a copy whose original changed
+    /// or went meanwhile is never read. Cleared by the next write of the
+    /// record. 0 elsewhere, and the core only carries it along.
+    pub moved_in_epoch: u64,
 }
 
 /// The ownership lock of an attempt in progress. Extend rewrites it (never

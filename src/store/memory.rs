@@ -357,6 +357,8 @@ mod tests {
             error: None,
             recovered: None,
             token_generation: 0,
+            moved_token: 0,
+            moved_in_epoch: 0,
         }
     }
 

@@ -225,19 +225,29 @@ impl World {
         drop(old);
     }
 
-    /// Asks a replica of the switch step whether the map may settle on
-    /// `settled`, as an operator runs `shards status --migrate`. A record
-    /// that no attempt holds can always be moved, so one left behind by two
-    /// passes in a row, unchanged, is a violation: the operator would wait
-    /// for its retention to end.
+    /// Asks replicas of the switch step whether the map may settle on
+    /// `settled`, as an operator runs `shards status --migrate`: two at
+    /// once where two are at that step, as when a timed-out check is run
+    /// again while the first still migrates. A record that no attempt holds
+    /// can always be moved, so one left behind by two passes in a row,
+    /// unchanged, is a violation: the operator would wait for its retention
+    /// to end.
     pub async fn settle_checked(&self, settled: &[&'static str]) -> bool {
-        let switching =
-            self.processes.iter().position(|p| matches!(p.lock().expect("process").step, MapStep::Switch { .. }));
-        let Some(replica) = switching else { return false };
-        let status = self.coordinator(replica).map_status(true, Instant::now() + Duration::from_secs(10)).await;
-        self.log(format!("operator: r{replica} shards status: {status:?}"));
-        let safe = matches!(&status, Ok(Some(status)) if status.settle_safe);
-        let unheld = if status.is_ok() && !safe { self.unheld_left_behind(settled).await } else { BTreeSet::new() };
+        let switching: Vec<usize> = (0..REPLICAS)
+            .filter(|r| matches!(self.processes[*r].lock().expect("process").step, MapStep::Switch { .. }))
+            .take(2)
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let statuses = futures::future::join_all(
+            switching.iter().map(|replica| async move { self.coordinator(*replica).map_status(true, deadline).await }),
+        )
+        .await;
+        for (replica, status) in switching.iter().zip(&statuses) {
+            self.log(format!("operator: r{replica} shards status: {status:?}"));
+        }
+        let safe = statuses.iter().any(|status| matches!(status, Ok(Some(status)) if status.settle_safe));
+        let answered = statuses.iter().any(Result::is_ok);
+        let unheld = if answered && !safe { self.unheld_left_behind(settled).await } else { BTreeSet::new() };
         let mut before = self.unheld_left_behind.lock().expect("unheld");
         if let Some((cluster, key, revision)) = unheld.intersection(&before).next() {
             self.violation(Err(format!(

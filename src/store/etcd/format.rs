@@ -40,6 +40,8 @@ pub fn encode_record(record: &Record) -> Vec<u8> {
             .map(|(name, digest)| MemberDigest { name: name.clone(), digest: digest.clone() })
             .collect(),
         token_generation: record.token_generation,
+        moved_token: record.moved_token,
+        moved_in_epoch: record.moved_in_epoch,
     }
     .encode_to_vec()
 }
@@ -83,6 +85,8 @@ pub fn decode_record(key: &[u8], value: &[u8], revision: i64) -> Result<Versione
             .recovered
             .map(|r| Recovery { previous_token: stored.recovered_token, ..convert::recovery(r) }),
         token_generation: stored.token_generation,
+        moved_token: stored.moved_token,
+        moved_in_epoch: stored.moved_in_epoch,
     };
     Ok(Versioned { value: record, revision })
 }
@@ -142,6 +146,8 @@ mod tests {
                 previous_token: 0,
             }),
             token_generation: 0,
+            moved_token: 0,
+            moved_in_epoch: 0,
         }
     }
 
@@ -157,7 +163,7 @@ mod tests {
         with_members.member_digests = vec![("amount".into(), vec![7; 16]), ("cart".into(), vec![8; 16])];
         let decoded = decode_record(b"k", &encode_record(&with_members), 7).unwrap();
         assert_eq!(decoded.value, with_members);
-        let sharded = Record { token_generation: 5, ..record() };
+        let sharded = Record { token_generation: 5, moved_token: (3 << 48) | 41, moved_in_epoch: 4, ..record() };
         assert_eq!(decode_record(b"k", &encode_record(&sharded), 7).unwrap().value, sharded);
         let lock = Lock { deadline_ms: 99, lease_ms: 4_000 };
         assert_eq!(decode_lock(b"k", &encode_lock(&lock), 8).unwrap(), Versioned { value: lock, revision: 8 });

@@ -40,6 +40,8 @@ pub fn record(shard: &str, epoch: u64) -> Record {
         }),
         recovered: None,
         token_generation: 0,
+        moved_token: 0,
+        moved_in_epoch: 0,
     }
 }
 
@@ -57,6 +59,13 @@ fn epoch(record: &Record) -> Option<u64> {
     }
     let message = &record.error.as_ref()?.message;
     message.rsplit_once("epoch ")?.1.trim_end_matches(')').parse().ok()
+}
+
+/// Whether `record` is a copy that the migration of the change to
+/// `epoch_now` wrote and nobody has written since: it counts only when
+/// reached through a forwarding record (`Record::moved_in_epoch`).
+pub fn pending_copy(record: &Record, epoch_now: Option<u64>) -> bool {
+    record.moved_in_epoch != 0 && Some(record.moved_in_epoch) == epoch_now
 }
 
 /// The shard a forwarding record of the change to `epoch` points to.

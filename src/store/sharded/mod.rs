@@ -126,7 +126,8 @@ impl<S: RecordStore> ShardedStore<S> {
 
     /// Reads `id` on `shard`, or where a forwarding record of the change
     /// under way points; a forwarding record left over from an earlier
-    /// change reads as nothing.
+    /// change reads as nothing, and so does a migration's copy not reached
+    /// through the forwarding record that replaced its original.
     async fn read_following<'a>(
         &'a self,
         map: &ShardMap,
@@ -140,6 +141,9 @@ impl<S: RecordStore> ShardedStore<S> {
         self.state_of(shard, deadline).await?;
         let snapshot = self.store(shard)?.read(id, deadline).await?;
         let target = match forwarding::found(&snapshot, epoch) {
+            Found::Other if snapshot.record.as_ref().is_some_and(|r| forwarding::pending_copy(&r.value, epoch)) => {
+                return Ok((shard, Snapshot { record: None, ..snapshot }));
+            }
             Found::Other => return Ok((shard, snapshot)),
             Found::LeftOver(_) => return Ok((shard, Snapshot { record: None, ..snapshot })),
             Found::Forwarding(target) => target,
@@ -189,9 +193,11 @@ impl<S: RecordStore> ShardedStore<S> {
     /// Writes on `shard` while its map state is the one this replica knows,
     /// with the shard's token generation; the revision committed comes back
     /// as the record's token. A create that finds a forwarding record left
-    /// over from an earlier change replaces it; one that finds a forwarding
-    /// record of this change goes where it points if `follow` (a forwarding
-    /// record itself never does: it would point to itself).
+    /// over from an earlier change, or a migration's copy that it did not
+    /// reach through a forwarding record, replaces it (both read as
+    /// nothing); one that finds a forwarding record of this change goes
+    /// where it points if `follow` (a forwarding record itself never does:
+    /// it would point to itself).
     async fn write_on(
         &self,
         map: &ShardMap,
@@ -202,7 +208,7 @@ impl<S: RecordStore> ShardedStore<S> {
         deadline: Instant,
     ) -> Result<Written, Error> {
         let mut write = Cow::Borrowed(write);
-        let mut shard = shard;
+        let (mut shard, mut followed) = (shard, false);
         for _ in 0..3 {
             let state = self.state_of(shard, deadline).await?;
             // Reading the state may have shown the switch began: this call
@@ -236,16 +242,38 @@ impl<S: RecordStore> ShardedStore<S> {
                 }
                 Written::Conflict(snapshot) => snapshot,
             };
-            if write.expect != Expect::Absent || snapshot.lock.is_some() {
-                return Ok(Written::Conflict(Box::new(tokens::snapshot(*snapshot)?)));
+            // An attempt moved here by a map change, named by its owner's token.
+            if let Some(expect) = tokens::on_moved(write.expect, &snapshot) {
+                write = Cow::Owned(Write { expect, ..write.into_owned() });
+                continue;
             }
-            match forwarding::found(&snapshot, map.forwarding_epoch()) {
-                Found::LeftOver(revision) => {
+            let creates = write.expect == Expect::Absent && snapshot.lock.is_none();
+            let epoch = map.forwarding_epoch();
+            let unreached_copy =
+                snapshot.record.as_ref().filter(|r| !followed && forwarding::pending_copy(&r.value, epoch));
+            match forwarding::found(&snapshot, epoch) {
+                Found::LeftOver(revision) if creates => {
                     let expect = Expect::Unchanged { record_revision: revision, lock_revision: None };
                     write = Cow::Owned(Write { expect, ..write.into_owned() });
                 }
+                Found::Other if creates && let Some(copy) = unreached_copy => {
+                    let expect = Expect::Unchanged { record_revision: copy.revision, lock_revision: None };
+                    write = Cow::Owned(Write { expect, ..write.into_owned() });
+                }
+                // Read as nothing, as everywhere else.
+                Found::LeftOver(_) => {
+                    let nothing = Snapshot { record: None, ..*snapshot };
+                    return Ok(Written::Conflict(Box::new(nothing)));
+                }
                 Found::Forwarding(target) if follow => {
                     shard = self.stores.get_key_value(target).ok_or_else(|| unknown_shard(target))?.0;
+                    followed = true;
+                    // Moved meanwhile (`shards status --migrate`): the call
+                    // decides again on the record where it went.
+                    if !creates {
+                        let moved = self.store(shard)?.read(id, deadline).await?;
+                        return Ok(Written::Conflict(Box::new(tokens::snapshot(moved)?)));
+                    }
                 }
                 Found::Forwarding(_) | Found::Other => {
                     return Ok(Written::Conflict(Box::new(tokens::snapshot(*snapshot)?)));
@@ -310,16 +338,27 @@ impl<S: RecordStore> ShardedStore<S> {
         self.write_on(map, located.shard, id, &self.unwrapped(write), true, deadline).await
     }
 
-    /// `write` with the store revisions inside the tokens it expects.
+    /// The coordinator's `write` with the store revisions inside the tokens
+    /// it expects, and without the mark of a migration's copy on the record
+    /// it writes: the coordinator decided on that copy, so it reached it
+    /// through its forwarding record, and what it writes is the record.
     fn unwrapped<'w>(&self, write: &'w Write) -> Cow<'w, Write> {
         let expect = match write.expect {
-            Expect::Absent => return Cow::Borrowed(write),
+            Expect::Absent => write.expect,
             Expect::Unchanged { record_revision, lock_revision } => {
                 Expect::Unchanged { record_revision: tokens::revision(record_revision), lock_revision }
             }
             Expect::Token(token) => Expect::Token(tokens::revision(token as i64) as u64),
         };
-        Cow::Owned(Write { expect, ..write.clone() })
+        let marked = write.record.as_ref().is_some_and(|(record, _)| record.moved_in_epoch != 0);
+        if expect == write.expect && !marked {
+            return Cow::Borrowed(write);
+        }
+        let mut unwrapped = Write { expect, ..write.clone() };
+        if let Some((record, _)) = &mut unwrapped.record {
+            record.moved_in_epoch = 0;
+        }
+        Cow::Owned(unwrapped)
     }
 
     /// The shard `id` lives on, for calls that follow a read of it.
@@ -443,18 +482,15 @@ impl<S: RecordStore> RecordStore for ShardedStore<S> {
         let map = self.acting();
         let homes = map.homes(id);
         let located = self.locate(map, homes, id, deadline).await?;
-        let seen = tokens::snapshot(located.snapshot)?;
-        let Some(record) = seen.record.filter(|r| r.revision == record_revision) else { return Ok(None) };
-        let forgotten = self.store(located.shard)?.forget(id, tokens::revision(record_revision), deadline).await?;
-        // A migration that stopped half way (`shards status --migrate`) may
-        // have left a copy at the new home: it would bring the record back.
-        if forgotten.is_some() && located.shard != homes.place {
-            let there = self.store(homes.place)?.read(id, deadline).await?;
-            if let Some(copy) = there.record.filter(|copy| steps::same_record(&copy.value, &record.value)) {
-                self.store(homes.place)?.forget(id, copy.revision, deadline).await?;
-            }
+        // Compared on the store revision: the token differs for a moved attempt.
+        let Some(record) = located.snapshot.record else { return Ok(None) };
+        if tokens::tokened(record.clone())?.revision != record_revision {
+            return Ok(None);
         }
-        Ok(forgotten)
+        // A copy that a half-done migration left at the new home is read
+        // only through a forwarding record, which this record's place now
+        // can never hold (`copy_accounted_for` removes it before settling).
+        self.store(located.shard)?.forget(id, record.revision, deadline).await
     }
 
     async fn map_status(
@@ -522,6 +558,8 @@ mod tests {
             error: None,
             recovered: None,
             token_generation: 0,
+            moved_token: 0,
+            moved_in_epoch: 0,
         }
     }
 

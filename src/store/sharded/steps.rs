@@ -40,9 +40,11 @@ const SCAN_PAGE: usize = 512;
 /// record lives at its new home.
 const MIGRATION_MARGIN: Duration = Duration::from_secs(60);
 
-/// Whether two stored records are one record's value (a copy of it).
+/// Whether two stored records are one record's value (a copy of it, which
+/// differs only in what the move itself sets).
 pub(super) fn same_record(a: &Record, b: &Record) -> bool {
-    Record { token_generation: 0, ..a.clone() } == Record { token_generation: 0, ..b.clone() }
+    let moved = |r: &Record| Record { token_generation: 0, moved_token: 0, moved_in_epoch: 0, ..r.clone() };
+    moved(a) == moved(b)
 }
 
 /// "epoch 2, switch" for a step number.
@@ -224,6 +226,7 @@ impl<S: RecordStore> ShardedStore<S> {
         let map = self.acting();
         let mut status = MapStatus { replica_step: step_name(map.step_number()), ..MapStatus::default() };
         let switching = matches!(map.neighbour, Some(Neighbour::Previous(_)));
+        let epoch = map.forwarding_epoch();
         if switching {
             self.reach(map, deadline).await?;
             for shard in map.shard_names() {
@@ -231,18 +234,25 @@ impl<S: RecordStore> ShardedStore<S> {
                 loop {
                     let page = self.store(shard)?.scan(&after, SCAN_PAGE, deadline).await?;
                     for (id, record) in &page.entries {
-                        // A forwarding record is left behind only if it points
-                        // where the settled map has no shard.
-                        let forwards_to = record.as_ref().filter(|r| forwarding::is_forwarding(&r.value));
-                        let settled = match forwards_to {
-                            Some(r) => map.place.shards.contains(&r.value.request_id),
-                            None => map.place.home(id) == shard,
-                        };
-                        if settled {
+                        // A forwarding record holds nothing: the settled map
+                        // looks for a record at its home, where this change's
+                        // point, and one of an earlier change reads as absent.
+                        if record.as_ref().is_some_and(|r| forwarding::is_forwarding(&r.value)) {
+                            continue;
+                        }
+                        if map.place.home(id) == shard {
+                            // Once settled, a migration's copy counts without
+                            // its forwarding record: one whose original went
+                            // must go first.
+                            let copy = record.as_ref().filter(|r| forwarding::pending_copy(&r.value, epoch));
+                            if let Some(copy) = copy
+                                && !self.copy_accounted_for(map, shard, id, copy, migrate, deadline).await?
+                            {
+                                status.left_behind += 1;
+                            }
                             continue;
                         }
                         if migrate
-                            && forwards_to.is_none()
                             && let Some(record) = record
                             && self.migrate(map, shard, id, record, deadline).await?
                         {
@@ -279,13 +289,19 @@ impl<S: RecordStore> ShardedStore<S> {
         Ok(status)
     }
 
-    /// Moves a finished record (completed or failed, no lock) from `from`,
-    /// a previous home, to its home under the new map: a copy there first,
-    /// then a forwarding record in its place, compared on its revision. A
+    /// Moves a record no attempt holds from `from`, a previous home, to its
+    /// home under the new map: a finished or released one, or an attempt in
+    /// progress whose lock is gone (abandoned, unless its owner is late).
+    /// A copy goes there first, then a forwarding record in its place,
+    /// compared on the record's revision and on there being no lock. A
     /// reader of the switch step looks at the previous home first, so it
     /// finds the record there until the forwarding record replaces it, and
-    /// the copy after. If the record changed meanwhile (forgotten), the copy
-    /// is removed again. Whether the record moved.
+    /// the copy through it after; the copy alone reads as nothing
+    /// ([`Record::moved_in_epoch`]), so a copy whose original changed or
+    /// went meanwhile is never read, and [`Self::copy_accounted_for`]
+    /// removes it before the map settles. A moved attempt keeps the token
+    /// its owner holds ([`Record::moved_token`]), so that its late Complete
+    /// still counts. Whether the record moved.
     async fn migrate(
         &self,
         map: &ShardMap,
@@ -294,8 +310,15 @@ impl<S: RecordStore> ShardedStore<S> {
         record: &Versioned<Record>,
         deadline: Instant,
     ) -> Result<bool, Error> {
-        if !matches!(record.value.state, State::Completed | State::Failed) {
-            return Ok(false);
+        let mut value = Record { moved_in_epoch: map.place.epoch, ..record.value.clone() };
+        if value.state == State::InProgress {
+            // A live lock: its owner may still finish; moved once it lapses.
+            if self.store(from)?.read(id, deadline).await?.lock.is_some() {
+                return Ok(false);
+            }
+            if value.moved_token == 0 {
+                value.moved_token = tokens::token(value.token_generation, record.revision)? as u64;
+            }
         }
         // The copy lives as long as the record has left, on this replica's
         // clock, plus a margin for that clock's error: a result may outlive
@@ -306,30 +329,50 @@ impl<S: RecordStore> ShardedStore<S> {
         let to = map.place.home(id);
         let copy = Write {
             expect: Expect::Absent,
-            record: Some((record.value.clone(), RecordLease::Until(LeaseWant { lasts, slack: lasts / 16 }))),
+            record: Some((value, RecordLease::Until(LeaseWant { lasts, slack: lasts / 16 }))),
             lock: LockChange::Keep,
         };
-        let copied = match self.write_on(map, to, id, &copy, false, deadline).await? {
-            Written::Committed { revision } => revision,
-            // A copy from an earlier try that stopped half way.
-            Written::Conflict(there) => match &there.record {
-                Some(found) if same_record(&found.value, &record.value) => found.revision,
-                _ => return Ok(false),
-            },
-        };
-        let lease = LeaseWant { lasts: self.forwarding_lasts, slack: self.forwarding_lasts / 16 };
+        // A copy from an earlier try is replaced like nothing at all.
+        if let Written::Conflict(_) = self.write_on(map, to, id, &copy, false, deadline).await? {
+            return Ok(false);
+        }
+        // The forwarding record outlasts the copy it leads to.
+        let lasts = self.forwarding_lasts + MIGRATION_MARGIN;
         let replace = Write {
             expect: Expect::Unchanged { record_revision: record.revision, lock_revision: None },
-            record: Some((forwarding::record(to, map.place.epoch), RecordLease::Until(lease))),
+            record: Some((
+                forwarding::record(to, map.place.epoch),
+                RecordLease::Until(LeaseWant { lasts, slack: lasts / 16 }),
+            )),
             lock: LockChange::Keep,
         };
-        match self.write_on(map, from, id, &replace, false, deadline).await? {
-            Written::Committed { .. } => Ok(true),
-            Written::Conflict(_) => {
-                self.store(to)?.forget(id, tokens::revision(copied), deadline).await?;
-                Ok(false)
-            }
+        Ok(matches!(self.write_on(map, from, id, &replace, false, deadline).await?, Written::Committed { .. }))
+    }
+
+    /// Whether `copy`, a migration's copy at `at` (its new home), will be
+    /// the record once the map settles, as it should: the forwarding record
+    /// at its previous home leads to it, or its original is still there
+    /// (the migration stopped half way, and finishes when it moves the
+    /// original). Otherwise its original changed or went since it was
+    /// copied: with `remove` it is removed, compared on its revision.
+    async fn copy_accounted_for(
+        &self,
+        map: &ShardMap,
+        at: &str,
+        id: &RecordId,
+        copy: &Versioned<Record>,
+        remove: bool,
+        deadline: Instant,
+    ) -> Result<bool, Error> {
+        let Some(previous) = map.homes(id).other else { return Ok(true) };
+        let there = self.store(previous)?.read(id, deadline).await?;
+        if let Some(original) = &there.record
+            && (forwarding::target(&original.value, map.forwarding_epoch()) == Some(at)
+                || same_record(&original.value, &copy.value))
+        {
+            return Ok(true);
         }
+        Ok(remove && self.store(at)?.forget(id, copy.revision, deadline).await?.is_some())
     }
 
     async fn mark_settle_checked(&self, shard: &str, deadline: Instant) -> Result<(), Error> {

@@ -6,7 +6,8 @@
 //! no map change yet) a token is the revision itself.
 
 use crate::core::error::Error;
-use crate::core::record::{Record, Snapshot, Versioned};
+use crate::core::record::{Record, Snapshot, State, Versioned};
+use crate::core::store::Expect;
 
 const REVISION_BITS: u32 = 48;
 const REVISION_MASK: i64 = (1 << REVISION_BITS) - 1;
@@ -26,10 +27,42 @@ pub fn revision(token: i64) -> i64 {
     token & REVISION_MASK
 }
 
-/// `record` with its token in place of its store revision.
+/// `record` with its token in place of its store revision: for an attempt
+/// in progress that a map change moved here, the token it was handed
+/// before the move ([`Record::moved_token`]).
 pub fn tokened(record: Versioned<Record>) -> Result<Versioned<Record>, Error> {
-    let revision = token(record.value.token_generation, record.revision)?;
+    let revision = match moved_token(&record.value) {
+        Some(moved) => moved,
+        None => token(record.value.token_generation, record.revision)?,
+    };
     Ok(Versioned { revision, ..record })
+}
+
+/// The token a moved attempt in progress keeps, if `record` is one.
+pub fn moved_token(record: &Record) -> Option<i64> {
+    (record.state == State::InProgress && record.moved_token != 0).then_some(record.moved_token as i64)
+}
+
+/// `expect` compared on `snapshot`'s store revision where it names a moved
+/// attempt by the token its owner holds ([`Record::moved_token`]), which
+/// the store cannot compare. `expect` holds store revisions already
+/// (`ShardedStore::unwrapped`), so the token is matched on its revision
+/// bits; the attempt was read with its whole token before the write was
+/// decided, and a moved record keeps its token until it is replaced.
+pub fn on_moved(expect: Expect, snapshot: &Snapshot) -> Option<Expect> {
+    let record = snapshot.record.as_ref()?;
+    let moved = revision(moved_token(&record.value)?);
+    match expect {
+        Expect::Token(token) if token as i64 == moved && moved != record.revision => {
+            Some(Expect::Token(record.revision as u64))
+        }
+        Expect::Unchanged { record_revision, lock_revision }
+            if record_revision == moved && moved != record.revision =>
+        {
+            Some(Expect::Unchanged { record_revision: record.revision, lock_revision })
+        }
+        _ => None,
+    }
 }
 
 /// `snapshot` as the coordinator sees it: the record's revision is its token.
