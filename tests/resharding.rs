@@ -372,3 +372,104 @@ async fn finished_records_move_to_their_new_home_and_the_map_settles_at_once() {
         }
     }
 }
+
+/// `shards status --migrate` until it has moved `count` records (an
+/// abandoned attempt moves once etcd has revoked its lock's lease).
+async fn migrate_until(replica: &Replica, count: u64) -> idempotency_coordinator::core::store::MapStatus {
+    let started = Instant::now();
+    let mut migrated = 0;
+    loop {
+        let status = replica.map_status(true, deadline()).await.expect("status").expect("sharded");
+        migrated += status.migrated;
+        if migrated >= count {
+            return status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "only {migrated} of {count} moved: {status:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The map-change fault run waited forever for attempts whose owners had
+/// crashed: nobody held them, but only finished records moved. Now an
+/// abandoned attempt moves too and the map settles; its late owner's
+/// Complete still counts (DESIGN.md: a late completion is the truth when
+/// nobody took over), and a takeover at the new home says what it
+/// recovered, with the token the late owner holds.
+#[tokio::test]
+async fn an_abandoned_attempt_moves_and_its_late_owner_still_completes() {
+    let clusters = Clusters::start().await;
+    let (late, taken) = (moving_key(), moving_key_of("other"));
+    let old = clusters.replica(settled(1, &["a"])).await;
+    let late_token = acquire(&old, &late, "owner-1", 1).await;
+    let taken_token = acquire(&old, &taken, "owner-2", 1).await;
+    clusters.replica(announce(1, &["a"], &["a", "c"])).await.lookup(&late, deadline()).await.expect("there");
+    let switched = clusters.replica(switch(2, &["a", "c"], &["a"])).await;
+
+    let status = migrate_until(&switched, 2).await;
+    assert!(status.settle_safe, "{status:?}");
+    assert_eq!(where_is(&clusters, &late).await, (vec!["c"], vec!["a"]), "moved, a forwarding record in its place");
+    let view = switched.lookup(&late, deadline()).await.expect("found at its new home");
+    assert_eq!(view.fencing_token, late_token, "the attempt keeps the token its owner holds");
+
+    complete(&switched, &late, late_token, "late but true", 20).await.expect("the late owner completes");
+    let takeover = match switched.begin(&begin_command(&taken, "owner-3", 5), deadline()).await {
+        Ok(BeginOutcome::Acquired(acquired)) => acquired,
+        other => panic!("the abandoned attempt is taken over: {other:?}"),
+    };
+    let recovered = takeover.recovered.expect("a takeover says what it recovered");
+    assert_eq!((recovered.previous_attempt, recovered.previous_token), (1, taken_token));
+    assert!(takeover.fencing_token > taken_token, "{} after {taken_token}", takeover.fencing_token);
+    let stale = complete(&switched, &taken, taken_token, "stale", 20).await;
+    assert!(matches!(stale, Err(Error::LeaseLost { .. })), "owner-2 was taken over: {stale:?}");
+
+    let settled = clusters.replica(settled(2, &["a", "c"])).await;
+    match settled.begin(&begin_command(&late, "retry", 5), deadline()).await {
+        Ok(BeginOutcome::Completed(replay)) => {
+            assert_eq!(replay.result.map(|r| r.body), Some(ResultBody::Response(b"late but true".to_vec())))
+        }
+        other => panic!("the settled map replays the late owner's result: {other:?}"),
+    }
+}
+
+/// A migration that stopped after its copy (a lost reply, a second status
+/// run) leaves a copy whose original may then change or go. Such a copy is
+/// never read, and `shards status --migrate` removes it before the map may
+/// settle: otherwise the settled map would replay a forgotten result.
+#[tokio::test]
+async fn a_copy_whose_original_went_is_never_read_and_is_removed_before_settling() {
+    use idempotency_coordinator::core::store::{Expect, LeaseWant, LockChange, RecordLease, Write};
+    let clusters = Clusters::start().await;
+    let id = moving_key();
+    let old = clusters.replica(settled(1, &["a"])).await;
+    let token = acquire(&old, &id, "owner-1", 5).await;
+    complete(&old, &id, token, "forgotten later", 20).await.expect("completes");
+    clusters.replica(announce(1, &["a"], &["a", "c"])).await.lookup(&id, deadline()).await.expect("there");
+    let switched = clusters.replica(switch(2, &["a", "c"], &["a"])).await;
+
+    // What a migration's first half writes at c, the key's new home.
+    let config = |name: &str| {
+        let (_, etcd) = clusters.etcds.iter().find(|(n, _)| *n == name).expect("a cluster");
+        etcd_config(etcd, "/idempotency/")
+    };
+    let (a, c) =
+        (EtcdStore::connect(&config("a")).await.expect("a"), EtcdStore::connect(&config("c")).await.expect("c"));
+    let original = a.read(&id, deadline()).await.expect("read").record.expect("on a");
+    let copy = idempotency_coordinator::core::record::Record { moved_in_epoch: 2, ..original.value };
+    let lease = LeaseWant { lasts: Duration::from_secs(60), slack: Duration::from_secs(2) };
+    let write =
+        Write { expect: Expect::Absent, record: Some((copy, RecordLease::Until(lease))), lock: LockChange::Keep };
+    c.write(&id, &write, deadline()).await.expect("the copy");
+    assert_eq!(where_is(&clusters, &id).await, (vec!["a", "c"], vec![]));
+
+    switched.forget(&id, deadline()).await.expect("the original is forgotten");
+    let gone = switched.lookup(&id, deadline()).await;
+    assert!(matches!(gone, Err(Error::NotFound)), "the copy alone must not be read: {gone:?}");
+    let status = switched.map_status(false, deadline()).await.expect("status").expect("sharded");
+    assert_eq!((status.left_behind, status.settle_safe), (1, false), "the copy blocks settling: {status:?}");
+    let status = switched.map_status(true, deadline()).await.expect("status").expect("sharded");
+    assert!(status.settle_safe, "removed, the map may settle: {status:?}");
+    assert_eq!(where_is(&clusters, &id).await, (vec![], vec![]));
+    let settled = clusters.replica(settled(2, &["a", "c"])).await;
+    let gone = settled.lookup(&id, deadline()).await;
+    assert!(matches!(gone, Err(Error::NotFound)), "{gone:?}");
+}
