@@ -49,6 +49,15 @@ fn the_seeds_of_fixed_findings_keep_every_promise() {
         // a shard state it knew from before, below the switch: a record on a
         // receiving shard got tokens below its previous home's.
         (2290, "a shard state known from the announce step trusted at the switch step"),
+        // An attempt whose owner crashed stayed at its old home: only
+        // finished records moved, so the map never settled.
+        (0, "an abandoned attempt left behind by shards status --migrate"),
+        // A takeover that met the migration's forwarding record took it for
+        // the record and answered "key reused".
+        (42, "a forwarding record returned as the record a write conflicted with"),
+        // A half-done migration's copy of an attempt then taken over
+        // blocked every later migration of the key.
+        (246, "a stale copy blocking the migration of its key"),
     ];
     for (seed, what) in cases {
         let plan = crate::plan::generate(seed, passing);
@@ -77,10 +86,15 @@ fn notices_the_settle_check_turned_off() {
 }
 
 /// Issue 25, 1: without token generations, a key re-created on a cluster
-/// with lower revisions gets lower tokens.
+/// with lower revisions gets lower tokens; and a record stored without its
+/// generation no longer matches the token its owner was handed, so the
+/// owner's Complete is refused though nobody took over.
 #[test]
 fn notices_the_token_generations_turned_off() {
-    assert_found(&found(Knobs::passing(), Some(Mutation::TokenGenerations), 20), &["fencing tokens must increase"]);
+    assert_found(
+        &found(Knobs::passing(), Some(Mutation::TokenGenerations), 20),
+        &["fencing tokens must increase", "refused as lease lost"],
+    );
 }
 
 /// Without the token compare on Complete, Fail and Extend.

@@ -234,10 +234,16 @@ impl<S: RecordStore> ShardedStore<S> {
                 loop {
                     let page = self.store(shard)?.scan(&after, SCAN_PAGE, deadline).await?;
                     for (id, record) in &page.entries {
-                        // A forwarding record holds nothing: the settled map
-                        // looks for a record at its home, where this change's
-                        // point, and one of an earlier change reads as absent.
-                        if record.as_ref().is_some_and(|r| forwarding::is_forwarding(&r.value)) {
+                        // A forwarding record holds nothing: one of an earlier
+                        // change reads as absent, and this change's point to
+                        // the home the settled map looks at, unless another
+                        // map file gave this epoch other shards.
+                        if let Some(r) = record.as_ref().filter(|r| forwarding::is_forwarding(&r.value)) {
+                            if forwarding::target(&r.value, epoch)
+                                .is_some_and(|to| !map.place.shards.iter().any(|s| s == to))
+                            {
+                                status.left_behind += 1;
+                            }
                             continue;
                         }
                         if map.place.home(id) == shard {
