@@ -290,8 +290,9 @@ pub enum ShardsCommand {
         /// Print the answer as one JSON object, its fields named as in admin.proto.
         #[arg(long)]
         json: bool,
-        /// First move each finished record left at a previous home to its new home (behind a
-        /// forwarding record), so that the map can settle before those records expire.
+        /// First move each record no attempt holds (finished, released, or with its lease lapsed)
+        /// from a previous home to its new home (behind a forwarding record), so that the map can
+        /// settle before those records expire.
         #[arg(long)]
         migrate: bool,
     },
@@ -571,8 +572,8 @@ fn shards_status(status: &v1::GetShardMapStatusResponse, json: bool) -> Result<E
             say!("settle: safe");
         } else if status.left_behind > 0 {
             say!(
-                "settle: not yet — {} record(s) still at a previous home; ask again with --migrate (finished \
-                 ones move), or once they have finished and expired or been forgotten (`records forget`)",
+                "settle: not yet — {} record(s) still at a previous home; ask again with --migrate (every one \
+                 no attempt holds moves; attempts with a live lease move once they finish or it lapses)",
                 status.left_behind
             );
         } else {
