@@ -9,15 +9,26 @@
 //! (its epoch, the new map's): one left over from an earlier change would
 //! send a record to a shard that the map no longer places it on, so it is
 //! treated as absent and replaced under a compare.
+//!
+//! A map change's migration (`shards status --migrate`) moves a record by
+//! writing a copy at its new home, marked with the change's epoch
+//! (`Record::moved_in_epoch`), then a forwarding record in its place that
+//! names that copy's revision. While the change is under way such a copy
+//! counts only when reached through the forwarding record that names it
+//! ([`seen`]): a copy written by a migration that came too late (its
+//! original changed or was forgotten meanwhile) is never read, and is
+//! removed before the map settles.
 
-use crate::core::record::{CallError, Record, Snapshot, State};
+use crate::core::record::{CallError, Record, Snapshot, State, Versioned};
 
 /// Names the forwarding record to people reading etcd; what tells it apart is
 /// attempt 0 with no fingerprint (below), which no real record has.
 const OWNER: &str = "%forwarding";
 
-/// The record that says `id` lives on `shard`, as placed by map `epoch`.
-pub fn record(shard: &str, epoch: u64) -> Record {
+/// The record that says `id` lives on `shard`, as placed by map `epoch`:
+/// in the copy a migration wrote there at store revision `copy`, or (0) in
+/// whatever is created there.
+pub fn record(shard: &str, epoch: u64, copy: i64) -> Record {
     Record {
         state: State::Failed,
         // Attempts count from 1 and fingerprints are never empty.
@@ -40,7 +51,8 @@ pub fn record(shard: &str, epoch: u64) -> Record {
         }),
         recovered: None,
         token_generation: 0,
-        moved_token: 0,
+        // The one field of a forwarding record that names a revision.
+        moved_token: copy as u64,
         moved_in_epoch: 0,
     }
 }
@@ -62,10 +74,25 @@ fn epoch(record: &Record) -> Option<u64> {
 }
 
 /// Whether `record` is a copy that the migration of the change to
-/// `epoch_now` wrote and nobody has written since: it counts only when
-/// reached through a forwarding record (`Record::moved_in_epoch`).
+/// `epoch_now` wrote and nobody has written since.
 pub fn pending_copy(record: &Record, epoch_now: Option<u64>) -> bool {
     record.moved_in_epoch != 0 && Some(record.moved_in_epoch) == epoch_now
+}
+
+/// Whether the forwarding record `via` was written for the copy `copy`.
+pub fn names(via: &Record, copy: &Versioned<Record>) -> bool {
+    via.moved_token == copy.revision as u64
+}
+
+/// `snapshot`, read at a shard directly or through the forwarding record
+/// `via`, as a reader finds it: a migration's copy of the change to
+/// `epoch_now` counts only through the forwarding record that names it.
+pub fn seen(snapshot: Snapshot, via: Option<&Record>, epoch_now: Option<u64>) -> Snapshot {
+    let unreached = snapshot
+        .record
+        .as_ref()
+        .is_some_and(|r| pending_copy(&r.value, epoch_now) && !via.is_some_and(|via| names(via, r)));
+    if unreached { Snapshot { record: None, ..snapshot } } else { snapshot }
 }
 
 /// The shard a forwarding record of the change to `epoch` points to.
@@ -97,22 +124,21 @@ pub fn found(snapshot: &Snapshot, epoch_now: Option<u64>) -> Found<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::record::Versioned;
 
     #[test]
     fn a_forwarding_record_counts_only_for_its_own_change() {
         let snapshot =
-            Snapshot { revision: 9, record: Some(Versioned { value: record("c", 2), revision: 9 }), lock: None };
+            Snapshot { revision: 9, record: Some(Versioned { value: record("c", 2, 0), revision: 9 }), lock: None };
         assert!(matches!(found(&snapshot, Some(2)), Found::Forwarding("c")));
         assert!(matches!(found(&snapshot, Some(3)), Found::LeftOver(9)));
         assert!(matches!(found(&snapshot, None), Found::LeftOver(9)));
-        let mut real = record("c", 2);
+        let mut real = record("c", 2, 0);
         real.attempt = 1;
         real.fingerprint = vec![0; 32];
         assert_eq!(target(&real, Some(2)), None);
         assert!(matches!(found(&Snapshot::default(), Some(2)), Found::Other));
         // Written by a release that kept the epoch only in the message.
-        let mut older = record("c", 4);
+        let mut older = record("c", 4, 0);
         older.finished_token = 0;
         assert_eq!(target(&older, Some(4)), Some("c"));
     }

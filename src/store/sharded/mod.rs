@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tokio_stream::StreamExt;
 
 use crate::core::error::{Error, Violation};
-use crate::core::record::{RecordId, Snapshot, Versioned};
+use crate::core::record::{Record, RecordId, Snapshot, Versioned};
 use crate::core::store::{
     Capacity, Changes, Expect, Forgotten, LeaseWant, Listing, LockChange, Page, RecordLease, RecordStore, ShardState,
     Write, Written,
@@ -74,6 +74,8 @@ struct Shard<S> {
 struct Located<'a> {
     shard: &'a str,
     snapshot: Snapshot,
+    /// The forwarding record followed to `shard`, if one was.
+    via: Option<Record>,
     /// Set when the record is nowhere and its previous home holds no
     /// forwarding record yet: creating it must leave one there first.
     unclaimed: Option<&'a str>,
@@ -125,35 +127,34 @@ impl<S: RecordStore> ShardedStore<S> {
     }
 
     /// Reads `id` on `shard`, or where a forwarding record of the change
-    /// under way points; a forwarding record left over from an earlier
-    /// change reads as nothing, and so does a migration's copy not reached
-    /// through the forwarding record that replaced its original.
+    /// under way points (and that record); a forwarding record left over
+    /// from an earlier change reads as nothing, and so does a migration's
+    /// copy not reached through the forwarding record written for it
+    /// ([`forwarding::seen`]).
     async fn read_following<'a>(
         &'a self,
         map: &ShardMap,
         shard: &'a str,
         id: &RecordId,
         deadline: Instant,
-    ) -> Result<(&'a str, Snapshot), Error> {
+    ) -> Result<(&'a str, Snapshot, Option<Record>), Error> {
         let epoch = map.forwarding_epoch();
         // A shard this replica is out of step with may hold what its map
         // does not say: read nothing there.
         self.state_of(shard, deadline).await?;
         let snapshot = self.store(shard)?.read(id, deadline).await?;
         let target = match forwarding::found(&snapshot, epoch) {
-            Found::Other if snapshot.record.as_ref().is_some_and(|r| forwarding::pending_copy(&r.value, epoch)) => {
-                return Ok((shard, Snapshot { record: None, ..snapshot }));
-            }
-            Found::Other => return Ok((shard, snapshot)),
-            Found::LeftOver(_) => return Ok((shard, Snapshot { record: None, ..snapshot })),
+            Found::Other => return Ok((shard, forwarding::seen(snapshot, None, epoch), None)),
+            Found::LeftOver(_) => return Ok((shard, Snapshot { record: None, ..snapshot }, None)),
             Found::Forwarding(target) => target,
         };
         let Some((target, _)) = self.stores.get_key_value(target) else { return Err(unknown_shard(target)) };
+        let via = snapshot.record.map(|r| r.value);
         self.state_of(target, deadline).await?;
         let forwarded = self.store(target)?.read(id, deadline).await?;
         match forwarding::found(&forwarded, epoch) {
-            Found::Other => Ok((target.as_str(), forwarded)),
-            Found::LeftOver(_) => Ok((target.as_str(), Snapshot { record: None, ..forwarded })),
+            Found::Other => Ok((target.as_str(), forwarding::seen(forwarded, via.as_ref(), epoch), via)),
+            Found::LeftOver(_) => Ok((target.as_str(), Snapshot { record: None, ..forwarded }, via)),
             Found::Forwarding(_) => {
                 Err(Error::Internal(format!("{id:?}: the forwarding record on {shard} points to another on {target}")))
             }
@@ -171,44 +172,53 @@ impl<S: RecordStore> ShardedStore<S> {
     ) -> Result<Located<'a>, Error> {
         let holds = |snapshot: &Snapshot| snapshot.record.is_some() || snapshot.lock.is_some();
         let Some(other) = homes.other else {
-            let (shard, snapshot) = self.read_following(map, homes.place, id, deadline).await?;
-            return Ok(Located { shard, snapshot, unclaimed: None });
+            let (shard, snapshot, via) = self.read_following(map, homes.place, id, deadline).await?;
+            return Ok(Located { shard, snapshot, via, unclaimed: None });
         };
         let order = if homes.forward_from_other { [other, homes.place] } else { [homes.place, other] };
-        let (first, snapshot) = self.read_following(map, order[0], id, deadline).await?;
+        let (first, snapshot, via) = self.read_following(map, order[0], id, deadline).await?;
         // A forwarding record at the previous home claims the record for
         // wherever it points, even when nothing lives there (yet or any more).
-        if holds(&snapshot) || first != order[0] {
-            return Ok(Located { shard: first, snapshot, unclaimed: None });
+        if holds(&snapshot) || via.is_some() {
+            return Ok(Located { shard: first, snapshot, via, unclaimed: None });
         }
-        let (second, second_snapshot) = self.read_following(map, order[1], id, deadline).await?;
-        if holds(&second_snapshot) || second != order[1] {
-            return Ok(Located { shard: second, snapshot: second_snapshot, unclaimed: None });
+        let (second, second_snapshot, via) = self.read_following(map, order[1], id, deadline).await?;
+        if holds(&second_snapshot) || via.is_some() {
+            return Ok(Located { shard: second, snapshot: second_snapshot, via, unclaimed: None });
         }
         // Nowhere: it will be created at its current home.
         let snapshot = if homes.forward_from_other { second_snapshot } else { snapshot };
-        Ok(Located { shard: homes.place, snapshot, unclaimed: homes.forward_from_other.then_some(other) })
+        Ok(Located { shard: homes.place, snapshot, via: None, unclaimed: homes.forward_from_other.then_some(other) })
     }
 
-    /// Writes on `shard` while its map state is the one this replica knows,
+    /// Writes on `shard` (reached through the forwarding record `via`, if
+    /// one was followed) while its map state is the one this replica knows,
     /// with the shard's token generation; the revision committed comes back
-    /// as the record's token. A create that finds a forwarding record left
-    /// over from an earlier change, or a migration's copy that it did not
-    /// reach through a forwarding record, replaces it (both read as
-    /// nothing); one that finds a forwarding record of this change goes
-    /// where it points if `follow` (a forwarding record itself never does:
-    /// it would point to itself).
+    /// as the record's token. A conflict is answered with what a reader
+    /// finds there ([`forwarding::seen`]). A create that finds a forwarding
+    /// record left over from an earlier change replaces it. The
+    /// coordinator's writes (`decided`: what it expects, in fencing tokens;
+    /// None for a forwarding record or a migration's copy) go further: one
+    /// naming a moved attempt by its owner's token is compared on the
+    /// attempt's revision here; a create also replaces a migration's copy
+    /// that reads as nothing, and goes where a forwarding record of this
+    /// change points; any other write that meets one decides again on what
+    /// is where it points.
+    #[allow(clippy::too_many_arguments)]
     async fn write_on(
         &self,
         map: &ShardMap,
         shard: &str,
         id: &RecordId,
         write: &Write,
-        follow: bool,
+        decided: Option<Expect>,
+        via: Option<Record>,
         deadline: Instant,
     ) -> Result<Written, Error> {
+        let follow = decided.is_some();
         let mut write = Cow::Borrowed(write);
-        let (mut shard, mut followed) = (shard, false);
+        let (mut shard, mut via) = (shard, via);
+        let epoch = map.forwarding_epoch();
         for _ in 0..3 {
             let state = self.state_of(shard, deadline).await?;
             // Reading the state may have shown the switch began: this call
@@ -240,44 +250,46 @@ impl<S: RecordStore> ShardedStore<S> {
                     let generation = stamped.record.as_ref().map_or(0, |(record, _)| record.token_generation);
                     return Ok(Written::Committed { revision: tokens::token(generation, revision)? });
                 }
-                Written::Conflict(snapshot) => snapshot,
+                Written::Conflict(snapshot) => *snapshot,
             };
             // An attempt moved here by a map change, named by its owner's token.
-            if let Some(expect) = tokens::on_moved(write.expect, &snapshot) {
+            if let Some(expect) = decided.and_then(|decided| tokens::on_moved(decided, &snapshot))
+                && expect != write.expect
+            {
                 write = Cow::Owned(Write { expect, ..write.into_owned() });
                 continue;
             }
             let creates = write.expect == Expect::Absent && snapshot.lock.is_none();
-            let epoch = map.forwarding_epoch();
-            let unreached_copy =
-                snapshot.record.as_ref().filter(|r| !followed && forwarding::pending_copy(&r.value, epoch));
-            match forwarding::found(&snapshot, epoch) {
+            let replace = |revision| Expect::Unchanged { record_revision: revision, lock_revision: None };
+            let target = match forwarding::found(&snapshot, epoch) {
                 Found::LeftOver(revision) if creates => {
-                    let expect = Expect::Unchanged { record_revision: revision, lock_revision: None };
-                    write = Cow::Owned(Write { expect, ..write.into_owned() });
+                    write = Cow::Owned(Write { expect: replace(revision), ..write.into_owned() });
+                    continue;
                 }
-                Found::Other if creates && let Some(copy) = unreached_copy => {
-                    let expect = Expect::Unchanged { record_revision: copy.revision, lock_revision: None };
-                    write = Cow::Owned(Write { expect, ..write.into_owned() });
-                }
-                // Read as nothing, as everywhere else.
                 Found::LeftOver(_) => {
-                    let nothing = Snapshot { record: None, ..*snapshot };
-                    return Ok(Written::Conflict(Box::new(nothing)));
+                    return Ok(Written::Conflict(Box::new(Snapshot { record: None, ..snapshot })));
                 }
-                Found::Forwarding(target) if follow => {
-                    shard = self.stores.get_key_value(target).ok_or_else(|| unknown_shard(target))?.0;
-                    followed = true;
-                    // Moved meanwhile (`shards status --migrate`): the call
-                    // decides again on the record where it went.
-                    if !creates {
-                        let moved = self.store(shard)?.read(id, deadline).await?;
-                        return Ok(Written::Conflict(Box::new(tokens::snapshot(moved)?)));
+                Found::Forwarding(target) if follow => target,
+                Found::Forwarding(_) => return Ok(Written::Conflict(Box::new(tokens::snapshot(snapshot)?))),
+                Found::Other => {
+                    let hidden = snapshot.record.as_ref().map(|r| r.revision);
+                    let seen = forwarding::seen(snapshot, via.as_ref(), epoch);
+                    match hidden.filter(|_| follow && creates && seen.record.is_none()) {
+                        Some(revision) => {
+                            write = Cow::Owned(Write { expect: replace(revision), ..write.into_owned() });
+                            continue;
+                        }
+                        None => return Ok(Written::Conflict(Box::new(tokens::snapshot(seen)?))),
                     }
                 }
-                Found::Forwarding(_) | Found::Other => {
-                    return Ok(Written::Conflict(Box::new(tokens::snapshot(*snapshot)?)));
-                }
+            };
+            shard = self.stores.get_key_value(target).ok_or_else(|| unknown_shard(target))?.0;
+            via = snapshot.record.map(|r| r.value);
+            // Moved meanwhile (`shards status --migrate`): the call decides
+            // again on the record where it went.
+            if !creates {
+                let moved = forwarding::seen(self.store(shard)?.read(id, deadline).await?, via.as_ref(), epoch);
+                return Ok(Written::Conflict(Box::new(tokens::snapshot(moved)?)));
             }
         }
         Err(Error::Internal(format!("{id:?}: forwarding records kept a create from {shard}")))
@@ -296,10 +308,10 @@ impl<S: RecordStore> ShardedStore<S> {
         let lease = LeaseWant { lasts: self.forwarding_lasts, slack: self.forwarding_lasts / 16 };
         let write = Write {
             expect: Expect::Absent,
-            record: Some((forwarding::record(to, map.place.epoch), RecordLease::Until(lease))),
+            record: Some((forwarding::record(to, map.place.epoch, 0), RecordLease::Until(lease))),
             lock: LockChange::Keep,
         };
-        match self.write_on(map, at, id, &write, false, deadline).await? {
+        match self.write_on(map, at, id, &write, None, None, deadline).await? {
             Written::Committed { .. } => Ok(None),
             // Another replica of this map claimed it first.
             Written::Conflict(snapshot)
@@ -318,7 +330,9 @@ impl<S: RecordStore> ShardedStore<S> {
         self.reach(map, deadline).await?;
         let homes = map.homes(id);
         if homes.other.is_none() {
-            return self.write_on(map, homes.place, id, &self.unwrapped(write), true, deadline).await;
+            return self
+                .write_on(map, homes.place, id, &self.unwrapped(write), Some(write.expect), None, deadline)
+                .await;
         }
         let located = self.locate(map, homes, id, deadline).await?;
         // Written only where the record was found as the call expects it:
@@ -335,7 +349,7 @@ impl<S: RecordStore> ShardedStore<S> {
             // Created there meanwhile by a replica of the previous map.
             return Ok(Written::Conflict(Box::new(found)));
         }
-        self.write_on(map, located.shard, id, &self.unwrapped(write), true, deadline).await
+        self.write_on(map, located.shard, id, &self.unwrapped(write), Some(write.expect), located.via, deadline).await
     }
 
     /// The coordinator's `write` with the store revisions inside the tokens
@@ -539,7 +553,7 @@ fn bad_token(token: &str) -> Error {
 mod tests {
     use super::*;
     use crate::core::clock::TokioClock;
-    use crate::core::record::{Record, State};
+    use crate::core::record::State;
     use crate::store::memory::MemoryStore;
 
     fn record() -> Record {

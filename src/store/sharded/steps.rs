@@ -298,16 +298,17 @@ impl<S: RecordStore> ShardedStore<S> {
     /// Moves a record no attempt holds from `from`, a previous home, to its
     /// home under the new map: a finished or released one, or an attempt in
     /// progress whose lock is gone (abandoned, unless its owner is late).
-    /// A copy goes there first, then a forwarding record in its place,
-    /// compared on the record's revision and on there being no lock. A
-    /// reader of the switch step looks at the previous home first, so it
-    /// finds the record there until the forwarding record replaces it, and
-    /// the copy through it after; the copy alone reads as nothing
-    /// ([`Record::moved_in_epoch`]), so a copy whose original changed or
-    /// went meanwhile is never read, and [`Self::copy_accounted_for`]
-    /// removes it before the map settles. A moved attempt keeps the token
-    /// its owner holds ([`Record::moved_token`]), so that its late Complete
-    /// still counts. Whether the record moved.
+    /// A copy goes there first, then a forwarding record that names it in
+    /// the record's place, compared on the record's revision and on there
+    /// being no lock. A reader of the switch step finds the record at its
+    /// old home until the forwarding record replaces it, and the copy
+    /// through it after; the copy alone reads as nothing
+    /// ([`forwarding::seen`]), so a copy written too late (the record
+    /// changed or was forgotten meanwhile, perhaps moved by another run) is
+    /// never read, and [`Self::copy_accounted_for`] removes it before the
+    /// map settles. A moved attempt keeps the token its owner holds
+    /// ([`Record::moved_token`]), so that its late Complete still counts.
+    /// Whether the record moved.
     async fn migrate(
         &self,
         map: &ShardMap,
@@ -316,15 +317,15 @@ impl<S: RecordStore> ShardedStore<S> {
         record: &Versioned<Record>,
         deadline: Instant,
     ) -> Result<bool, Error> {
+        // The scan may be old: only the record as it is now moves. A live
+        // lock: its owner may still finish; moved once it lapses.
+        let now = self.store(from)?.read(id, deadline).await?;
+        if now.record.is_none_or(|r| r.revision != record.revision) || now.lock.is_some() {
+            return Ok(false);
+        }
         let mut value = Record { moved_in_epoch: map.place.epoch, ..record.value.clone() };
-        if value.state == State::InProgress {
-            // A live lock: its owner may still finish; moved once it lapses.
-            if self.store(from)?.read(id, deadline).await?.lock.is_some() {
-                return Ok(false);
-            }
-            if value.moved_token == 0 {
-                value.moved_token = tokens::token(value.token_generation, record.revision)? as u64;
-            }
+        if value.state == State::InProgress && value.moved_token == 0 {
+            value.moved_token = tokens::token(value.token_generation, record.revision)? as u64;
         }
         // The copy lives as long as the record has left, on this replica's
         // clock, plus a margin for that clock's error: a result may outlive
@@ -333,34 +334,51 @@ impl<S: RecordStore> ShardedStore<S> {
         let Ok(left) = u64::try_from(record.value.expires_at_ms - now_ms) else { return Ok(false) };
         let lasts = Duration::from_millis(left) + MIGRATION_MARGIN;
         let to = map.place.home(id);
-        let copy = Write {
-            expect: Expect::Absent,
-            record: Some((value, RecordLease::Until(LeaseWant { lasts, slack: lasts / 16 }))),
-            lock: LockChange::Keep,
+        // What the new home holds decides how the copy is written: another
+        // run's copy of this very record is used as it is (that run may be
+        // about to name it), a copy of an older state of it is replaced, and
+        // anything else there keeps the record where it is.
+        let there = self.store(to)?.read(id, deadline).await?;
+        let expect = match &there.record {
+            _ if there.lock.is_some() => return Ok(false),
+            None => Some(Expect::Absent),
+            Some(found) if forwarding::is_forwarding(&found.value) => Some(Expect::Absent),
+            Some(found) if forwarding::pending_copy(&found.value, map.forwarding_epoch()) => {
+                (!same_record(&found.value, &value))
+                    .then_some(Expect::Unchanged { record_revision: found.revision, lock_revision: None })
+            }
+            Some(_) => return Ok(false),
         };
-        // A copy from an earlier try is replaced like nothing at all.
-        if let Written::Conflict(_) = self.write_on(map, to, id, &copy, false, deadline).await? {
-            return Ok(false);
-        }
+        let copy = match expect {
+            None => there.record.map_or(0, |found| found.revision),
+            Some(expect) => {
+                let lease = RecordLease::Until(LeaseWant { lasts, slack: lasts / 16 });
+                let write = Write { expect, record: Some((value, lease)), lock: LockChange::Keep };
+                match self.write_on(map, to, id, &write, None, None, deadline).await? {
+                    Written::Committed { revision } => tokens::revision(revision),
+                    Written::Conflict(_) => return Ok(false),
+                }
+            }
+        };
         // The forwarding record outlasts the copy it leads to.
         let lasts = self.forwarding_lasts + MIGRATION_MARGIN;
         let replace = Write {
             expect: Expect::Unchanged { record_revision: record.revision, lock_revision: None },
             record: Some((
-                forwarding::record(to, map.place.epoch),
+                forwarding::record(to, map.place.epoch, copy),
                 RecordLease::Until(LeaseWant { lasts, slack: lasts / 16 }),
             )),
             lock: LockChange::Keep,
         };
-        Ok(matches!(self.write_on(map, from, id, &replace, false, deadline).await?, Written::Committed { .. }))
+        Ok(matches!(self.write_on(map, from, id, &replace, None, None, deadline).await?, Written::Committed { .. }))
     }
 
     /// Whether `copy`, a migration's copy at `at` (its new home), will be
     /// the record once the map settles, as it should: the forwarding record
-    /// at its previous home leads to it, or its original is still there
-    /// (the migration stopped half way, and finishes when it moves the
-    /// original). Otherwise its original changed or went since it was
-    /// copied: with `remove` it is removed, compared on its revision.
+    /// at its previous home names it, or its original is still there (the
+    /// migration stopped half way, and finishes when it moves the
+    /// original). Otherwise it was written too late: with `remove` it is
+    /// removed, compared on its revision.
     async fn copy_accounted_for(
         &self,
         map: &ShardMap,
@@ -372,11 +390,12 @@ impl<S: RecordStore> ShardedStore<S> {
     ) -> Result<bool, Error> {
         let Some(previous) = map.homes(id).other else { return Ok(true) };
         let there = self.store(previous)?.read(id, deadline).await?;
-        if let Some(original) = &there.record
-            && (forwarding::target(&original.value, map.forwarding_epoch()) == Some(at)
-                || same_record(&original.value, &copy.value))
-        {
-            return Ok(true);
+        if let Some(original) = &there.record {
+            let named = forwarding::target(&original.value, map.forwarding_epoch()) == Some(at)
+                && forwarding::names(&original.value, copy);
+            if named || same_record(&original.value, &copy.value) {
+                return Ok(true);
+            }
         }
         Ok(remove && self.store(at)?.forget(id, copy.revision, deadline).await?.is_some())
     }

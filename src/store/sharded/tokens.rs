@@ -43,22 +43,17 @@ pub fn moved_token(record: &Record) -> Option<i64> {
     (record.state == State::InProgress && record.moved_token != 0).then_some(record.moved_token as i64)
 }
 
-/// `expect` compared on `snapshot`'s store revision where it names a moved
-/// attempt by the token its owner holds ([`Record::moved_token`]), which
-/// the store cannot compare. `expect` holds store revisions already
-/// (`ShardedStore::unwrapped`), so the token is matched on its revision
-/// bits; the attempt was read with its whole token before the write was
-/// decided, and a moved record keeps its token until it is replaced.
-pub fn on_moved(expect: Expect, snapshot: &Snapshot) -> Option<Expect> {
+/// What the coordinator `decided` (in fencing tokens), compared on the
+/// store revision of `snapshot`'s record where it names a moved attempt by
+/// the token its owner holds ([`Record::moved_token`]), which the store
+/// cannot compare. Whole tokens are matched: a token is unique to one key
+/// across clusters, a revision alone is not.
+pub fn on_moved(decided: Expect, snapshot: &Snapshot) -> Option<Expect> {
     let record = snapshot.record.as_ref()?;
-    let moved = revision(moved_token(&record.value)?);
-    match expect {
-        Expect::Token(token) if token as i64 == moved && moved != record.revision => {
-            Some(Expect::Token(record.revision as u64))
-        }
-        Expect::Unchanged { record_revision, lock_revision }
-            if record_revision == moved && moved != record.revision =>
-        {
+    let moved = moved_token(&record.value)?;
+    match decided {
+        Expect::Token(token) if token as i64 == moved => Some(Expect::Token(record.revision as u64)),
+        Expect::Unchanged { record_revision, lock_revision } if record_revision == moved => {
             Some(Expect::Unchanged { record_revision: record.revision, lock_revision })
         }
         _ => None,
