@@ -229,15 +229,16 @@ impl World {
     /// `settled`, as an operator runs `shards status --migrate`: two at
     /// once where two are at that step, as when a timed-out check is run
     /// again while the first still migrates. A record that no attempt holds
-    /// can always be moved, so one left behind by two passes in a row,
-    /// unchanged, is a violation: the operator would wait for its retention
-    /// to end.
+    /// can always be moved, so one that nobody held from before a pass to
+    /// after it, unchanged, in two passes in a row, is a violation: the
+    /// operator would wait for its retention to end.
     pub async fn settle_checked(&self, settled: &[&'static str]) -> bool {
         let switching: Vec<usize> = (0..REPLICAS)
             .filter(|r| matches!(self.processes[*r].lock().expect("process").step, MapStep::Switch { .. }))
             .take(2)
             .collect();
         let deadline = Instant::now() + Duration::from_secs(10);
+        let unheld_before = self.unheld_left_behind(settled).await;
         let statuses = futures::future::join_all(
             switching.iter().map(|replica| async move { self.coordinator(*replica).map_status(true, deadline).await }),
         )
@@ -247,7 +248,11 @@ impl World {
         }
         let safe = statuses.iter().any(|status| matches!(status, Ok(Some(status)) if status.settle_safe));
         let answered = statuses.iter().any(Result::is_ok);
-        let unheld = if answered && !safe { self.unheld_left_behind(settled).await } else { BTreeSet::new() };
+        let unheld: BTreeSet<_> = if answered && !safe {
+            self.unheld_left_behind(settled).await.intersection(&unheld_before).cloned().collect()
+        } else {
+            BTreeSet::new()
+        };
         let mut before = self.unheld_left_behind.lock().expect("unheld");
         if let Some((cluster, key, revision)) = unheld.intersection(&before).next() {
             self.violation(Err(format!(

@@ -320,7 +320,7 @@ impl<S: RecordStore> ShardedStore<S> {
         // The scan may be old: only the record as it is now moves. A live
         // lock: its owner may still finish; moved once it lapses.
         let now = self.store(from)?.read(id, deadline).await?;
-        if now.record.is_none_or(|r| r.revision != record.revision) || now.lock.is_some() {
+        if now.record.as_ref().is_none_or(|r| r.revision != record.revision) || now.lock.is_some() {
             return Ok(false);
         }
         let mut value = Record { moved_in_epoch: map.place.epoch, ..record.value.clone() };
@@ -334,32 +334,8 @@ impl<S: RecordStore> ShardedStore<S> {
         let Ok(left) = u64::try_from(record.value.expires_at_ms - now_ms) else { return Ok(false) };
         let lasts = Duration::from_millis(left) + MIGRATION_MARGIN;
         let to = map.place.home(id);
-        // What the new home holds decides how the copy is written: another
-        // run's copy of this very record is used as it is (that run may be
-        // about to name it), a copy of an older state of it is replaced, and
-        // anything else there keeps the record where it is.
-        let there = self.store(to)?.read(id, deadline).await?;
-        let expect = match &there.record {
-            _ if there.lock.is_some() => return Ok(false),
-            None => Some(Expect::Absent),
-            Some(found) if forwarding::is_forwarding(&found.value) => Some(Expect::Absent),
-            Some(found) if forwarding::pending_copy(&found.value, map.forwarding_epoch()) => {
-                (!same_record(&found.value, &value))
-                    .then_some(Expect::Unchanged { record_revision: found.revision, lock_revision: None })
-            }
-            Some(_) => return Ok(false),
-        };
-        let copy = match expect {
-            None => there.record.map_or(0, |found| found.revision),
-            Some(expect) => {
-                let lease = RecordLease::Until(LeaseWant { lasts, slack: lasts / 16 });
-                let write = Write { expect, record: Some((value, lease)), lock: LockChange::Keep };
-                match self.write_on(map, to, id, &write, None, None, deadline).await? {
-                    Written::Committed { revision } => tokens::revision(revision),
-                    Written::Conflict(_) => return Ok(false),
-                }
-            }
-        };
+        let lease = RecordLease::Until(LeaseWant { lasts, slack: lasts / 16 });
+        let Some(copy) = self.copy(map, to, id, value, lease, deadline).await? else { return Ok(false) };
         // The forwarding record outlasts the copy it leads to.
         let lasts = self.forwarding_lasts + MIGRATION_MARGIN;
         let replace = Write {
@@ -371,6 +347,43 @@ impl<S: RecordStore> ShardedStore<S> {
             lock: LockChange::Keep,
         };
         Ok(matches!(self.write_on(map, from, id, &replace, None, None, deadline).await?, Written::Committed { .. }))
+    }
+
+    /// Writes `value`, a migration's copy, at `to`; the store revision it
+    /// has there, or None if something else is there. Another run's copy of
+    /// this very record is used as it is (that run may be about to name it
+    /// in its forwarding record), and a copy of an older state of the
+    /// record, written too late, is replaced; a copy another run wrote
+    /// meanwhile is looked at again.
+    async fn copy(
+        &self,
+        map: &ShardMap,
+        to: &str,
+        id: &RecordId,
+        value: Record,
+        lease: RecordLease,
+        deadline: Instant,
+    ) -> Result<Option<i64>, Error> {
+        for _ in 0..2 {
+            let there = self.store(to)?.read(id, deadline).await?;
+            let expect = match &there.record {
+                _ if there.lock.is_some() => return Ok(None),
+                None => Expect::Absent,
+                Some(found) if forwarding::is_forwarding(&found.value) => Expect::Absent,
+                Some(found) if forwarding::pending_copy(&found.value, map.forwarding_epoch()) => {
+                    if same_record(&found.value, &value) {
+                        return Ok(Some(found.revision));
+                    }
+                    Expect::Unchanged { record_revision: found.revision, lock_revision: None }
+                }
+                Some(_) => return Ok(None),
+            };
+            let write = Write { expect, record: Some((value.clone(), lease)), lock: LockChange::Keep };
+            if let Written::Committed { revision } = self.write_on(map, to, id, &write, None, None, deadline).await? {
+                return Ok(Some(tokens::revision(revision)));
+            }
+        }
+        Ok(None)
     }
 
     /// Whether `copy`, a migration's copy at `at` (its new home), will be
