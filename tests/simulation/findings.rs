@@ -58,6 +58,12 @@ fn the_seeds_of_fixed_findings_keep_every_promise() {
         // A half-done migration's copy of an attempt then taken over
         // blocked every later migration of the key.
         (246, "a stale copy blocking the migration of its key"),
+        // A second migration run wrote its copy after the first had moved
+        // the record and a forget had removed the moved copy.
+        (4172, "a forgotten result brought back by a late migration's copy"),
+        // Two clusters' revisions coincided: a migration's compare was
+        // taken for a moved attempt's token, and a copy was replaced.
+        (376, "a revision taken for a moved attempt's token"),
     ];
     for (seed, what) in cases {
         let plan = crate::plan::generate(seed, passing);
