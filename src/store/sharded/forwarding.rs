@@ -11,13 +11,15 @@
 //! treated as absent and replaced under a compare.
 //!
 //! A map change's migration (`shards status --migrate`) moves a record by
-//! writing a copy at its new home, marked with the change's epoch
-//! (`Record::moved_in_epoch`), then a forwarding record in its place that
-//! names that copy's revision. While the change is under way such a copy
-//! counts only when reached through the forwarding record that names it
-//! ([`seen`]): a copy written by a migration that came too late (its
-//! original changed or was forgotten meanwhile) is never read, and is
-//! removed before the map settles.
+//! writing a copy at its new home, marked as unconfirmed with the change's
+//! epoch (`Record::moved_in_epoch`), then a forwarding record in its place
+//! that names that copy's revision, and then confirms the copy (clears the
+//! mark). An unconfirmed copy counts only when reached through the
+//! forwarding record that names it ([`seen`]): a copy written by a
+//! migration that came too late (its original changed, was forgotten, or
+//! was moved by another run meanwhile) is never read by anyone, before or
+//! after the map settles, and `shards status` confirms every named copy
+//! before it says the map may settle.
 
 use crate::core::record::{CallError, Record, Snapshot, State, Versioned};
 
@@ -73,25 +75,28 @@ fn epoch(record: &Record) -> Option<u64> {
     message.rsplit_once("epoch ")?.1.trim_end_matches(')').parse().ok()
 }
 
-/// Whether `record` is a copy that the migration of the change to
-/// `epoch_now` wrote and nobody has written since.
-pub fn pending_copy(record: &Record, epoch_now: Option<u64>) -> bool {
-    record.moved_in_epoch != 0 && Some(record.moved_in_epoch) == epoch_now
+/// Whether `record` is a migration's copy that is not confirmed yet.
+pub fn unconfirmed(record: &Record) -> bool {
+    record.moved_in_epoch != 0
+}
+
+/// The store revision of the copy a forwarding record was written for; 0
+/// for one that leads to whatever is created where it points.
+pub fn copy_revision(forwarding: &Record) -> i64 {
+    forwarding.moved_token as i64
 }
 
 /// Whether the forwarding record `via` was written for the copy `copy`.
 pub fn names(via: &Record, copy: &Versioned<Record>) -> bool {
-    via.moved_token == copy.revision as u64
+    copy_revision(via) == copy.revision
 }
 
 /// `snapshot`, read at a shard directly or through the forwarding record
-/// `via`, as a reader finds it: a migration's copy of the change to
-/// `epoch_now` counts only through the forwarding record that names it.
-pub fn seen(snapshot: Snapshot, via: Option<&Record>, epoch_now: Option<u64>) -> Snapshot {
-    let unreached = snapshot
-        .record
-        .as_ref()
-        .is_some_and(|r| pending_copy(&r.value, epoch_now) && !via.is_some_and(|via| names(via, r)));
+/// `via`, as a reader finds it: an unconfirmed copy counts only through the
+/// forwarding record that names it.
+pub fn seen(snapshot: Snapshot, via: Option<&Record>) -> Snapshot {
+    let unreached =
+        snapshot.record.as_ref().is_some_and(|r| unconfirmed(&r.value) && !via.is_some_and(|via| names(via, r)));
     if unreached { Snapshot { record: None, ..snapshot } } else { snapshot }
 }
 

@@ -144,7 +144,7 @@ impl<S: RecordStore> ShardedStore<S> {
         self.state_of(shard, deadline).await?;
         let snapshot = self.store(shard)?.read(id, deadline).await?;
         let target = match forwarding::found(&snapshot, epoch) {
-            Found::Other => return Ok((shard, forwarding::seen(snapshot, None, epoch), None)),
+            Found::Other => return Ok((shard, forwarding::seen(snapshot, None), None)),
             Found::LeftOver(_) => return Ok((shard, Snapshot { record: None, ..snapshot }, None)),
             Found::Forwarding(target) => target,
         };
@@ -153,7 +153,7 @@ impl<S: RecordStore> ShardedStore<S> {
         self.state_of(target, deadline).await?;
         let forwarded = self.store(target)?.read(id, deadline).await?;
         match forwarding::found(&forwarded, epoch) {
-            Found::Other => Ok((target.as_str(), forwarding::seen(forwarded, via.as_ref(), epoch), via)),
+            Found::Other => Ok((target.as_str(), forwarding::seen(forwarded, via.as_ref()), via)),
             Found::LeftOver(_) => Ok((target.as_str(), Snapshot { record: None, ..forwarded }, via)),
             Found::Forwarding(_) => {
                 Err(Error::Internal(format!("{id:?}: the forwarding record on {shard} points to another on {target}")))
@@ -273,7 +273,7 @@ impl<S: RecordStore> ShardedStore<S> {
                 Found::Forwarding(_) => return Ok(Written::Conflict(Box::new(tokens::snapshot(snapshot)?))),
                 Found::Other => {
                     let hidden = snapshot.record.as_ref().map(|r| r.revision);
-                    let seen = forwarding::seen(snapshot, via.as_ref(), epoch);
+                    let seen = forwarding::seen(snapshot, via.as_ref());
                     match hidden.filter(|_| follow && creates && seen.record.is_none()) {
                         Some(revision) => {
                             write = Cow::Owned(Write { expect: replace(revision), ..write.into_owned() });
@@ -288,7 +288,7 @@ impl<S: RecordStore> ShardedStore<S> {
             // Moved meanwhile (`shards status --migrate`): the call decides
             // again on the record where it went.
             if !creates {
-                let moved = forwarding::seen(self.store(shard)?.read(id, deadline).await?, via.as_ref(), epoch);
+                let moved = forwarding::seen(self.store(shard)?.read(id, deadline).await?, via.as_ref());
                 return Ok(Written::Conflict(Box::new(tokens::snapshot(moved)?)));
             }
         }
@@ -451,8 +451,9 @@ impl<S: RecordStore> RecordStore for ShardedStore<S> {
 
     /// Shard by shard in name order; the token is `{shard}:{that shard's
     /// token}`, the shard's name percent-encoded so that a `:` in it cannot
-    /// be taken for the separator. Forwarding records are left out, so a
-    /// page may hold fewer than `limit` records before the last.
+    /// be taken for the separator. Forwarding records and unconfirmed copies
+    /// are left out, so a page may hold fewer than `limit` records before
+    /// the last.
     async fn list(&self, page: &Page, deadline: Instant) -> Result<Listing, Error> {
         let (after, limit) = (page.after.as_str(), page.limit);
         let named = |shard: &str| {
@@ -472,7 +473,8 @@ impl<S: RecordStore> RecordStore for ShardedStore<S> {
         while let Some(name) = shards.next() {
             let listed = self.store(name)?.list(&on_shard(&inner, limit - records.len()), deadline).await?;
             for (key, record, lock) in listed.records {
-                if !forwarding::is_forwarding(&record.value) {
+                // An unconfirmed copy is listed once its move is confirmed.
+                if !forwarding::is_forwarding(&record.value) && !forwarding::unconfirmed(&record.value) {
                     records.push((key, tokens::tokened(record)?, lock));
                 }
             }
@@ -501,9 +503,8 @@ impl<S: RecordStore> RecordStore for ShardedStore<S> {
         if tokens::tokened(record.clone())?.revision != record_revision {
             return Ok(None);
         }
-        // A copy that a half-done migration left at the new home is read
-        // only through a forwarding record, which this record's place now
-        // can never hold (`copy_accounted_for` removes it before settling).
+        // A copy that a half-done migration left at the new home is never
+        // read: it is unconfirmed, and no forwarding record will name it.
         self.store(located.shard)?.forget(id, record.revision, deadline).await
     }
 

@@ -236,24 +236,23 @@ impl<S: RecordStore> ShardedStore<S> {
                     for (id, record) in &page.entries {
                         // A forwarding record holds nothing: one of an earlier
                         // change reads as absent, and this change's point to
-                        // the home the settled map looks at, unless another
-                        // map file gave this epoch other shards.
+                        // the home the settled map looks at (unless another
+                        // map file gave this epoch other shards), where a
+                        // moved record's copy must be confirmed.
                         if let Some(r) = record.as_ref().filter(|r| forwarding::is_forwarding(&r.value)) {
-                            if forwarding::target(&r.value, epoch)
-                                .is_some_and(|to| !map.place.shards.iter().any(|s| s == to))
-                            {
-                                status.left_behind += 1;
-                            }
+                            let left = match forwarding::target(&r.value, epoch) {
+                                Some(to) if !map.place.shards.iter().any(|s| s == to) => true,
+                                Some(to) if forwarding::copy_revision(&r.value) != 0 => {
+                                    !self.settle_copy(map, to, id, migrate, deadline).await?
+                                }
+                                _ => false,
+                            };
+                            status.left_behind += u64::from(left);
                             continue;
                         }
                         if map.place.home(id) == shard {
-                            // Once settled, a migration's copy counts without
-                            // its forwarding record: one whose original went
-                            // must go first.
-                            let copy = record.as_ref().filter(|r| forwarding::pending_copy(&r.value, epoch));
-                            if let Some(copy) = copy
-                                && !self.copy_accounted_for(map, shard, id, copy, migrate, deadline).await?
-                            {
+                            let copy = record.as_ref().is_some_and(|r| forwarding::unconfirmed(&r.value));
+                            if copy && !self.settle_copy(map, shard, id, migrate, deadline).await? {
                                 status.left_behind += 1;
                             }
                             continue;
@@ -298,17 +297,18 @@ impl<S: RecordStore> ShardedStore<S> {
     /// Moves a record no attempt holds from `from`, a previous home, to its
     /// home under the new map: a finished or released one, or an attempt in
     /// progress whose lock is gone (abandoned, unless its owner is late).
-    /// A copy goes there first, then a forwarding record that names it in
-    /// the record's place, compared on the record's revision and on there
-    /// being no lock. A reader of the switch step finds the record at its
-    /// old home until the forwarding record replaces it, and the copy
-    /// through it after; the copy alone reads as nothing
-    /// ([`forwarding::seen`]), so a copy written too late (the record
-    /// changed or was forgotten meanwhile, perhaps moved by another run) is
-    /// never read, and [`Self::copy_accounted_for`] removes it before the
-    /// map settles. A moved attempt keeps the token its owner holds
-    /// ([`Record::moved_token`]), so that its late Complete still counts.
-    /// Whether the record moved.
+    /// An unconfirmed copy goes there first, then a forwarding record that
+    /// names it in the record's place, compared on the record's revision
+    /// and on there being no lock, then the copy is confirmed. A reader of
+    /// the switch step finds the record at its old home until the
+    /// forwarding record replaces it, and the copy through it after; an
+    /// unconfirmed copy alone reads as nothing ([`forwarding::seen`]), so a
+    /// copy written too late (the record changed, was forgotten or was
+    /// moved by another run meanwhile) is never read by anyone, and one
+    /// whose confirmation was lost is confirmed by [`Self::settle_copy`]
+    /// before the map may settle. A moved attempt keeps the token its owner
+    /// holds ([`Record::moved_token`]), so that its late Complete still
+    /// counts. Whether the record moved.
     async fn migrate(
         &self,
         map: &ShardMap,
@@ -335,7 +335,7 @@ impl<S: RecordStore> ShardedStore<S> {
         let lasts = Duration::from_millis(left) + MIGRATION_MARGIN;
         let to = map.place.home(id);
         let lease = RecordLease::Until(LeaseWant { lasts, slack: lasts / 16 });
-        let Some(copy) = self.copy(map, to, id, value, lease, deadline).await? else { return Ok(false) };
+        let Some(copy) = self.copy(map, to, id, value.clone(), lease, deadline).await? else { return Ok(false) };
         // The forwarding record outlasts the copy it leads to.
         let lasts = self.forwarding_lasts + MIGRATION_MARGIN;
         let replace = Write {
@@ -346,7 +346,31 @@ impl<S: RecordStore> ShardedStore<S> {
             )),
             lock: LockChange::Keep,
         };
-        Ok(matches!(self.write_on(map, from, id, &replace, None, None, deadline).await?, Written::Committed { .. }))
+        if let Written::Conflict(_) = self.write_on(map, from, id, &replace, None, None, deadline).await? {
+            return Ok(false);
+        }
+        // If this is lost, the next `shards status` confirms it.
+        self.confirm(map, to, id, &Versioned { value, revision: copy }, None, deadline).await?;
+        Ok(true)
+    }
+
+    /// Clears the mark of the copy `copy` at `at`, whose forwarding record
+    /// names it, if it and its lock are as read; whether it did.
+    async fn confirm(
+        &self,
+        map: &ShardMap,
+        at: &str,
+        id: &RecordId,
+        copy: &Versioned<Record>,
+        lock_revision: Option<i64>,
+        deadline: Instant,
+    ) -> Result<bool, Error> {
+        let write = Write {
+            expect: Expect::Unchanged { record_revision: copy.revision, lock_revision },
+            record: Some((Record { moved_in_epoch: 0, ..copy.value.clone() }, RecordLease::Keep)),
+            lock: LockChange::Keep,
+        };
+        Ok(matches!(self.write_on(map, at, id, &write, None, None, deadline).await?, Written::Committed { .. }))
     }
 
     /// Writes `value`, a migration's copy, at `to`; the store revision it
@@ -370,7 +394,7 @@ impl<S: RecordStore> ShardedStore<S> {
                 _ if there.lock.is_some() => return Ok(None),
                 None => Expect::Absent,
                 Some(found) if forwarding::is_forwarding(&found.value) => Expect::Absent,
-                Some(found) if forwarding::pending_copy(&found.value, map.forwarding_epoch()) => {
+                Some(found) if forwarding::unconfirmed(&found.value) => {
                     if same_record(&found.value, &value) {
                         return Ok(Some(found.revision));
                     }
@@ -386,31 +410,37 @@ impl<S: RecordStore> ShardedStore<S> {
         Ok(None)
     }
 
-    /// Whether `copy`, a migration's copy at `at` (its new home), will be
-    /// the record once the map settles, as it should: the forwarding record
-    /// at its previous home names it, or its original is still there (the
-    /// migration stopped half way, and finishes when it moves the
-    /// original). Otherwise it was written too late: with `remove` it is
-    /// removed, compared on its revision.
-    async fn copy_accounted_for(
+    /// Whether the copy a migration left at `at` (its new home), if it is
+    /// still unconfirmed, is settled: confirmed here (with `act`) when the
+    /// forwarding record at the previous home names it, counted where its
+    /// original still is (the migration stopped half way), or, written too
+    /// late and never read, removed (with `act`).
+    async fn settle_copy(
         &self,
         map: &ShardMap,
         at: &str,
         id: &RecordId,
-        copy: &Versioned<Record>,
-        remove: bool,
+        act: bool,
         deadline: Instant,
     ) -> Result<bool, Error> {
+        let here = self.store(at)?.read(id, deadline).await?;
+        let Some(copy) = here.record.filter(|r| forwarding::unconfirmed(&r.value)) else { return Ok(true) };
         let Some(previous) = map.homes(id).other else { return Ok(true) };
         let there = self.store(previous)?.read(id, deadline).await?;
-        if let Some(original) = &there.record {
-            let named = forwarding::target(&original.value, map.forwarding_epoch()) == Some(at)
-                && forwarding::names(&original.value, copy);
-            if named || same_record(&original.value, &copy.value) {
-                return Ok(true);
-            }
+        let original = there.record.as_ref();
+        if original.is_some_and(|o| same_record(&o.value, &copy.value)) {
+            return Ok(true);
         }
-        Ok(remove && self.store(at)?.forget(id, copy.revision, deadline).await?.is_some())
+        if !act {
+            return Ok(false);
+        }
+        let named = original.is_some_and(|o| {
+            forwarding::target(&o.value, map.forwarding_epoch()) == Some(at) && forwarding::names(&o.value, &copy)
+        });
+        if named {
+            return self.confirm(map, at, id, &copy, here.lock.map(|l| l.revision), deadline).await;
+        }
+        Ok(self.store(at)?.forget(id, copy.revision, deadline).await?.is_some())
     }
 
     async fn mark_settle_checked(&self, shard: &str, deadline: Instant) -> Result<(), Error> {
