@@ -473,3 +473,35 @@ async fn a_copy_whose_original_went_is_never_read_and_is_removed_before_settling
     let gone = settled.lookup(&id, deadline()).await;
     assert!(matches!(gone, Err(Error::NotFound)), "{gone:?}");
 }
+
+/// The time to live etcd gives `id`'s record key on cluster `name`.
+async fn record_ttl(clusters: &Clusters, name: &str, id: &RecordId) -> i64 {
+    let (_, etcd) = clusters.etcds.iter().find(|(n, _)| *n == name).expect("a cluster");
+    let mut client = etcd_client::Client::connect([etcd.client_url.as_str()], None).await.expect("etcd");
+    let key = format!("/idempotency/{}/payments.create/{}/record", id.tenant, id.key);
+    let kv = client.get(key, None).await.expect("read").kvs().first().cloned().expect("the record key");
+    client.lease_time_to_live(kv.lease(), None).await.expect("ttl").ttl()
+}
+
+/// A copy lived as long as the migrating replica's clock said the record
+/// had left (plus 60 s): on a clock 120 s ahead, a record with 150 s
+/// retention was gone after 96 s (review). Its forwarding record, on that
+/// replica's `--max-retention`, could go before it. Now both are measured by
+/// etcd: the copy lives as long as etcd would have kept the record, and the
+/// forwarding record longer.
+#[tokio::test]
+async fn a_moved_record_lives_as_long_as_etcd_would_have_kept_it_whatever_the_clocks() {
+    let clusters = Clusters::start().await;
+    let id = moving_key();
+    let old = clusters.replica(settled(1, &["a"])).await;
+    let token = acquire(&old, &id, "owner-1", 10).await;
+    complete(&old, &id, token, "kept", 20).await.expect("completes");
+    let before = record_ttl(&clusters, "a", &id).await;
+    clusters.replica(announce(1, &["a"], &["a", "c"])).await.lookup(&id, deadline()).await.expect("there");
+    let switched = clusters.replica(switch(2, &["a", "c"], &["a"])).await;
+    let status = switched.map_status(true, deadline()).await.expect("status").expect("sharded");
+    assert_eq!(status.migrated, 1, "{status:?}");
+    let (copy, forwarding) = (record_ttl(&clusters, "c", &id).await, record_ttl(&clusters, "a", &id).await);
+    assert!(copy >= before, "the copy lives {copy} s, the record had {before} s left");
+    assert!(forwarding > copy, "the forwarding record lives {forwarding} s, its copy {copy} s");
+}

@@ -67,15 +67,17 @@ pub struct Record {
     /// Set by a sharded store on an attempt in progress that a map change
     /// moved to another shard (`shards status --migrate`): the fencing
     /// token its owner was handed at the previous home, which stays the
-    /// attempt's token until another attempt replaces the record. 0
+    /// attempt's token until another attempt replaces the record. On a
+    /// forwarding record: the store revision of the copy it leads to. 0
     /// elsewhere, and the core only carries it along.
     pub moved_token: u64,
     /// Set by a sharded store on a copy that a map change's migration wrote
-    /// at the record's new home: that change's epoch. While the change is
-    /// under way the copy counts only when reached through the forwarding
-    /// record that replaced the original, so a copy whose original changed
-    /// or went meanwhile is never read. Cleared by the next write of the
-    /// record. 0 elsewhere, and the core only carries it along.
+    /// at the record's new home and has not confirmed yet: that change's
+    /// epoch. Such a copy counts only when reached through the forwarding
+    /// record that replaced the original and names it, so a copy written
+    /// too late (its original changed or went meanwhile) is never read.
+    /// Cleared when the move is confirmed and by the record's next write.
+    /// 0 elsewhere, and the core only carries it along.
     pub moved_in_epoch: u64,
 }
 

@@ -310,6 +310,19 @@ pub trait RecordStore: Send + Sync + 'static {
         async { Ok(None) }
     }
 
+    /// How much longer the store keeps `id`'s record, measured by the store
+    /// itself (its lease's time to live), if the record is still the one
+    /// at `record_revision`. A map change's migration gives a record's copy
+    /// that long: no replica's clock is asked.
+    fn record_lease_left(
+        &self,
+        _id: &RecordId,
+        _record_revision: i64,
+        _deadline: Instant,
+    ) -> impl Future<Output = Result<Option<Duration>, Error>> + Send {
+        async { keeps_no_shard_state() }
+    }
+
     /// Up to `limit` records (or lone locks) of every tenant and namespace,
     /// after `after` (empty, or a [`Scan::next`] this store gave).
     fn scan(

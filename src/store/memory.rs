@@ -247,6 +247,18 @@ impl RecordStore for MemoryStore {
     }
 
     /// In id order; the token is the last id listed, as JSON.
+    async fn record_lease_left(
+        &self,
+        id: &RecordId,
+        record_revision: i64,
+        _deadline: Instant,
+    ) -> Result<Option<Duration>, Error> {
+        let state = self.state();
+        let stored =
+            state.entries.get(id).and_then(|e| e.record.as_ref()).filter(|s| s.value.revision == record_revision);
+        Ok(stored.map(|s| Duration::from_millis((s.expires_at_ms - self.clock.now_ms()).max(0) as u64)))
+    }
+
     async fn scan(&self, after: &str, limit: usize, _deadline: Instant) -> Result<Scan, Error> {
         let after: Option<RecordId> = match after {
             "" => None,

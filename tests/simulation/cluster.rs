@@ -254,6 +254,19 @@ impl RecordStore for Link {
         Ok(put)
     }
 
+    async fn record_lease_left(
+        &self,
+        id: &RecordId,
+        record_revision: i64,
+        deadline: Instant,
+    ) -> Result<Option<Duration>, Error> {
+        self.latency().await;
+        self.cluster.check_up()?;
+        let left = self.cluster.store.record_lease_left(id, record_revision, deadline).await;
+        self.latency().await;
+        left
+    }
+
     async fn scan(&self, after: &str, limit: usize, deadline: Instant) -> Result<Scan, Error> {
         self.latency().await;
         self.cluster.check_up()?;

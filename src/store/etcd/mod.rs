@@ -364,6 +364,17 @@ impl RecordStore for EtcdStore {
         shard_state::scan(client, &self.prefix, after, limit, self.bound(deadline)).await
     }
 
+    async fn record_lease_left(
+        &self,
+        id: &RecordId,
+        record_revision: i64,
+        deadline: Instant,
+    ) -> Result<Option<Duration>, Error> {
+        let client = self.connected().map_err(|_| Error::StoreUnavailable(NOT_CONNECTED.into()))?;
+        let key = RecordKeys::new(&self.prefix, id).record;
+        shard_state::lease_left(client, &key, record_revision, self.bound(deadline)).await
+    }
+
     /// A watch on every key of one record.
     async fn watch(&self, id: &RecordId, after_revision: i64, deadline: Instant) -> Result<Changes, Error> {
         let keys = RecordKeys::new(&self.prefix, id);

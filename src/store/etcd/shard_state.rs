@@ -4,6 +4,8 @@
 //! and namespace, to find records left where a new shard map won't look.
 
 use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
+use std::time::Duration;
+
 use tokio::time::{Instant, timeout_at};
 
 use crate::core::error::Error;
@@ -81,6 +83,27 @@ pub async fn put(
         .and_then([TxnOp::put(key.as_str(), encode(&state), None)]);
     let answer = timeout_at(deadline, client.kv_client().txn(txn)).await.map_err(late)?;
     Ok(answer.map_err(unavailable)?.succeeded())
+}
+
+/// How much longer etcd keeps `key`, if it is still as written at
+/// `revision`: the time to live of its lease, which etcd measures.
+pub async fn lease_left(
+    client: &Client,
+    key: &str,
+    revision: i64,
+    deadline: Instant,
+) -> Result<Option<Duration>, Error> {
+    let answer = timeout_at(deadline, client.kv_client().get(key, None)).await.map_err(late)?;
+    let Some(kv) = answer.map_err(unavailable)?.kvs().first().filter(|kv| kv.mod_revision() == revision).cloned()
+    else {
+        return Ok(None);
+    };
+    if kv.lease() == 0 {
+        return Err(Error::Internal(format!("the record at {key} has no lease")));
+    }
+    let ttl = timeout_at(deadline, client.lease_client().time_to_live(kv.lease(), None)).await.map_err(late)?;
+    // -1: the lease ran out between the two reads.
+    Ok(u64::try_from(ttl.map_err(unavailable)?.ttl()).ok().map(Duration::from_secs))
 }
 
 /// Records and lone locks in key order, `limit` ids at most. The token is

@@ -20,7 +20,7 @@
 //!   the switch step creates one at a previous home.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -327,17 +327,19 @@ impl<S: RecordStore> ShardedStore<S> {
         if value.state == State::InProgress && value.moved_token == 0 {
             value.moved_token = tokens::token(value.token_generation, record.revision)? as u64;
         }
-        // The copy lives as long as the record has left, on this replica's
-        // clock, plus a margin for that clock's error: a result may outlive
-        // its retention, never fall short of it.
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        let Ok(left) = u64::try_from(record.value.expires_at_ms - now_ms) else { return Ok(false) };
-        let lasts = Duration::from_millis(left) + MIGRATION_MARGIN;
+        // The copy lives as long as the store would have kept the record,
+        // by the store's own measure (no replica's clock is asked), plus a
+        // margin: a result may outlive its retention, never fall short.
+        let Some(left) = self.store(from)?.record_lease_left(id, record.revision, deadline).await? else {
+            return Ok(false);
+        };
+        let lasts = left + MIGRATION_MARGIN;
         let to = map.place.home(id);
         let lease = RecordLease::Until(LeaseWant { lasts, slack: lasts / 16 });
         let Some(copy) = self.copy(map, to, id, value.clone(), lease, deadline).await? else { return Ok(false) };
-        // The forwarding record outlasts the copy it leads to.
-        let lasts = self.forwarding_lasts + MIGRATION_MARGIN;
+        // The forwarding record outlasts the copy it leads to, whatever the
+        // retention this replica allows.
+        let lasts = lasts + MIGRATION_MARGIN;
         let replace = Write {
             expect: Expect::Unchanged { record_revision: record.revision, lock_revision: None },
             record: Some((
@@ -376,9 +378,8 @@ impl<S: RecordStore> ShardedStore<S> {
     /// Writes `value`, a migration's copy, at `to`; the store revision it
     /// has there, or None if something else is there. Another run's copy of
     /// this very record is used as it is (that run may be about to name it
-    /// in its forwarding record), and a copy of an older state of the
-    /// record, written too late, is replaced; a copy another run wrote
-    /// meanwhile is looked at again.
+    /// in its forwarding record), also when it appears while this one is
+    /// written.
     async fn copy(
         &self,
         map: &ShardMap,
@@ -394,12 +395,12 @@ impl<S: RecordStore> ShardedStore<S> {
                 _ if there.lock.is_some() => return Ok(None),
                 None => Expect::Absent,
                 Some(found) if forwarding::is_forwarding(&found.value) => Expect::Absent,
-                Some(found) if forwarding::unconfirmed(&found.value) => {
-                    if same_record(&found.value, &value) {
-                        return Ok(Some(found.revision));
-                    }
-                    Expect::Unchanged { record_revision: found.revision, lock_revision: None }
+                Some(found) if forwarding::unconfirmed(&found.value) && same_record(&found.value, &value) => {
+                    return Ok(Some(found.revision));
                 }
+                // Anything else, even a copy of an older state of the record
+                // (another run's forwarding record may name it by now):
+                // `settle_copy` removes a copy that nothing names.
                 Some(_) => return Ok(None),
             };
             let write = Write { expect, record: Some((value.clone(), lease)), lock: LockChange::Keep };
