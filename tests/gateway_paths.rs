@@ -68,3 +68,54 @@ async fn a_trailing_slash_or_another_case_is_the_same_route() {
     // The service gets the path as sent.
     assert_eq!(setup.service.ledger.seen()[0].0, "/payments/");
 }
+
+/// Sends a raw HTTP/1.1 request line and headers; the status and the answer.
+async fn raw(setup: &Setup, request_line: &str) -> (u16, String) {
+    let mut tcp = tokio::net::TcpStream::connect(setup.gateway.addr).await.expect("connect");
+    let request = format!("{request_line}\r\nhost: payments.test\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).await.expect("read");
+    let status = answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("a status line: {answer:?}"));
+    (status, answer)
+}
+
+/// Review of issue 27: authority-form targets and CONNECT got 502
+/// `upstream-unreachable`, and `POST *` was forwarded as `*`. They name no
+/// path a route could protect: 400 before anything is forwarded. `OPTIONS *`
+/// still goes through.
+#[tokio::test]
+async fn a_target_that_is_not_a_path_is_refused_before_anything_is_forwarded() {
+    let setup = Setup::start(ROUTES).await;
+    for line in ["POST payments HTTP/1.1", "CONNECT payments.test:443 HTTP/1.1", "POST * HTTP/1.1"] {
+        let (status, answer) = raw(&setup, line).await;
+        assert_eq!(status, 400, "{line}: {answer}");
+        assert!(answer.contains("urn:idempotency-gateway:request-target-unsupported"), "{line}: {answer}");
+    }
+    assert_eq!(setup.service.ledger.requests(), 0, "nothing reached the service");
+    let (_, answer) = raw(&setup, "OPTIONS * HTTP/1.1").await;
+    assert!(!answer.contains("request-target-unsupported"), "{answer}");
+}
+
+/// Review of issue 27: over HTTP/2 a request whose `host` field names
+/// another host than its `:authority` reached the service with `host`; RFC
+/// 9113 §8.3.1 makes it malformed. Now 400.
+#[tokio::test]
+async fn an_http2_request_naming_two_hosts_is_refused() {
+    let setup = Setup::start(ROUTES).await;
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().expect("an h2c client");
+    let answer = h2
+        .post(setup.gateway.url("/payments"))
+        .header("host", "elsewhere.test")
+        .header("idempotency-key", "\"two-hosts\"")
+        .header("authorization", CALLER)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(answer.status(), 400);
+    let body = answer.text().await.expect("a body");
+    assert!(body.contains("request-target-unsupported"), "{body}");
+    assert_eq!(setup.service.ledger.requests(), 0, "nothing reached the service");
+}

@@ -22,6 +22,9 @@ pub enum Problem {
     KeyMalformed(String),
     /// The path is one the service may read as another path; the text says why.
     PathAmbiguous(String),
+    /// The request names no path the gateway forwards (authority form,
+    /// CONNECT, `*` but for OPTIONS) or two hosts; the text says which.
+    TargetUnsupported(String),
     /// The route scopes keys by caller and the request names none in `header`.
     IdentityMissing { header: String },
     /// The key was used for a different request.
@@ -66,6 +69,7 @@ impl Problem {
             Problem::KeyMissing
             | Problem::KeyMalformed(_)
             | Problem::PathAmbiguous(_)
+            | Problem::TargetUnsupported(_)
             | Problem::BodyUnreadable(_)
             | Problem::JsonNumberInexact { .. } => StatusCode::BAD_REQUEST,
             Problem::IdentityMissing { .. } => StatusCode::UNAUTHORIZED,
@@ -88,6 +92,7 @@ impl Problem {
             Problem::KeyMissing => "idempotency-key-missing",
             Problem::KeyMalformed(_) => "idempotency-key-malformed",
             Problem::PathAmbiguous(_) => "path-ambiguous",
+            Problem::TargetUnsupported(_) => "request-target-unsupported",
             Problem::IdentityMissing { .. } => "identity-missing",
             Problem::BodyTimedOut(_) => "request-body-timeout",
             Problem::Overloaded { .. } => "gateway-overloaded",
@@ -119,6 +124,10 @@ impl Problem {
                 format!(
                     "The path has {why}, which services read in different ways; send the path in its plain form (no //, dot segments, ';' parameters or percent-encoded unreserved characters)."
                 ),
+            ),
+            Problem::TargetUnsupported(why) => (
+                "The request target is not forwarded",
+                format!("The request has {why}; the gateway forwards requests for a path on one host. Nothing was forwarded."),
             ),
             Problem::IdentityMissing { header } => (
                 "The caller is not identified",

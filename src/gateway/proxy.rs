@@ -89,6 +89,9 @@ impl Gateway {
     async fn answer(self: Arc<Self>, mut request: Request<Body>) -> (Response, Outcome) {
         // Set only on an acquired attempt, never passed on from a client.
         self.routes.strip_edge_headers(request.headers_mut());
+        if let Some(why) = request_path::unsupported_target(&request) {
+            return (Problem::TargetUnsupported(why).into_response(), Outcome::BadRequest);
+        }
         let path = match request_path::for_matching(request.uri().path()) {
             Ok(path) => path,
             Err(why) => return (Problem::PathAmbiguous(why).into_response(), Outcome::BadRequest),

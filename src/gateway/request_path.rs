@@ -15,6 +15,30 @@
 //!
 //! The request goes upstream as sent, and its fingerprint holds the path as sent.
 
+/// Why the gateway forwards no request like this one, if it does not: a
+/// target that is not a path (authority form, CONNECT; `*` but for
+/// OPTIONS), or, over HTTP/2, a `host` field that names another host than
+/// `:authority` (RFC 9113 §8.3.1: such a request is malformed).
+pub fn unsupported_target(request: &http::Request<impl Sized>) -> Option<String> {
+    let (method, uri) = (request.method(), request.uri());
+    if method == http::Method::CONNECT {
+        return Some("the CONNECT method".into());
+    }
+    let path = uri.path();
+    if !path.starts_with('/') && !(path == "*" && method == http::Method::OPTIONS) {
+        return Some(format!("the request target {:?}, which is not a path", uri.to_string()));
+    }
+    let host = request.headers().get(http::header::HOST).map(http::HeaderValue::as_bytes);
+    match (request.version(), uri.authority(), host) {
+        (http::Version::HTTP_2, Some(authority), Some(host))
+            if !authority.as_str().as_bytes().eq_ignore_ascii_case(host) =>
+        {
+            Some("a host field that names another host than its :authority".into())
+        }
+        _ => None,
+    }
+}
+
 /// The path routes are matched against, or why the path is refused.
 pub fn for_matching(path: &str) -> Result<String, String> {
     if !path.starts_with('/') {
