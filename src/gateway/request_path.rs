@@ -25,7 +25,8 @@ pub fn unsupported_target(request: &http::Request<impl Sized>) -> Option<String>
         return Some("the CONNECT method".into());
     }
     let path = uri.path();
-    if !path.starts_with('/') && !(path == "*" && method == http::Method::OPTIONS) {
+    let path_or_options_star = path.starts_with('/') || (path == "*" && method == http::Method::OPTIONS);
+    if !path_or_options_star {
         return Some(format!("the request target {:?}, which is not a path", uri.to_string()));
     }
     let host = request.headers().get(http::header::HOST).map(http::HeaderValue::as_bytes);
