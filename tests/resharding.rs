@@ -505,3 +505,102 @@ async fn a_moved_record_lives_as_long_as_etcd_would_have_kept_it_whatever_the_cl
     assert!(copy >= before, "the copy lives {copy} s, the record had {before} s left");
     assert!(forwarding > copy, "the forwarding record lives {forwarding} s, its copy {copy} s");
 }
+
+/// The etcd store of cluster `name`, for writing what a migration run
+/// leaves behind as it would.
+async fn raw_store(clusters: &Clusters, name: &str) -> EtcdStore {
+    let (_, etcd) = clusters.etcds.iter().find(|(n, _)| *n == name).expect("a cluster");
+    EtcdStore::connect(&etcd_config(etcd, "/idempotency/")).await.expect("etcd store")
+}
+
+/// Writes `record` at `id` on `store` as a migration's unconfirmed copy of
+/// the change to `epoch`; its revision there.
+async fn put_copy(
+    store: &EtcdStore,
+    id: &RecordId,
+    record: idempotency_coordinator::core::record::Record,
+    epoch: u64,
+) -> i64 {
+    use idempotency_coordinator::core::store::{Expect, LeaseWant, LockChange, RecordLease, Write, Written};
+    let copy = idempotency_coordinator::core::record::Record { moved_in_epoch: epoch, ..record };
+    let lease = RecordLease::Until(LeaseWant { lasts: Duration::from_secs(60), slack: Duration::from_secs(2) });
+    let write = Write { expect: Expect::Absent, record: Some((copy, lease)), lock: LockChange::Keep };
+    match store.write(id, &write, deadline()).await.expect("the copy") {
+        Written::Committed { revision } => revision,
+        Written::Conflict(there) => panic!("{id:?} is taken: {there:?}"),
+    }
+}
+
+/// Second review: a run still in flight when another said "settle: safe"
+/// can write its copy of a record forgotten meanwhile. Unconfirmed, it is
+/// read by no one, but the next change's `--migrate` moved it like a record
+/// and confirmed it, replaying the forgotten result; and before that, a
+/// Begin of its key timed out, its claim meeting the copy it could not see.
+#[tokio::test]
+async fn a_copy_left_unconfirmed_by_an_earlier_change_is_never_moved_nor_in_the_way() {
+    let clusters = Clusters::start().await;
+    let (begun, moved) = (moving_key(), moving_key_of("other"));
+    clusters.replica(announce(1, &["a"], &["a", "c"])).await.lookup(&begun, deadline()).await.expect_err("none");
+    let adding = clusters.replica(switch(2, &["a", "c"], &["a"])).await;
+    assert!(adding.map_status(true, deadline()).await.expect("status").expect("sharded").settle_safe);
+    let added = clusters.replica(settled(2, &["a", "c"])).await;
+    let c = raw_store(&clusters, "c").await;
+    for id in [&begun, &moved] {
+        let token = acquire(&added, id, "owner-1", 5).await;
+        complete(&added, id, token, "forgotten", 20).await.expect("completes");
+        let record = c.read(id, deadline()).await.expect("read").record.expect("on c").value;
+        added.forget(id, deadline()).await.expect("forgotten");
+        // What the late run writes after the check said safe.
+        put_copy(&c, id, record, 2).await;
+        assert!(matches!(added.lookup(id, deadline()).await, Err(Error::NotFound)), "never read");
+    }
+
+    clusters.replica(announce(2, &["a", "c"], &["a"])).await.lookup(&begun, deadline()).await.expect_err("none");
+    let removing = clusters.replica(switch(3, &["a"], &["a", "c"])).await;
+    let started = Instant::now();
+    let fresh = acquire(&removing, &begun, "owner-2", 5).await;
+    assert!(started.elapsed() < Duration::from_secs(2), "the Begin took {:?}", started.elapsed());
+    let status = removing.map_status(true, deadline()).await.expect("status").expect("sharded");
+    assert_eq!((status.migrated, status.settle_safe), (0, true), "the copy is not a record: {status:?}");
+    for replica in [&removing, &clusters.replica(settled(3, &["a"])).await] {
+        let found = replica.lookup(&moved, deadline()).await;
+        assert!(matches!(found, Err(Error::NotFound)), "the forgotten result came back: {found:?}");
+    }
+    complete(&removing, &begun, fresh, "new", 20).await.expect("the new attempt completes");
+}
+
+/// Second review: between a migration's forwarding record and the
+/// confirmation of its copy (or for good, if the confirmation is lost),
+/// ListRecords left the record out, though Lookup found it.
+#[tokio::test]
+async fn a_moved_record_is_listed_before_its_copy_is_confirmed() {
+    use idempotency_coordinator::core::store::{Expect, LeaseWant, LockChange, Page, RecordLease, Write};
+    use idempotency_coordinator::store::sharded::forwarding;
+    let clusters = Clusters::start().await;
+    let id = moving_key();
+    let old = clusters.replica(settled(1, &["a"])).await;
+    let token = acquire(&old, &id, "owner-1", 5).await;
+    complete(&old, &id, token, "moved", 20).await.expect("completes");
+    clusters.replica(announce(1, &["a"], &["a", "c"])).await.lookup(&id, deadline()).await.expect("there");
+    let switched = clusters.replica(switch(2, &["a", "c"], &["a"])).await;
+
+    // A migration stopped after its forwarding record, before confirming.
+    let (a, c) = (raw_store(&clusters, "a").await, raw_store(&clusters, "c").await);
+    let original = a.read(&id, deadline()).await.expect("read").record.expect("on a");
+    let copy = put_copy(&c, &id, original.value, 2).await;
+    let lease = RecordLease::Until(LeaseWant { lasts: Duration::from_secs(120), slack: Duration::from_secs(2) });
+    let replace = Write {
+        expect: Expect::Unchanged { record_revision: original.revision, lock_revision: None },
+        record: Some((forwarding::record("c", 2, copy), lease)),
+        lock: LockChange::Keep,
+    };
+    a.write(&id, &replace, deadline()).await.expect("the forwarding record");
+
+    let page = Page { tenant: id.tenant.clone(), namespace: id.namespace.clone(), after: String::new(), limit: 10 };
+    let (listed, _) = switched.list(&page, deadline()).await.expect("a page");
+    assert_eq!(listed.iter().map(|(key, _)| key.as_str()).collect::<Vec<_>>(), [id.key.as_str()]);
+    let status = switched.map_status(true, deadline()).await.expect("status").expect("sharded");
+    assert!(status.settle_safe, "the copy is confirmed: {status:?}");
+    let (listed, _) = switched.list(&page, deadline()).await.expect("a page");
+    assert_eq!(listed.len(), 1);
+}

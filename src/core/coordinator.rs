@@ -353,7 +353,7 @@ impl<S: RecordStore> Coordinator<S> {
 
     /// Where a sharded store's map change stands (None: not sharded). At
     /// the switch step this scans every shard (with `migrate`, moving
-    /// finished records to their new homes), and marks them ready to
+    /// records no attempt holds to their new homes), and marks them ready to
     /// settle when no record is left where the settled map won't look.
     pub async fn map_status(&self, migrate: bool, deadline: Instant) -> Result<Option<MapStatus>, Error> {
         self.store.map_status(migrate, self.operation_deadline(deadline, Duration::ZERO)).await

@@ -196,14 +196,14 @@ impl<S: RecordStore> ShardedStore<S> {
     /// with the shard's token generation; the revision committed comes back
     /// as the record's token. A conflict is answered with what a reader
     /// finds there ([`forwarding::seen`]). A create that finds a forwarding
-    /// record left over from an earlier change replaces it. The
-    /// coordinator's writes (`decided`: what it expects, in fencing tokens;
-    /// None for a forwarding record or a migration's copy) go further: one
-    /// naming a moved attempt by its owner's token is compared on the
-    /// attempt's revision here; a create also replaces a migration's copy
-    /// that reads as nothing, and goes where a forwarding record of this
-    /// change points; any other write that meets one decides again on what
-    /// is where it points.
+    /// record left over from an earlier change, or a migration's copy that
+    /// reads as nothing (unless it writes such a copy itself), replaces it.
+    /// The coordinator's writes (`decided`: what it expects, in fencing
+    /// tokens; None for a forwarding record or a migration's copy) go
+    /// further: one naming a moved attempt by its owner's token is compared
+    /// on the attempt's revision here; a create goes where a forwarding
+    /// record of this change points; any other write that meets one decides
+    /// again on what is where it points.
     #[allow(clippy::too_many_arguments)]
     async fn write_on(
         &self,
@@ -274,7 +274,11 @@ impl<S: RecordStore> ShardedStore<S> {
                 Found::Other => {
                     let hidden = snapshot.record.as_ref().map(|r| r.revision);
                     let seen = forwarding::seen(snapshot, via.as_ref());
-                    match hidden.filter(|_| follow && creates && seen.record.is_none()) {
+                    // A copy that reads as nothing is replaced like nothing,
+                    // except by a migration's own copy: the copy there may be
+                    // another run's, which that run may be about to name.
+                    let copying = write.record.as_ref().is_some_and(|(r, _)| forwarding::unconfirmed(r));
+                    match hidden.filter(|_| creates && !copying && seen.record.is_none()) {
                         Some(revision) => {
                             write = Cow::Owned(Write { expect: replace(revision), ..write.into_owned() });
                             continue;
@@ -473,10 +477,19 @@ impl<S: RecordStore> RecordStore for ShardedStore<S> {
         while let Some(name) = shards.next() {
             let listed = self.store(name)?.list(&on_shard(&inner, limit - records.len()), deadline).await?;
             for (key, record, lock) in listed.records {
-                // An unconfirmed copy is listed once its move is confirmed.
-                if !forwarding::is_forwarding(&record.value) && !forwarding::unconfirmed(&record.value) {
-                    records.push((key, tokens::tokened(record)?, lock));
+                if forwarding::is_forwarding(&record.value) {
+                    continue;
                 }
+                // An unconfirmed copy counts only through the forwarding
+                // record that names it, as everywhere else.
+                if forwarding::unconfirmed(&record.value) {
+                    let id =
+                        RecordId { tenant: page.tenant.clone(), namespace: page.namespace.clone(), key: key.clone() };
+                    if !self.named_copy(self.acting(), name, &id, &record, deadline).await? {
+                        continue;
+                    }
+                }
+                records.push((key, tokens::tokened(record)?, lock));
             }
             if let Some(next) = listed.next {
                 return Ok(Listing { records, next: Some(token(name, &next)) });

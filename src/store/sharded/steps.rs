@@ -243,7 +243,7 @@ impl<S: RecordStore> ShardedStore<S> {
                             let left = match forwarding::target(&r.value, epoch) {
                                 Some(to) if !map.place.shards.iter().any(|s| s == to) => true,
                                 Some(to) if forwarding::copy_revision(&r.value) != 0 => {
-                                    !self.settle_copy(map, to, id, migrate, deadline).await?
+                                    !self.confirm_named(map, to, id, &r.value, migrate, deadline).await?
                                 }
                                 _ => false,
                             };
@@ -254,6 +254,14 @@ impl<S: RecordStore> ShardedStore<S> {
                             let copy = record.as_ref().is_some_and(|r| forwarding::unconfirmed(&r.value));
                             if copy && !self.settle_copy(map, shard, id, migrate, deadline).await? {
                                 status.left_behind += 1;
+                            }
+                            continue;
+                        }
+                        // A copy an earlier change left unconfirmed is read by
+                        // no one: not a record, and never moved.
+                        if let Some(garbage) = record.as_ref().filter(|r| forwarding::unconfirmed(&r.value)) {
+                            if migrate {
+                                self.store(shard)?.forget(id, garbage.revision, deadline).await?;
                             }
                             continue;
                         }
@@ -411,11 +419,29 @@ impl<S: RecordStore> ShardedStore<S> {
         Ok(None)
     }
 
-    /// Whether the copy a migration left at `at` (its new home), if it is
-    /// still unconfirmed, is settled: confirmed here (with `act`) when the
-    /// forwarding record at the previous home names it, counted where its
-    /// original still is (the migration stopped half way), or, written too
-    /// late and never read, removed (with `act`).
+    /// Whether the forwarding record of this change at the previous home
+    /// of `id` names `copy`, a migration's copy at `at`.
+    pub(super) async fn named_copy(
+        &self,
+        map: &ShardMap,
+        at: &str,
+        id: &RecordId,
+        copy: &Versioned<Record>,
+        deadline: Instant,
+    ) -> Result<bool, Error> {
+        let Some(previous) = map.homes(id).other else { return Ok(false) };
+        let there = self.store(previous)?.read(id, deadline).await?;
+        Ok(there.record.is_some_and(|o| {
+            forwarding::target(&o.value, map.forwarding_epoch()) == Some(at) && forwarding::names(&o.value, copy)
+        }))
+    }
+
+    /// Whether the unconfirmed copy of `id` at `at`, its home, if there is
+    /// one, is accounted for: named by its forwarding record (confirmed from
+    /// that side, [`Self::confirm_named`]), or its original still at the
+    /// previous home (the migration stopped half way; counted there).
+    /// Otherwise it was written too late and is never read: removed, with
+    /// `act`.
     async fn settle_copy(
         &self,
         map: &ShardMap,
@@ -428,20 +454,34 @@ impl<S: RecordStore> ShardedStore<S> {
         let Some(copy) = here.record.filter(|r| forwarding::unconfirmed(&r.value)) else { return Ok(true) };
         let Some(previous) = map.homes(id).other else { return Ok(true) };
         let there = self.store(previous)?.read(id, deadline).await?;
-        let original = there.record.as_ref();
-        if original.is_some_and(|o| same_record(&o.value, &copy.value)) {
+        let accounted = there.record.is_some_and(|o| {
+            same_record(&o.value, &copy.value)
+                || (forwarding::target(&o.value, map.forwarding_epoch()) == Some(at)
+                    && forwarding::names(&o.value, &copy))
+        });
+        if accounted {
             return Ok(true);
         }
-        if !act {
-            return Ok(false);
-        }
-        let named = original.is_some_and(|o| {
-            forwarding::target(&o.value, map.forwarding_epoch()) == Some(at) && forwarding::names(&o.value, &copy)
-        });
-        if named {
-            return self.confirm(map, at, id, &copy, here.lock.map(|l| l.revision), deadline).await;
-        }
-        Ok(self.store(at)?.forget(id, copy.revision, deadline).await?.is_some())
+        Ok(act && self.store(at)?.forget(id, copy.revision, deadline).await?.is_some())
+    }
+
+    /// Whether the copy that `forwarding`, this change's forwarding record
+    /// of `id`, names at `to` is confirmed, confirming it with `act` (its
+    /// confirmation was lost). A copy it does not name is
+    /// [`Self::settle_copy`]'s.
+    async fn confirm_named(
+        &self,
+        map: &ShardMap,
+        to: &str,
+        id: &RecordId,
+        forwarding: &Record,
+        act: bool,
+        deadline: Instant,
+    ) -> Result<bool, Error> {
+        let here = self.store(to)?.read(id, deadline).await?;
+        let named = here.record.filter(|r| forwarding::unconfirmed(&r.value) && forwarding::names(forwarding, r));
+        let Some(copy) = named else { return Ok(true) };
+        Ok(act && self.confirm(map, to, id, &copy, here.lock.map(|l| l.revision), deadline).await?)
     }
 
     async fn mark_settle_checked(&self, shard: &str, deadline: Instant) -> Result<(), Error> {
