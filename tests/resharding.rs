@@ -68,6 +68,11 @@ impl Clusters {
 
     /// A replica running `map` (a new process, as a rollout starts one).
     async fn replica(&self, map: ShardMap) -> Arc<Replica> {
+        self.replica_timed(map, Duration::from_secs(10)).await
+    }
+
+    /// [`Self::replica`] with `request_timeout` for its calls.
+    async fn replica_timed(&self, map: ShardMap, request_timeout: Duration) -> Arc<Replica> {
         let mut stores = BTreeMap::new();
         for (name, etcd) in &self.etcds {
             let store = EtcdStore::connect(&etcd_config(etcd, "/idempotency/")).await.expect("etcd store");
@@ -80,7 +85,7 @@ impl Clusters {
         let settings = Settings {
             limits: limits(),
             replay_cache_bytes: 0,
-            request_timeout: Duration::from_secs(10),
+            request_timeout,
             max_waits_per_tenant: 64,
             replay_clock_margin: REPLAY_CLOCK_MARGIN,
         };
@@ -603,4 +608,33 @@ async fn a_moved_record_is_listed_before_its_copy_is_confirmed() {
     assert!(status.settle_safe, "the copy is confirmed: {status:?}");
     let (listed, _) = switched.list(&page, deadline()).await.expect("a page");
     assert_eq!(listed.len(), 1);
+}
+
+/// Third review: one `shards status` pass (every shard read, every record
+/// moved) was capped at one request timeout, whatever the caller's
+/// deadline: under load it failed after 5.1 s every time. The caller's
+/// deadline bounds the pass now; the store bounds each call.
+#[tokio::test]
+async fn a_status_pass_is_bounded_by_the_callers_deadline_not_one_request_timeout() {
+    let clusters = Clusters::start().await;
+    let (one, two) = (placement(1, &["a"]), placement(2, &["a", "c"]));
+    let ids: Vec<RecordId> = (0..)
+        .map(|i| RecordId { tenant: "bulk".into(), namespace: "payments.create".into(), key: format!("b{i}") })
+        .filter(|id| one.home(id) == "a" && two.home(id) == "c")
+        .take(60)
+        .collect();
+    let old = clusters.replica(settled(1, &["a"])).await;
+    for id in &ids {
+        let token = acquire(&old, id, "owner", 5).await;
+        complete(&old, id, token, "done", 20).await.expect("completes");
+    }
+    clusters.replica(announce(1, &["a"], &["a", "c"])).await.lookup(&ids[0], deadline()).await.expect("there");
+    let request_timeout = Duration::from_millis(50);
+    let switched = clusters.replica_timed(switch(2, &["a", "c"], &["a"]), request_timeout).await;
+    let started = Instant::now();
+    let status = switched.map_status(true, Instant::now() + Duration::from_secs(60)).await.expect("one whole pass");
+    let status = status.expect("sharded");
+    let took = started.elapsed();
+    assert_eq!((status.migrated, status.settle_safe), (60, true), "{status:?}");
+    assert!(took > request_timeout, "the pass took {took:?}: too quick to show the bound");
 }

@@ -355,8 +355,10 @@ impl<S: RecordStore> Coordinator<S> {
     /// the switch step this scans every shard (with `migrate`, moving
     /// records no attempt holds to their new homes), and marks them ready to
     /// settle when no record is left where the settled map won't look.
+    /// The caller's deadline bounds the whole pass, which reads every
+    /// record; the store bounds each of its calls by its request timeout.
     pub async fn map_status(&self, migrate: bool, deadline: Instant) -> Result<Option<MapStatus>, Error> {
-        self.store.map_status(migrate, self.operation_deadline(deadline, Duration::ZERO)).await
+        self.store.map_status(migrate, deadline).await
     }
 
     /// Deletes a finished record, so that its key is new again, and drops
