@@ -147,4 +147,21 @@ mod tests {
         older.finished_token = 0;
         assert_eq!(target(&older, Some(4)), Some("c"));
     }
+
+    #[test]
+    fn an_unconfirmed_copy_is_seen_only_through_the_forwarding_record_that_names_it() {
+        let mut copy = record("c", 2, 0);
+        copy.attempt = 1;
+        copy.fingerprint = vec![0; 32];
+        copy.moved_in_epoch = 2;
+        let at =
+            |revision| Snapshot { revision: 20, record: Some(Versioned { value: copy.clone(), revision }), lock: None };
+        let naming = record("c", 2, 17);
+        assert!(seen(at(17), None).record.is_none(), "read directly");
+        assert!(seen(at(17), Some(&record("c", 2, 0))).record.is_none(), "through a claim's forwarding record");
+        assert!(seen(at(18), Some(&naming)).record.is_none(), "through one naming another copy");
+        assert!(seen(at(17), Some(&naming)).record.is_some(), "through the one naming it");
+        copy.moved_in_epoch = 0;
+        assert!(seen(at(18), None).record.is_some(), "once confirmed, as any record");
+    }
 }
