@@ -154,14 +154,17 @@ mod tests {
         copy.attempt = 1;
         copy.fingerprint = vec![0; 32];
         copy.moved_in_epoch = 2;
-        let at =
-            |revision| Snapshot { revision: 20, record: Some(Versioned { value: copy.clone(), revision }), lock: None };
+        let at = |value: &Record, revision| Snapshot {
+            revision: 20,
+            record: Some(Versioned { value: value.clone(), revision }),
+            lock: None,
+        };
         let naming = record("c", 2, 17);
-        assert!(seen(at(17), None).record.is_none(), "read directly");
-        assert!(seen(at(17), Some(&record("c", 2, 0))).record.is_none(), "through a claim's forwarding record");
-        assert!(seen(at(18), Some(&naming)).record.is_none(), "through one naming another copy");
-        assert!(seen(at(17), Some(&naming)).record.is_some(), "through the one naming it");
-        copy.moved_in_epoch = 0;
-        assert!(seen(at(18), None).record.is_some(), "once confirmed, as any record");
+        assert!(seen(at(&copy, 17), None).record.is_none(), "read directly");
+        assert!(seen(at(&copy, 17), Some(&record("c", 2, 0))).record.is_none(), "through a claim's forwarding record");
+        assert!(seen(at(&copy, 18), Some(&naming)).record.is_none(), "through one naming another copy");
+        assert!(seen(at(&copy, 17), Some(&naming)).record.is_some(), "through the one naming it");
+        let confirmed = Record { moved_in_epoch: 0, ..copy };
+        assert!(seen(at(&confirmed, 18), None).record.is_some(), "once confirmed, as any record");
     }
 }
