@@ -20,18 +20,23 @@ namespace = "payments.create"
 identity = "authorization"
 "#;
 
-/// Sends `POST <path>` with `headers` and an empty JSON body; the status and the body.
-async fn post(setup: &Setup, path: &str, headers: &str) -> (u16, String) {
+/// Sends `request` as it is over one connection; the status and the answer.
+async fn send(setup: &Setup, request: &str) -> (u16, String) {
     let mut tcp = tokio::net::TcpStream::connect(setup.gateway.addr).await.expect("connect");
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nhost: payments.test\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\
-         connection: close\r\n{headers}\r\n{{}}"
-    );
     tcp.write_all(request.as_bytes()).await.expect("write");
     let mut answer = String::new();
     tcp.read_to_string(&mut answer).await.expect("read");
     let status = answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("a status line: {answer:?}"));
     (status, answer)
+}
+
+/// Sends `POST <path>` with `headers` and an empty JSON body.
+async fn post(setup: &Setup, path: &str, headers: &str) -> (u16, String) {
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nhost: payments.test\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\
+         connection: close\r\n{headers}\r\n{{}}"
+    );
+    send(setup, &request).await
 }
 
 #[tokio::test]
@@ -69,15 +74,10 @@ async fn a_trailing_slash_or_another_case_is_the_same_route() {
     assert_eq!(setup.service.ledger.seen()[0].0, "/payments/");
 }
 
-/// Sends a raw HTTP/1.1 request line and headers; the status and the answer.
+/// Sends `request_line` with a host and no body.
 async fn raw(setup: &Setup, request_line: &str) -> (u16, String) {
-    let mut tcp = tokio::net::TcpStream::connect(setup.gateway.addr).await.expect("connect");
-    let request = format!("{request_line}\r\nhost: payments.test\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-    tcp.write_all(request.as_bytes()).await.expect("write");
-    let mut answer = String::new();
-    tcp.read_to_string(&mut answer).await.expect("read");
-    let status = answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("a status line: {answer:?}"));
-    (status, answer)
+    send(setup, &format!("{request_line}\r\nhost: payments.test\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"))
+        .await
 }
 
 /// Review of issue 27: authority-form targets and CONNECT got 502

@@ -91,6 +91,12 @@ pub fn names(via: &Record, copy: &Versioned<Record>) -> bool {
     copy_revision(via) == copy.revision
 }
 
+/// Whether `record` is a forwarding record of the change to `epoch_now`
+/// that leads to `copy`, a migration's copy at `at`.
+pub fn leads_to(record: &Record, epoch_now: Option<u64>, at: &str, copy: &Versioned<Record>) -> bool {
+    target(record, epoch_now) == Some(at) && names(record, copy)
+}
+
 /// `snapshot`, read at a shard directly or through the forwarding record
 /// `via`, as a reader finds it: an unconfirmed copy counts only through the
 /// forwarding record that names it.

@@ -431,9 +431,7 @@ impl<S: RecordStore> ShardedStore<S> {
     ) -> Result<bool, Error> {
         let Some(previous) = map.homes(id).other else { return Ok(false) };
         let there = self.store(previous)?.read(id, deadline).await?;
-        Ok(there.record.is_some_and(|o| {
-            forwarding::target(&o.value, map.forwarding_epoch()) == Some(at) && forwarding::names(&o.value, copy)
-        }))
+        Ok(there.record.is_some_and(|o| forwarding::leads_to(&o.value, map.forwarding_epoch(), at, copy)))
     }
 
     /// Whether the unconfirmed copy of `id` at `at`, its home, if there is
@@ -455,9 +453,7 @@ impl<S: RecordStore> ShardedStore<S> {
         let Some(previous) = map.homes(id).other else { return Ok(true) };
         let there = self.store(previous)?.read(id, deadline).await?;
         let accounted = there.record.is_some_and(|o| {
-            same_record(&o.value, &copy.value)
-                || (forwarding::target(&o.value, map.forwarding_epoch()) == Some(at)
-                    && forwarding::names(&o.value, &copy))
+            same_record(&o.value, &copy.value) || forwarding::leads_to(&o.value, map.forwarding_epoch(), at, &copy)
         });
         if accounted {
             return Ok(true);
